@@ -1,0 +1,1 @@
+"""Train a Keras MLP and a scikit-learn MLPClassifier on the same data and compare them."""

@@ -1,0 +1,250 @@
+"""The validated, typed view of `params.yaml` that every stage reads."""
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline import paths
+from pipeline.errors import PipelineError
+
+DataKind = Literal["classification", "moons", "circles", "xor", "random_labels"]
+Activation = Literal["relu", "tanh", "logistic", "identity"]
+Optimizer = Literal["adam", "sgd"]
+KerasInitializer = Literal[
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+]
+LearningRateSchedule = Literal["constant", "invscaling", "adaptive"]
+
+# Strict types: YAML `true` is not 1, and "10" (quoted) is not a number.
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+Fraction = Annotated[float, Field(gt=0, lt=1, strict=True, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML, but `1e-3` is a float, as in YAML 1.2 and in DVC's own parser."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789."),
+)
+
+
+class Section(BaseModel):
+    """A params section: every key is required and unknown keys are errors."""
+
+    # A typo such as `learning_rte` must fail loudly, never fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerateConfig(Section):
+    kind: DataKind
+    n_samples: PositiveInt
+    n_features: PositiveInt
+    n_informative: PositiveInt
+    noise: NonNegativeFloat
+    class_sep: PositiveFloat
+    positive_fraction: Fraction
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> "GenerateConfig":
+        if self.kind in ("moons", "circles", "xor") and self.n_features < 2:
+            raise ValueError(
+                f"generate.n_features = {self.n_features}: kind {self.kind!r} "
+                "needs at least 2 features"
+            )
+        if self.kind == "classification":
+            if self.n_informative > self.n_features:
+                raise ValueError(
+                    f"generate.n_informative = {self.n_informative}: must be at most "
+                    f"generate.n_features ({self.n_features})"
+                )
+            if self.noise >= 1:
+                raise ValueError(
+                    f"generate.noise = {self.noise}: for kind 'classification' it is "
+                    "the fraction of flipped labels, allowed: 0 <= noise < 1"
+                )
+        return self
+
+
+class SplitConfig(Section):
+    test_size: Fraction
+    validation_size: Fraction
+
+    @model_validator(mode="after")
+    def _check_sum(self) -> "SplitConfig":
+        if self.test_size + self.validation_size >= 1:
+            raise ValueError(
+                f"split.test_size + split.validation_size = "
+                f"{self.test_size + self.validation_size:g}: must be below 1 so "
+                "that rows are left for training"
+            )
+        return self
+
+
+class ModelSpec(Section):
+    """The network and its training, translated faithfully for both libraries."""
+
+    hidden_layers: list[PositiveInt]
+    activation: Activation
+    optimizer: Optimizer
+    learning_rate: PositiveFloat
+    batch_size: PositiveInt
+    epochs: PositiveInt
+    l2: NonNegativeFloat
+    patience: Annotated[int, Field(ge=0, strict=True)]
+    momentum: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
+    nesterov: bool
+
+    @model_validator(mode="after")
+    def _check_momentum(self) -> "ModelSpec":
+        if self.optimizer != "sgd" and (self.momentum != 0 or self.nesterov):
+            raise ValueError(
+                f"model.momentum = {self.momentum}, model.nesterov = {self.nesterov}: "
+                "momentum applies only to model.optimizer = 'sgd'; set them to 0 "
+                "and false"
+            )
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("model.nesterov = True: Nesterov momentum needs model.momentum > 0")
+        return self
+
+
+class TrainKerasConfig(Section):
+    kernel_initializer: KerasInitializer
+
+
+class TrainSklearnConfig(Section):
+    learning_rate_schedule: LearningRateSchedule
+
+
+class EvaluateConfig(Section):
+    threshold: Fraction
+
+
+class TrackConfig(Section):
+    experiment_name: Annotated[str, Field(min_length=1, pattern=r"\S")]
+
+
+class Params(Section):
+    """All of `params.yaml`."""
+
+    seed: Annotated[int, Field(ge=0, lt=2**32, strict=True)]
+    generate: GenerateConfig
+    split: SplitConfig
+    model: ModelSpec
+    train_keras: TrainKerasConfig
+    train_sklearn: TrainSklearnConfig
+    evaluate: EvaluateConfig
+    track: TrackConfig
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> "Params":
+        schedule = self.train_sklearn.learning_rate_schedule
+        if schedule != "constant" and self.model.optimizer != "sgd":
+            raise ValueError(
+                f"train_sklearn.learning_rate_schedule = {schedule!r}: applies only "
+                "to model.optimizer = 'sgd'; allowed with 'adam': 'constant'"
+            )
+        return self
+
+
+def _suggestion(unknown: str, section: type[BaseModel]) -> str:
+    matches = difflib.get_close_matches(unknown, section.model_fields, n=1)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+def _section_at(location: tuple[Any, ...]) -> type[BaseModel]:
+    """The config class that holds the key at `location` (its parent)."""
+    section: type[BaseModel] = Params
+    for key in location[:-1]:
+        annotation = section.model_fields[key].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        section = annotation
+    return section
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    """One line naming the key path, the bad value and what is allowed."""
+    first = error.errors()[0]
+    location = tuple(first["loc"])
+    key = ".".join(str(part) for part in location)
+    kind = first["type"]
+    if kind == "value_error":
+        # Our own validators already name the keys involved.
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}"
+    if kind == "missing":
+        return f"{source}: {key} is missing (every key must be set; see the README)"
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_section_at(location).model_fields)
+        suggestion = _suggestion(str(location[-1]), _section_at(location))
+        return f"{source}: unknown key {key}{suggestion} (allowed here: {allowed})"
+    value = first.get("input")
+    message = first["msg"]
+    if kind == "literal_error":
+        message = message.replace("Input should be", "allowed:")
+    else:
+        message = message.replace("Input should be", "must be")
+    return f"{source}: {key} = {value!r}: {message}"
+
+
+def parse_params(raw: Any, source: Path = paths.PARAMS) -> Params:
+    """Validate already-parsed YAML content."""
+    if not isinstance(raw, dict):
+        raise PipelineError(
+            f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}"
+        )
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineError(_describe(error, source)) from None
+
+
+def load_params(path: Path = paths.PARAMS) -> Params:
+    """Read and validate the params file, before any stage does work."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise PipelineError(f"{path}: cannot read the params file ({error.strerror})") from None
+    try:
+        raw = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise PipelineError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse_params(raw, path)
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """`{"model.learning_rate": 0.001, ...}`, the way DVC and MLflow show params."""
+    flat: dict[str, Any] = {}
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(f"{prefix}.{key}" if prefix else key, item)
+        else:
+            flat[prefix] = value
+
+    visit("", params.model_dump())
+    return flat

@@ -1,0 +1,59 @@
+"""The per-epoch training history both trainers record, in the same shape."""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import PipelineError
+
+logger = logging.getLogger(__name__)
+
+# `loss` is the mean of the batch losses during the epoch (L2 penalty included), as
+# both libraries report it; `val_loss` is the loss on the validation set after the
+# epoch, penalty included, as Keras reports it.
+COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    epochs_trained: int
+    best_epoch: int  # the epoch whose weights the saved model has
+    stopped_early: bool
+    train_seconds: float
+    samples_per_second: float
+
+
+def best_epoch(val_losses: list[float]) -> int:
+    """1-based epoch of the first lowest validation loss (what early stopping keeps)."""
+    return int(np.argmin(val_losses)) + 1
+
+
+def log_epoch(family: str, record: dict[str, float], epochs: int) -> None:
+    logger.info(
+        "%-7s epoch %3d/%d  loss %.4f  val_loss %.4f  accuracy %.4f  val_accuracy %.4f",
+        family,
+        record["epoch"],
+        epochs,
+        record["loss"],
+        record["val_loss"],
+        record["accuracy"],
+        record["val_accuracy"],
+    )
+
+
+def history_frame(records: list[dict[str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(records, columns=list(COLUMNS))
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    try:
+        history = pd.read_csv(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; run the training stages first") from None
+    missing = set(COLUMNS) - set(history.columns)
+    if missing:
+        raise PipelineError(f"{path}: missing columns {sorted(missing)}")
+    return history

@@ -1,0 +1,59 @@
+"""Every file the pipeline reads or writes, relative to the repository root.
+
+`dvc.yaml` names the same paths; `tests/test_paths.py` checks that the two agree.
+"""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+DATA = Path("data")
+
+# generate
+DATASET = DATA / "generate" / "dataset.parquet"
+
+# split
+SPLIT = DATA / "split"
+TRAIN = SPLIT / "train.parquet"
+VALIDATION = SPLIT / "validation.parquet"
+TEST = SPLIT / "test.parquet"
+SCALER = SPLIT / "scaler.json"
+
+# train_keras
+KERAS = DATA / "train_keras"
+KERAS_MODEL = KERAS / "model.keras"
+KERAS_HISTORY = KERAS / "history.csv"
+KERAS_SUMMARY = KERAS / "summary.json"
+
+# train_sklearn
+SKLEARN = DATA / "train_sklearn"
+SKLEARN_MODEL = SKLEARN / "model.skops"
+SKLEARN_HISTORY = SKLEARN / "history.csv"
+SKLEARN_SUMMARY = SKLEARN / "summary.json"
+
+# evaluate
+EVALUATE = DATA / "evaluate"
+METRICS = EVALUATE / "metrics.json"
+CURVES = EVALUATE / "curves"
+FIGURES = EVALUATE / "figures"
+
+# track
+MLFLOW_RUNS = DATA / "track" / "mlflow_runs.json"
+
+# The embedded MLflow store, at the root of the main repository (never inside a
+# temporary `dvc exp run --queue` copy, which is deleted after the run).
+MLFLOW_DATABASE = Path("mlflow.db")
+MLFLOW_ARTIFACTS = Path("mlartifacts")
+
+MODEL_FAMILIES = ("keras", "sklearn")
+
+
+def roc_curve(family: str) -> Path:
+    return CURVES / f"roc_{family}.csv"
+
+
+def precision_recall_curve(family: str) -> Path:
+    return CURVES / f"precision_recall_{family}.csv"
+
+
+def confusion(family: str) -> Path:
+    return CURVES / f"confusion_{family}.csv"

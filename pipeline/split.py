@@ -1,0 +1,93 @@
+"""Split the data set into stratified train / validation / test sets and standardize
+them with a scaler fitted on the train set only (`data/split/`)."""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from pipeline import paths
+from pipeline.config import SplitConfig, load_params
+from pipeline.errors import PipelineError, run_stage
+from pipeline.files import Table, read_table, write_json, write_table
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Table
+    validation: Table
+    test: Table
+    scaler: StandardScaler
+
+
+def stratified_indices(
+    labels: np.ndarray, config: SplitConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of the train, validation and test sets, each with the class mix
+    of the whole data set."""
+    everything = np.arange(len(labels))
+    try:
+        rest, test = train_test_split(
+            everything, test_size=config.test_size, stratify=labels, random_state=seed
+        )
+        # validation_size is a fraction of the whole data set, not of the rest.
+        train, validation = train_test_split(
+            rest,
+            test_size=config.validation_size / (1 - config.test_size),
+            stratify=labels[rest],
+            random_state=seed,
+        )
+    except ValueError as error:
+        raise PipelineError(
+            f"split: cannot split {len(labels)} rows (class counts "
+            f"{np.bincount(labels).tolist()}) with split.test_size = "
+            f"{config.test_size} and split.validation_size = "
+            f"{config.validation_size}: {error}"
+        ) from None
+    return train, validation, test
+
+
+def split_dataset(dataset: Table, config: SplitConfig, seed: int) -> Splits:
+    """Split and standardize; the scaler sees the train rows only."""
+    train, validation, test = stratified_indices(dataset.labels, config, seed)
+    scaler = StandardScaler().fit(dataset.features[train])
+
+    def subset(rows: np.ndarray) -> Table:
+        standardized = scaler.transform(dataset.features[rows]).astype(np.float32)
+        return Table(standardized, dataset.labels[rows], dataset.feature_names)
+
+    return Splits(subset(train), subset(validation), subset(test), scaler)
+
+
+def scaler_description(scaler: StandardScaler, feature_names: tuple[str, ...]) -> dict:
+    """The fitted scaler as plain JSON: x_standardized = (x - mean) / scale."""
+    return {
+        "feature_names": list(feature_names),
+        "mean": scaler.mean_.tolist(),
+        "scale": scaler.scale_.tolist(),
+    }
+
+
+def main() -> None:
+    params = load_params()
+    dataset = read_table(paths.DATASET)
+    splits = split_dataset(dataset, params.split, params.seed)
+    write_table(splits.train, paths.TRAIN)
+    write_table(splits.validation, paths.VALIDATION)
+    write_table(splits.test, paths.TEST)
+    write_json(scaler_description(splits.scaler, dataset.feature_names), paths.SCALER)
+    logger.info(
+        "split: %d train, %d validation, %d test rows -> %s",
+        len(splits.train.labels),
+        len(splits.validation.labels),
+        len(splits.test.labels),
+        paths.SPLIT,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

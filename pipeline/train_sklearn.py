@@ -1,0 +1,178 @@
+"""Train the scikit-learn MLPClassifier baseline and record its per-epoch history
+(`data/train_sklearn/`)."""
+
+import copy
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import skops.io
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, log_loss
+from sklearn.neural_network import MLPClassifier
+
+from pipeline import paths
+from pipeline.config import LearningRateSchedule, ModelSpec, load_params
+from pipeline.errors import run_stage
+from pipeline.files import Table, atomic_path, read_table, write_csv, write_json
+from pipeline.history import TrainingSummary, history_frame, log_epoch
+
+logger = logging.getLogger(__name__)
+
+# Keras' Adam defaults (scikit-learn's own epsilon is 1e-8), so that both libraries
+# run the same optimizer.
+ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
+
+# Every type a saved MLPClassifier holds that skops does not trust by default.
+# Loading refuses anything else, so a tampered file cannot run code.
+SKOPS_TRUSTED_TYPES = [
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+]
+
+
+@dataclass(frozen=True)
+class SklearnResult:
+    model: MLPClassifier
+    history: pd.DataFrame
+    summary: TrainingSummary
+
+
+def sklearn_alpha(l2: float, batch_size: int) -> float:
+    """scikit-learn's `alpha` that penalizes like Keras' `L2(l2)`.
+
+    Keras adds `l2 * ||W||^2` to each batch loss. scikit-learn adds
+    `0.5 * alpha * ||W||^2 / n_batch`, where n_batch is the number of rows in the
+    batch (`_backprop` in sklearn/neural_network/_multilayer_perceptron.py). They
+    match for full batches when alpha = 2 * l2 * batch_size; the last, partial batch
+    of an epoch gets a slightly stronger penalty in scikit-learn.
+    """
+    return 2.0 * l2 * batch_size
+
+
+def l2_penalty(classifier: MLPClassifier, l2: float) -> float:
+    """Keras' regularization loss for the same weights: l2 * sum ||W||^2."""
+    return l2 * sum(float(np.sum(weights.astype(np.float64) ** 2)) for weights in classifier.coefs_)
+
+
+def build_classifier(spec: ModelSpec, schedule: LearningRateSchedule, seed: int) -> MLPClassifier:
+    return MLPClassifier(
+        hidden_layer_sizes=tuple(spec.hidden_layers),
+        activation=spec.activation,
+        solver=spec.optimizer,
+        alpha=sklearn_alpha(spec.l2, spec.batch_size),
+        batch_size=spec.batch_size,
+        learning_rate_init=spec.learning_rate,
+        learning_rate=schedule,
+        momentum=spec.momentum,
+        nesterovs_momentum=spec.nesterov,
+        beta_1=ADAM_BETA_1,
+        beta_2=ADAM_BETA_2,
+        epsilon=ADAM_EPSILON,
+        shuffle=True,
+        # `partial_fit` re-creates its random state from `random_state` on every
+        # call, so an integer seed would shuffle every epoch identically. One
+        # RandomState object, advanced across calls, gives a fresh seeded order.
+        random_state=np.random.RandomState(seed),
+    )
+
+
+def train(
+    train_set: Table,
+    validation_set: Table,
+    spec: ModelSpec,
+    schedule: LearningRateSchedule,
+    seed: int,
+) -> SklearnResult:
+    """One `partial_fit` per epoch, with the same history and early stopping as Keras."""
+    classifier = build_classifier(spec, schedule, seed)
+    classes = np.array([0, 1])
+    records: list[dict[str, float]] = []
+    best_val_loss, best_weights, best = np.inf, None, 0
+    started = time.perf_counter()
+    for epoch in range(1, spec.epochs + 1):
+        with warnings.catch_warnings():
+            # One epoch per call is the point; "not converged yet" is expected.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            classifier.partial_fit(train_set.features, train_set.labels, classes=classes)
+        validation_probability = classifier.predict_proba(validation_set.features)[:, 1]
+        record = {
+            "epoch": epoch,
+            "loss": float(classifier.loss_curve_[-1]),
+            "accuracy": float(
+                accuracy_score(train_set.labels, classifier.predict(train_set.features))
+            ),
+            "val_loss": float(
+                log_loss(validation_set.labels, validation_probability, labels=classes)
+                + l2_penalty(classifier, spec.l2)
+            ),
+            "val_accuracy": float(
+                accuracy_score(validation_set.labels, validation_probability > 0.5)
+            ),
+        }
+        records.append(record)
+        log_epoch("sklearn", record, spec.epochs)
+        if spec.patience == 0:
+            continue
+        # Keras' EarlyStopping: strict improvement, stop after `patience` epochs
+        # without one, then restore the best epoch's weights.
+        if record["val_loss"] < best_val_loss:
+            best_val_loss, best = record["val_loss"], epoch
+            best_weights = copy.deepcopy((classifier.coefs_, classifier.intercepts_))
+        elif epoch - best >= spec.patience:
+            break
+    train_seconds = time.perf_counter() - started
+    if best_weights is not None:
+        classifier.coefs_, classifier.intercepts_ = best_weights
+    # Store the plain seed, not the RandomState object used while training.
+    classifier.random_state = seed
+    epochs_trained = len(records)
+    summary = TrainingSummary(
+        epochs_trained=epochs_trained,
+        best_epoch=best if spec.patience > 0 else epochs_trained,
+        stopped_early=epochs_trained < spec.epochs,
+        train_seconds=train_seconds,
+        samples_per_second=len(train_set.labels) * epochs_trained / train_seconds,
+    )
+    return SklearnResult(model=classifier, history=history_frame(records), summary=summary)
+
+
+def save_model(classifier: MLPClassifier, path: os.PathLike) -> None:
+    """skops, not pickle: loading it back cannot execute code."""
+    with atomic_path(path) as temporary:
+        skops.io.dump(classifier, temporary)
+
+
+def load_model(path: os.PathLike = paths.SKLEARN_MODEL) -> MLPClassifier:
+    return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
+
+
+def main() -> None:
+    params = load_params()
+    train_set = read_table(paths.TRAIN)
+    validation_set = read_table(paths.VALIDATION)
+    result = train(
+        train_set,
+        validation_set,
+        params.model,
+        params.train_sklearn.learning_rate_schedule,
+        params.seed,
+    )
+    save_model(result.model, paths.SKLEARN_MODEL)
+    write_csv(result.history, paths.SKLEARN_HISTORY)
+    write_json(asdict(result.summary), paths.SKLEARN_SUMMARY)
+    logger.info(
+        "train_sklearn: %d epochs in %.1f s (best epoch %d) -> %s",
+        result.summary.epochs_trained,
+        result.summary.train_seconds,
+        result.summary.best_epoch,
+        paths.SKLEARN,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,331 @@
+"""Tests for `pipeline.config`: the committed params, and one-line errors for bad ones."""
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.config import Params, flatten, load_params, parse_params
+from pipeline.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+@pytest.fixture(scope="module")
+def default_raw() -> dict[str, Any]:
+    """The committed params.yaml, parsed but not validated."""
+    return yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+
+
+def changed(raw: dict[str, Any], key_path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `raw` with the dotted `key_path` set to `value`."""
+    result = copy.deepcopy(raw)
+    *parents, last = key_path.split(".")
+    section = result
+    for key in parents:
+        section = section[key]
+    section[last] = value
+    return result
+
+
+def removed(raw: dict[str, Any], key_path: str) -> dict[str, Any]:
+    """A deep copy of `raw` without the dotted `key_path`."""
+    result = copy.deepcopy(raw)
+    *parents, last = key_path.split(".")
+    section = result
+    for key in parents:
+        section = section[key]
+    del section[last]
+    return result
+
+
+def parse_error(raw: Any, match: str) -> PipelineError:
+    """The `PipelineError` that `parse_params(raw)` raises, checked to be one line."""
+    with pytest.raises(PipelineError, match=match) as caught:
+        parse_params(raw)
+    assert "\n" not in str(caught.value)
+    return caught.value
+
+
+def test_committed_params_load() -> None:
+    params = load_params(PARAMS_FILE)
+
+    assert isinstance(params, Params)
+    assert params.seed == 42
+    assert params.generate.kind == "classification"
+    assert params.model.hidden_layers == [10, 10]
+    assert params.model.learning_rate == pytest.approx(0.001)
+    assert params.evaluate.threshold == pytest.approx(0.5)
+
+
+def test_default_dict_parses(default_raw: dict[str, Any]) -> None:
+    assert parse_params(default_raw) == load_params(PARAMS_FILE)
+
+
+@pytest.mark.parametrize(
+    ("key_path", "suggestion"),
+    [
+        ("model.learning_rte", "learning_rate"),
+        ("generate.n_sample", "n_samples"),
+        ("split.tests_size", "test_size"),
+        ("modell", "model"),
+    ],
+)
+def test_unknown_key_suggests_the_closest(
+    default_raw: dict[str, Any], key_path: str, suggestion: str
+) -> None:
+    raw = changed(default_raw, key_path, 1)
+
+    error = parse_error(raw, re.escape(f"unknown key {key_path}; did you mean {suggestion!r}?"))
+
+    assert "allowed here:" in str(error)
+    assert str(error).startswith("params.yaml: ")
+
+
+def test_unknown_key_without_close_match_lists_allowed(default_raw: dict[str, Any]) -> None:
+    raw = changed(default_raw, "model.zzzz", 1)
+
+    error = parse_error(raw, r"^params\.yaml: unknown key model\.zzzz \(allowed here: ")
+
+    assert "did you mean" not in str(error)
+    assert "learning_rate" in str(error)
+
+
+@pytest.mark.parametrize("key_path", ["model.epochs", "generate.kind", "seed", "split.test_size"])
+def test_missing_key(default_raw: dict[str, Any], key_path: str) -> None:
+    parse_error(
+        removed(default_raw, key_path),
+        rf"^params\.yaml: {re.escape(key_path)} is missing \(every key must be set",
+    )
+
+
+@pytest.mark.parametrize("section", ["model", "evaluate", "track"])
+def test_missing_section(default_raw: dict[str, Any], section: str) -> None:
+    parse_error(removed(default_raw, section), rf"^params\.yaml: {section} is missing")
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "message"),
+    [
+        ("model.epochs", "10", "model.epochs = '10': must be a valid integer"),
+        ("model.epochs", True, "model.epochs = True: must be a valid integer"),
+        ("generate.n_samples", 10.0, "generate.n_samples = 10.0: must be a valid integer"),
+        ("model.learning_rate", True, "model.learning_rate = True: must be a valid number"),
+        ("model.learning_rate", "0.01", "model.learning_rate = '0.01': must be a valid number"),
+        ("model.hidden_layers", 10, "model.hidden_layers = 10: must be a valid list"),
+        ("model.hidden_layers", [10, "8"], "model.hidden_layers.1 = '8': must be a valid integer"),
+    ],
+)
+def test_wrong_type(default_raw: dict[str, Any], key_path: str, value: Any, message: str) -> None:
+    parse_error(changed(default_raw, key_path, value), f"^{re.escape(f'params.yaml: {message}')}$")
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value"),
+    [
+        ("generate.n_samples", 0),
+        ("generate.n_features", -3),
+        ("model.batch_size", 0),
+        ("model.batch_size", -1),
+        ("model.epochs", 0),
+        ("model.learning_rate", 0.0),
+        ("model.hidden_layers", [10, 0]),
+    ],
+)
+def test_non_positive_sizes(default_raw: dict[str, Any], key_path: str, value: Any) -> None:
+    raw = changed(default_raw, key_path, value)
+    shown_key = "model.hidden_layers.1" if key_path == "model.hidden_layers" else key_path
+    shown_value = 0 if key_path == "model.hidden_layers" else value
+
+    parse_error(
+        raw, f"^{re.escape(f'params.yaml: {shown_key} = {shown_value!r}')}: must be greater than 0$"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "allowed"),
+    [
+        ("model.activation", "sigmoid", "'relu', 'tanh', 'logistic' or 'identity'"),
+        ("model.optimizer", "rmsprop", "'adam' or 'sgd'"),
+        (
+            "generate.kind",
+            "blobs",
+            "'classification', 'moons', 'circles', 'xor' or 'random_labels'",
+        ),
+        (
+            "train_sklearn.learning_rate_schedule",
+            "cosine",
+            "'constant', 'invscaling' or 'adaptive'",
+        ),
+    ],
+)
+def test_unknown_choice_lists_allowed_values(
+    default_raw: dict[str, Any], key_path: str, value: str, allowed: str
+) -> None:
+    parse_error(
+        changed(default_raw, key_path, value),
+        f"^{re.escape(f'params.yaml: {key_path} = {value!r}: allowed: {allowed}')}$",
+    )
+
+
+@pytest.mark.parametrize(("test_size", "validation_size"), [(0.5, 0.5), (0.6, 0.5), (0.9, 0.3)])
+def test_split_fractions_must_leave_training_rows(
+    default_raw: dict[str, Any], test_size: float, validation_size: float
+) -> None:
+    raw = changed(default_raw, "split.test_size", test_size)
+    raw = changed(raw, "split.validation_size", validation_size)
+
+    parse_error(
+        raw,
+        re.escape(
+            f"params.yaml: split.test_size + split.validation_size = "
+            f"{test_size + validation_size:g}: must be below 1"
+        ),
+    )
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.2, 1.5])
+def test_split_fraction_out_of_range(default_raw: dict[str, Any], fraction: float) -> None:
+    parse_error(
+        changed(default_raw, "split.test_size", fraction),
+        rf"^params\.yaml: split\.test_size = {re.escape(repr(fraction))}: must be (greater|less)",
+    )
+
+
+def test_n_informative_above_n_features(default_raw: dict[str, Any]) -> None:
+    raw = changed(default_raw, "generate.n_informative", 9)
+    raw = changed(raw, "generate.n_features", 8)
+
+    parse_error(
+        raw,
+        "^"
+        + re.escape(
+            "params.yaml: generate.n_informative = 9: must be at most generate.n_features (8)"
+        )
+        + "$",
+    )
+
+
+def test_momentum_with_adam(default_raw: dict[str, Any]) -> None:
+    raw = changed(default_raw, "model.momentum", 0.9)
+
+    parse_error(
+        raw,
+        re.escape("model.momentum = 0.9, model.nesterov = False: momentum applies only to")
+        + r".*'sgd'",
+    )
+
+
+def test_momentum_with_sgd_is_allowed(default_raw: dict[str, Any]) -> None:
+    raw = changed(default_raw, "model.optimizer", "sgd")
+    raw = changed(raw, "model.momentum", 0.9)
+    raw = changed(raw, "model.nesterov", True)
+
+    params = parse_params(raw)
+
+    assert params.model.momentum == pytest.approx(0.9)
+    assert params.model.nesterov is True
+
+
+@pytest.mark.parametrize("schedule", ["invscaling", "adaptive"])
+def test_learning_rate_schedule_with_adam(default_raw: dict[str, Any], schedule: str) -> None:
+    raw = changed(default_raw, "train_sklearn.learning_rate_schedule", schedule)
+
+    parse_error(
+        raw,
+        "^"
+        + re.escape(
+            f"params.yaml: train_sklearn.learning_rate_schedule = {schedule!r}: applies only "
+            "to model.optimizer = 'sgd'; allowed with 'adam': 'constant'"
+        )
+        + "$",
+    )
+
+
+def test_learning_rate_schedule_with_sgd_is_allowed(default_raw: dict[str, Any]) -> None:
+    raw = changed(default_raw, "train_sklearn.learning_rate_schedule", "invscaling")
+    raw = changed(raw, "model.optimizer", "sgd")
+
+    assert parse_params(raw).train_sklearn.learning_rate_schedule == "invscaling"
+
+
+@pytest.mark.parametrize(
+    ("raw", "type_name"), [([1, 2], "list"), (None, "NoneType"), ("seed: 1", "str")]
+)
+def test_top_level_not_a_mapping(raw: Any, type_name: str) -> None:
+    parse_error(
+        raw,
+        f"^params\\.yaml: expected a mapping of sections at the top level, got {type_name}$",
+    )
+
+
+def test_section_not_a_mapping(default_raw: dict[str, Any]) -> None:
+    parse_error(changed(default_raw, "generate", [1, 2]), r"^params\.yaml: generate = \[1, 2\]: ")
+
+
+def test_error_names_the_source_file(default_raw: dict[str, Any]) -> None:
+    with pytest.raises(PipelineError, match=r"^elsewhere\.yaml: model\.epochs = 0: "):
+        parse_params(changed(default_raw, "model.epochs", 0), Path("elsewhere.yaml"))
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\ngenerate:\n  kind: moons\n   n_samples: 10\n", encoding="utf-8")
+
+    with pytest.raises(PipelineError, match=r"malformed YAML at line 4, column \d+: ") as caught:
+        load_params(path)
+
+    assert str(caught.value).startswith(f"{path}: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+
+    with pytest.raises(PipelineError, match="cannot read the params file") as caught:
+        load_params(path)
+
+    assert str(caught.value).startswith(f"{path}: ")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("1e-3", 0.001), ("2.5E+2", 250.0), ("3e1", 30.0)])
+def test_exponent_without_dot_is_a_float(tmp_path: Path, text: str, expected: float) -> None:
+    # PyYAML (YAML 1.1) reads `1e-3` as a string; DVC (YAML 1.2) reads a float.
+    path = tmp_path / "params.yaml"
+    content = PARAMS_FILE.read_text(encoding="utf-8").replace(
+        "learning_rate: 0.001", f"learning_rate: {text}"
+    )
+    assert f"learning_rate: {text}" in content
+    path.write_text(content, encoding="utf-8")
+
+    learning_rate = load_params(path).model.learning_rate
+
+    assert isinstance(learning_rate, float)
+    assert learning_rate == pytest.approx(expected)
+
+
+def test_flatten_gives_dotted_keys() -> None:
+    flat = flatten(load_params(PARAMS_FILE))
+
+    assert flat["seed"] == 42
+    assert flat["model.learning_rate"] == pytest.approx(0.001)
+    assert flat["model.hidden_layers"] == [10, 10]
+    assert flat["generate.kind"] == "classification"
+    assert flat["split.test_size"] == pytest.approx(0.2)
+    assert flat["track.experiment_name"] == "mlp-comparison"
+    assert all(not isinstance(value, dict) for value in flat.values())
+
+
+def test_flatten_covers_every_leaf(default_raw: dict[str, Any]) -> None:
+    flat = flatten(parse_params(default_raw))
+    expected = {
+        f"{section}.{key}" if isinstance(values, dict) else section
+        for section, values in default_raw.items()
+        for key in (values if isinstance(values, dict) else [None])
+    }
+
+    assert set(flat) == expected

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+
+from pipeline.config import ModelSpec
+from pipeline.split import Splits
+from pipeline.train_keras import build_model, load_model, train
+
+NUMPY_ACTIVATIONS = {
+    "relu": lambda z: np.maximum(z, 0.0),
+    "tanh": np.tanh,
+    "logistic": lambda z: 1.0 / (1.0 + np.exp(-z)),
+    "identity": lambda z: z,
+}
+
+
+def neuron_forward_pass(model, features: np.ndarray, activation: str) -> np.ndarray:
+    """a_j = f(sum_i w_ij x_i + b_j), layer by layer, from the model's weights."""
+    outputs = features.astype(np.float64)
+    dense_layers = model.layers
+    for index, layer in enumerate(dense_layers):
+        weights, biases = (array.astype(np.float64) for array in layer.get_weights())
+        pre_activation = outputs @ weights + biases
+        is_output = index == len(dense_layers) - 1
+        outputs = NUMPY_ACTIVATIONS["logistic" if is_output else activation](pre_activation)
+    return outputs[:, 0]
+
+
+def test_default_network_is_the_textbook_one(default_params):
+    model = build_model(8, default_params.model, "glorot_uniform")
+    units = [layer.units for layer in model.layers]
+    activations = [layer.activation.__name__ for layer in model.layers]
+    assert units == [10, 10, 1]
+    assert activations == ["relu", "relu", "sigmoid"]
+    # 8*10+10 + 10*10+10 + 10*1+1 weights and biases.
+    assert model.count_params() == 211
+    assert model.loss.name == "binary_crossentropy"
+    assert type(model.optimizer).__name__ == "Adam"
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+def test_forward_pass_is_the_neuron_formula(
+    activation: str, tiny_spec: ModelSpec, tiny_splits: Splits
+):
+    spec = tiny_spec.model_copy(update={"activation": activation, "epochs": 2})
+    result = train(tiny_splits.train, tiny_splits.validation, spec, "glorot_uniform", seed=1)
+    features = tiny_splits.test.features
+    expected = neuron_forward_pass(result.model, features, activation)
+    predicted = result.model.predict(features, verbose=0)[:, 0]
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_history_has_one_row_per_epoch(tiny_spec: ModelSpec, tiny_splits: Splits):
+    result = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "glorot_uniform", seed=1)
+    history = result.history
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert history[["accuracy", "val_accuracy"]].stack().between(0, 1).all()
+    assert result.summary.epochs_trained == 3
+    assert result.summary.best_epoch == 3
+    assert not result.summary.stopped_early
+    # The last val_loss is the loss of the returned model on the validation set.
+    val_loss = result.model.evaluate(
+        tiny_splits.validation.features,
+        tiny_splits.validation.labels.astype(np.float32),
+        verbose=0,
+    )[0]
+    assert val_loss == pytest.approx(history["val_loss"].iloc[-1], rel=1e-5)
+
+
+def test_same_seed_same_training(tiny_spec: ModelSpec, tiny_splits: Splits):
+    first = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "glorot_uniform", seed=3)
+    second = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "glorot_uniform", seed=3)
+    other = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "glorot_uniform", seed=4)
+    assert first.history.equals(second.history)
+    assert not first.history.equals(other.history)
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_spec: ModelSpec, tiny_splits: Splits):
+    # A learning rate this large makes the validation loss bounce, so training stops.
+    spec = tiny_spec.model_copy(update={"epochs": 30, "patience": 2, "learning_rate": 0.5})
+    result = train(tiny_splits.train, tiny_splits.validation, spec, "glorot_uniform", seed=0)
+    history, summary = result.history, result.summary
+    assert summary.stopped_early
+    assert summary.epochs_trained < 30
+    assert summary.best_epoch == int(history["val_loss"].idxmin()) + 1
+    assert summary.epochs_trained - summary.best_epoch == 2
+    restored_val_loss = result.model.evaluate(
+        tiny_splits.validation.features,
+        tiny_splits.validation.labels.astype(np.float32),
+        verbose=0,
+    )[0]
+    assert restored_val_loss == pytest.approx(history["val_loss"].min(), rel=1e-5)
+
+
+def test_saved_model_loads_in_safe_mode(tmp_path, tiny_spec: ModelSpec, tiny_splits: Splits):
+    result = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "glorot_uniform", seed=1)
+    path = tmp_path / "model.keras"
+    result.model.save(path)
+    loaded = load_model(path)
+    features = tiny_splits.test.features
+    np.testing.assert_array_equal(
+        loaded.predict(features, verbose=0), result.model.predict(features, verbose=0)
+    )

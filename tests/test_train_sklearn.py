@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import log_loss
+from skops.io.exceptions import UntrustedTypesFoundException
+
+from pipeline.config import ModelSpec
+from pipeline.split import Splits
+from pipeline.train_keras import build_model
+from pipeline.train_sklearn import (
+    build_classifier,
+    l2_penalty,
+    load_model,
+    save_model,
+    sklearn_alpha,
+    train,
+)
+
+
+def test_every_epoch_gets_a_fresh_shuffle(tiny_spec: ModelSpec, tiny_splits: Splits):
+    """partial_fit with an integer random_state re-seeds on every call and so shuffles
+    every epoch identically; the trainer must not."""
+    spec = tiny_spec.model_copy(update={"epochs": 3})
+    result = train(tiny_splits.train, tiny_splits.validation, spec, "constant", seed=5)
+
+    # scikit-learn's own fit: the same initialization and first shuffle as ours.
+    reference = build_classifier(spec, "constant", seed=5).set_params(random_state=5, max_iter=1)
+    with pytest.warns(ConvergenceWarning):
+        reference.fit(tiny_splits.train.features, tiny_splits.train.labels)
+    assert result.history["loss"].iloc[0] == pytest.approx(reference.loss_curve_[0], rel=1e-6)
+
+    # The naive loop: identical first epoch, then the same order again and again.
+    naive = build_classifier(spec, "constant", seed=5).set_params(random_state=5)
+    for _ in range(spec.epochs):
+        naive.partial_fit(tiny_splits.train.features, tiny_splits.train.labels, classes=[0, 1])
+    assert naive.loss_curve_[0] == pytest.approx(result.history["loss"].iloc[0], rel=1e-6)
+    assert naive.loss_curve_[1] != pytest.approx(result.history["loss"].iloc[1], rel=1e-6)
+
+
+def test_l2_penalty_matches_keras(tiny_spec: ModelSpec, tiny_splits: Splits):
+    """alpha = 2 * l2 * batch_size gives scikit-learn's batch loss Keras' L2(l2) loss."""
+    features = tiny_splits.train.features[:64]
+    labels = tiny_splits.train.labels[:64]
+    # One full batch and a learning rate so small the weights do not move: the epoch
+    # loss is then the loss of the initial weights.
+    spec = tiny_spec.model_copy(update={"l2": 0.01, "batch_size": 64, "learning_rate": 1e-12})
+    classifier = build_classifier(spec, "constant", seed=0)
+    classifier.partial_fit(features, labels, classes=[0, 1])
+    assert classifier.alpha == pytest.approx(2 * 0.01 * 64)
+
+    model = build_model(features.shape[1], spec, "glorot_uniform")
+    model.set_weights(
+        [
+            array
+            for pair in zip(classifier.coefs_, classifier.intercepts_, strict=True)
+            for array in pair
+        ]
+    )
+    keras_loss = model.evaluate(features, labels.astype(np.float32), batch_size=64, verbose=0)[0]
+    assert classifier.loss_curve_[0] == pytest.approx(keras_loss, rel=1e-5)
+    # And the penalty alone is what Keras adds: l2 * sum ||W||^2.
+    penalty = sum(float(loss) for loss in model.losses)
+    assert l2_penalty(classifier, spec.l2) == pytest.approx(penalty, rel=1e-5)
+    assert penalty > 0.01  # large enough that a wrong alpha would fail the test
+
+
+def test_alpha_formula():
+    assert sklearn_alpha(0.0, 32) == 0.0
+    assert sklearn_alpha(0.001, 32) == pytest.approx(0.064)
+
+
+def test_history_and_summary(tiny_spec: ModelSpec, tiny_splits: Splits):
+    result = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "constant", seed=1)
+    history = result.history
+    assert list(history.columns) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert history["epoch"].tolist() == [1, 2, 3]
+    probabilities = result.model.predict_proba(tiny_splits.validation.features)[:, 1]
+    labels = tiny_splits.validation.labels
+    expected_val_loss = -np.mean(
+        labels * np.log(probabilities) + (1 - labels) * np.log(1 - probabilities)
+    )
+    assert history["val_loss"].iloc[-1] == pytest.approx(expected_val_loss, rel=1e-5)
+    assert history["val_accuracy"].iloc[-1] == pytest.approx(
+        np.mean((probabilities > 0.5) == labels)
+    )
+    assert result.summary.epochs_trained == 3
+    assert result.model.random_state == 1
+
+
+def test_same_seed_same_training(tiny_spec: ModelSpec, tiny_splits: Splits):
+    first = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "constant", seed=3)
+    second = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "constant", seed=3)
+    other = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "constant", seed=4)
+    assert first.history.equals(second.history)
+    assert not first.history.equals(other.history)
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_spec: ModelSpec, tiny_splits: Splits):
+    spec = tiny_spec.model_copy(update={"epochs": 30, "patience": 2, "learning_rate": 0.5})
+    result = train(tiny_splits.train, tiny_splits.validation, spec, "constant", seed=0)
+    history, summary = result.history, result.summary
+    assert summary.stopped_early
+    assert summary.best_epoch == int(history["val_loss"].idxmin()) + 1
+    assert summary.epochs_trained - summary.best_epoch == 2
+    probabilities = result.model.predict_proba(tiny_splits.validation.features)[:, 1]
+    labels = tiny_splits.validation.labels
+    restored_val_loss = log_loss(labels, probabilities)
+    assert restored_val_loss == pytest.approx(history["val_loss"].min(), rel=1e-5)
+
+
+def test_skops_round_trip_and_trusted_types(tmp_path, tiny_spec: ModelSpec, tiny_splits: Splits):
+    result = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "constant", seed=1)
+    path = tmp_path / "model.skops"
+    save_model(result.model, path)
+    loaded = load_model(path)
+    features = tiny_splits.test.features
+    np.testing.assert_array_equal(
+        loaded.predict_proba(features), result.model.predict_proba(features)
+    )
+    import skops.io
+
+    # Without our explicit list, skops refuses the optimizer object.
+    with pytest.raises(UntrustedTypesFoundException):
+        skops.io.load(path, trusted=[])

@@ -141,7 +141,16 @@ class EvaluateConfig(Section):
 
 
 class TrackConfig(Section):
-    experiment_name: Annotated[str, Field(min_length=1, pattern=r"\S")]
+    experiment_name: Annotated[str, Field(strict=True)]
+
+    @model_validator(mode="after")
+    def _check_name(self) -> "TrackConfig":
+        if not self.experiment_name.strip():
+            raise ValueError(
+                f"track.experiment_name = {self.experiment_name!r}: must contain a "
+                "non-space character"
+            )
+        return self
 
 
 class Params(Section):

@@ -30,16 +30,16 @@ def stratified_indices(
     """Row indices of the train, validation and test sets, each with the class mix
     of the whole data set."""
     everything = np.arange(len(labels))
+    # Whole row counts: train_test_split rounds a fractional size up, so that
+    # 0.1 / 0.7 * 350 = 50.00000000000001 would become 51 validation rows.
+    n_test = round(config.test_size * len(labels))
+    n_validation = round(config.validation_size * len(labels))
     try:
         rest, test = train_test_split(
-            everything, test_size=config.test_size, stratify=labels, random_state=seed
+            everything, test_size=n_test, stratify=labels, random_state=seed
         )
-        # validation_size is a fraction of the whole data set, not of the rest.
         train, validation = train_test_split(
-            rest,
-            test_size=config.validation_size / (1 - config.test_size),
-            stratify=labels[rest],
-            random_state=seed,
+            rest, test_size=n_validation, stratify=labels[rest], random_state=seed
         )
     except ValueError as error:
         raise PipelineError(

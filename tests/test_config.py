@@ -329,3 +329,11 @@ def test_flatten_covers_every_leaf(default_raw: dict[str, Any]) -> None:
     }
 
     assert set(flat) == expected
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_blank_experiment_name_is_rejected(default_raw: dict[str, Any], name: str) -> None:
+    parse_error(
+        changed(default_raw, "track.experiment_name", name),
+        r"^params\.yaml: track\.experiment_name = '\s*': must contain a non-space character$",
+    )

@@ -25,7 +25,16 @@ def make_dataset(n_samples: int = 200, positive_fraction: float = 0.3, seed: int
 
 @pytest.mark.parametrize(
     ("n_samples", "test_size", "validation_size"),
-    [(200, 0.2, 0.2), (1000, 0.1, 0.1), (1000, 0.1, 0.3), (500, 0.3, 0.1), (400, 0.25, 0.25)],
+    [
+        (200, 0.2, 0.2),
+        (2000, 0.2, 0.2),
+        (1000, 0.1, 0.1),
+        (1000, 0.1, 0.3),
+        (400, 0.25, 0.25),
+        (500, 0.3, 0.1),
+        (200, 0.15, 0.15),
+        (1000, 0.3, 0.2),
+    ],
 )
 def test_sizes_are_fractions_of_all_rows(
     n_samples: int, test_size: float, validation_size: float

@@ -1,0 +1,150 @@
+"""Tests for `pipeline.evaluate.evaluate_probabilities`, with sklearn.metrics as the oracle."""
+
+import numpy as np
+import pytest
+from sklearn import metrics
+
+from pipeline.evaluate import evaluate_probabilities
+
+
+def noisy_example(n_samples: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels, and probabilities that lean towards them without being perfect."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=n_samples)
+    probabilities = np.clip(0.3 * labels + rng.uniform(0.0, 0.7, size=n_samples), 0.0, 1.0)
+    return labels, probabilities
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_metrics_match_sklearn(threshold: float, seed: int) -> None:
+    labels, probabilities = noisy_example(seed=seed)
+    predicted = (probabilities > threshold).astype(int)
+
+    evaluation = evaluate_probabilities(labels, probabilities, threshold)
+
+    expected = {
+        "accuracy": metrics.accuracy_score(labels, predicted),
+        "precision": metrics.precision_score(labels, predicted, zero_division=0),
+        "recall": metrics.recall_score(labels, predicted, zero_division=0),
+        "f1": metrics.f1_score(labels, predicted, zero_division=0),
+        "roc_auc": metrics.roc_auc_score(labels, probabilities),
+        "log_loss": metrics.log_loss(labels, probabilities),
+    }
+    assert set(evaluation.metrics) == set(expected)
+    for name, value in expected.items():
+        assert evaluation.metrics[name] == pytest.approx(value, rel=1e-12), name
+        assert type(evaluation.metrics[name]) is float
+
+
+def test_metrics_by_hand() -> None:
+    labels = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    probabilities = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.4, 0.7])
+
+    evaluation = evaluate_probabilities(labels, probabilities, threshold=0.5)
+
+    # Predicted: 1 1 0 1 0 0 0 1 -> TP 3, FN 1, FP 1, TN 3.
+    assert evaluation.metrics["accuracy"] == pytest.approx(6 / 8)
+    assert evaluation.metrics["precision"] == pytest.approx(3 / 4)
+    assert evaluation.metrics["recall"] == pytest.approx(3 / 4)
+    assert evaluation.metrics["f1"] == pytest.approx(3 / 4)
+    # Of the 16 positive-negative pairs, only (0.3, 0.6) and (0.3, 0.4) are ordered wrongly.
+    assert evaluation.metrics["roc_auc"] == pytest.approx(14 / 16)
+    expected_log_loss = -np.mean(
+        labels * np.log(probabilities) + (1 - labels) * np.log(1 - probabilities)
+    )
+    assert evaluation.metrics["log_loss"] == pytest.approx(expected_log_loss)
+
+
+def test_perfect_predictor() -> None:
+    labels = np.array([0, 1, 1, 0, 1, 0])
+    probabilities = np.array([0.1, 0.9, 0.8, 0.2, 0.7, 0.3])
+
+    evaluation = evaluate_probabilities(labels, probabilities, threshold=0.5)
+
+    assert evaluation.metrics["accuracy"] == 1.0
+    assert evaluation.metrics["precision"] == 1.0
+    assert evaluation.metrics["recall"] == 1.0
+    assert evaluation.metrics["f1"] == 1.0
+    assert evaluation.metrics["roc_auc"] == 1.0
+    np.testing.assert_array_equal(evaluation.confusion_matrix, [[3, 0], [0, 3]])
+
+
+def test_probability_equal_to_threshold_is_negative() -> None:
+    labels = np.array([0, 1, 1, 0])
+    probabilities = np.array([0.5, 0.5, 0.51, 0.49])
+
+    evaluation = evaluate_probabilities(labels, probabilities, threshold=0.5)
+
+    np.testing.assert_array_equal(evaluation.confusion["predicted"], [0, 0, 1, 0])
+    assert evaluation.metrics["accuracy"] == pytest.approx(3 / 4)
+    assert evaluation.metrics["recall"] == pytest.approx(1 / 2)
+
+
+def test_no_positive_predictions_gives_zero_precision() -> None:
+    labels = np.array([0, 1, 1, 0])
+    probabilities = np.array([0.1, 0.6, 0.4, 0.2])
+
+    evaluation = evaluate_probabilities(labels, probabilities, threshold=0.9)
+
+    assert evaluation.metrics["precision"] == 0.0
+    assert evaluation.metrics["recall"] == 0.0
+    assert evaluation.metrics["f1"] == 0.0
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.5, 0.8])
+def test_confusion_matrix_counts(threshold: float) -> None:
+    labels, probabilities = noisy_example(n_samples=60, seed=2)
+    predicted = probabilities > threshold
+    actual = labels == 1
+
+    evaluation = evaluate_probabilities(labels, probabilities, threshold)
+
+    true_negatives = int((~actual & ~predicted).sum())
+    false_positives = int((~actual & predicted).sum())
+    false_negatives = int((actual & ~predicted).sum())
+    true_positives = int((actual & predicted).sum())
+    np.testing.assert_array_equal(
+        evaluation.confusion_matrix,
+        [[true_negatives, false_positives], [false_negatives, true_positives]],
+    )
+    assert evaluation.confusion_matrix.sum() == 60
+
+
+def test_confusion_frame_has_one_row_per_test_row() -> None:
+    labels, probabilities = noisy_example(n_samples=40, seed=3)
+
+    evaluation = evaluate_probabilities(labels, probabilities, threshold=0.5)
+
+    assert list(evaluation.confusion.columns) == ["actual", "predicted"]
+    assert len(evaluation.confusion) == 40
+    np.testing.assert_array_equal(evaluation.confusion["actual"], labels)
+    np.testing.assert_array_equal(
+        evaluation.confusion["predicted"], (probabilities > 0.5).astype(int)
+    )
+
+
+def test_roc_frame_is_finite_and_matches_sklearn() -> None:
+    labels, probabilities = noisy_example(seed=4)
+
+    evaluation = evaluate_probabilities(labels, probabilities, threshold=0.5)
+
+    fpr, tpr, _ = metrics.roc_curve(labels, probabilities)
+    assert list(evaluation.roc.columns) == ["fpr", "tpr", "threshold"]
+    assert np.isfinite(evaluation.roc.to_numpy()).all()
+    assert evaluation.roc["threshold"].max() <= 1.0
+    np.testing.assert_allclose(evaluation.roc["fpr"], fpr)
+    np.testing.assert_allclose(evaluation.roc["tpr"], tpr)
+    assert (evaluation.roc["fpr"].iloc[0], evaluation.roc["tpr"].iloc[0]) == (0.0, 0.0)
+    assert (evaluation.roc["fpr"].iloc[-1], evaluation.roc["tpr"].iloc[-1]) == (1.0, 1.0)
+
+
+def test_precision_recall_frame_matches_sklearn() -> None:
+    labels, probabilities = noisy_example(seed=5)
+
+    evaluation = evaluate_probabilities(labels, probabilities, threshold=0.5)
+
+    precision, recall, _ = metrics.precision_recall_curve(labels, probabilities)
+    assert list(evaluation.precision_recall.columns) == ["recall", "precision"]
+    np.testing.assert_allclose(evaluation.precision_recall["precision"], precision)
+    np.testing.assert_allclose(evaluation.precision_recall["recall"], recall)

@@ -1,0 +1,168 @@
+"""Tests that `pipeline/paths.py`, `dvc.yaml` and `params.yaml` agree."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline import paths
+
+DVC_FILE = Path("dvc.yaml")
+PARAMS_FILE = Path("params.yaml")
+
+STAGE_OUTPUTS = {
+    "DATASET": paths.DATASET,
+    "TRAIN": paths.TRAIN,
+    "VALIDATION": paths.VALIDATION,
+    "TEST": paths.TEST,
+    "SCALER": paths.SCALER,
+    "KERAS_MODEL": paths.KERAS_MODEL,
+    "KERAS_HISTORY": paths.KERAS_HISTORY,
+    "KERAS_SUMMARY": paths.KERAS_SUMMARY,
+    "SKLEARN_MODEL": paths.SKLEARN_MODEL,
+    "SKLEARN_HISTORY": paths.SKLEARN_HISTORY,
+    "SKLEARN_SUMMARY": paths.SKLEARN_SUMMARY,
+    "CURVES": paths.CURVES,
+    "FIGURES": paths.FIGURES,
+    "METRICS": paths.METRICS,
+    "MLFLOW_RUNS": paths.MLFLOW_RUNS,
+}
+
+
+@pytest.fixture(scope="module")
+def dvc() -> dict[str, Any]:
+    return yaml.safe_load(DVC_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def stages(dvc: dict[str, Any]) -> dict[str, Any]:
+    return dvc["stages"]
+
+
+def entry_path(entry: str | dict[str, Any]) -> str:
+    """An `outs`/`metrics`/`params` entry is a path, or a one-key mapping with options."""
+    if isinstance(entry, dict):
+        (name,) = entry
+        return name
+    return entry
+
+
+def produced(stage: dict[str, Any]) -> set[Path]:
+    """The files and directories a stage writes, as DVC tracks them."""
+    entries = [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]
+    return {Path(entry_path(entry)) for entry in entries}
+
+
+def all_produced(stages: dict[str, Any]) -> set[Path]:
+    return set().union(*(produced(stage) for stage in stages.values()))
+
+
+def plot_files(dvc: dict[str, Any]) -> set[Path]:
+    """Every file that the top-level `plots:` section reads."""
+    files: set[Path] = set()
+    for plot in dvc["plots"]:
+        (identifier, options) = next(iter(plot.items()))
+        y = (options or {}).get("y")
+        if isinstance(y, dict):
+            files.update(Path(name) for name in y)
+        else:
+            # Without a mapping of files under `y`, the plot's id is the file.
+            files.add(Path(identifier))
+    return files
+
+
+@pytest.mark.parametrize(("name", "path"), STAGE_OUTPUTS.items())
+def test_path_is_an_output_of_its_stage(stages: dict[str, Any], name: str, path: Path) -> None:
+    data, stage_name, *_ = path.parts
+
+    assert data == str(paths.DATA)
+    assert stage_name in stages, f"{name} = {path}: no stage {stage_name!r} in dvc.yaml"
+    assert path in produced(stages[stage_name]), f"{name} = {path} is not an output"
+
+
+def test_every_stage_output_has_a_constant(stages: dict[str, Any]) -> None:
+    assert all_produced(stages) == set(STAGE_OUTPUTS.values())
+
+
+def test_stage_runs_its_own_module(stages: dict[str, Any]) -> None:
+    assert set(stages) == {
+        "generate",
+        "split",
+        "train_keras",
+        "train_sklearn",
+        "evaluate",
+        "track",
+    }
+    for stage_name, stage in stages.items():
+        assert stage["cmd"] == f"python -m pipeline.{stage_name}"
+        assert Path("pipeline", f"{stage_name}.py").is_file()
+        assert f"pipeline/{stage_name}.py" in stage["deps"]
+
+
+def test_stage_lists_its_own_params_section(stages: dict[str, Any]) -> None:
+    sections = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    for stage_name, stage in stages.items():
+        if stage_name not in sections:
+            continue
+        listed = stage.get("params", [])
+        # `params.yaml:` with no keys means every param, which includes the section.
+        every_param = any(
+            isinstance(entry, dict) and entry.get(str(PARAMS_FILE), "") is None for entry in listed
+        )
+        assert every_param or stage_name in listed, f"stage {stage_name} misses its params"
+
+
+def test_stage_params_exist_in_params_yaml(stages: dict[str, Any]) -> None:
+    sections = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    for stage in stages.values():
+        for entry in stage.get("params", []):
+            if isinstance(entry, str):
+                assert entry.split(".")[0] in sections, entry
+
+
+def test_stage_deps_are_produced_upstream_or_in_the_repo(stages: dict[str, Any]) -> None:
+    outputs = all_produced(stages)
+    for stage_name, stage in stages.items():
+        for dependency in map(Path, stage.get("deps", [])):
+            if dependency.parts[0] == str(paths.DATA):
+                assert dependency in outputs, f"{stage_name}: {dependency} is never produced"
+            else:
+                assert dependency.exists(), f"{stage_name}: {dependency} is missing"
+
+
+def test_every_plot_file_is_produced(dvc: dict[str, Any], stages: dict[str, Any]) -> None:
+    outputs = all_produced(stages)
+    files = plot_files(dvc)
+
+    assert files
+    for file in files:
+        inside_output = any(file == output or output in file.parents for output in outputs)
+        assert inside_output, f"plot file {file} is not produced by any stage"
+
+
+def test_plot_files_are_the_curve_and_history_paths(dvc: dict[str, Any]) -> None:
+    expected = {paths.KERAS_HISTORY, paths.SKLEARN_HISTORY}
+    for family in paths.MODEL_FAMILIES:
+        expected |= {
+            paths.roc_curve(family),
+            paths.precision_recall_curve(family),
+            paths.confusion(family),
+        }
+
+    assert plot_files(dvc) == expected
+
+
+@pytest.mark.parametrize("family", paths.MODEL_FAMILIES)
+def test_curve_paths_are_inside_curves(family: str) -> None:
+    assert paths.roc_curve(family) == Path(f"data/evaluate/curves/roc_{family}.csv")
+    assert paths.precision_recall_curve(family) == Path(
+        f"data/evaluate/curves/precision_recall_{family}.csv"
+    )
+    assert paths.confusion(family) == Path(f"data/evaluate/curves/confusion_{family}.csv")
+    for curve in (
+        paths.roc_curve(family),
+        paths.precision_recall_curve(family),
+        paths.confusion(family),
+    ):
+        assert curve.parent == paths.CURVES

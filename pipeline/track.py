@@ -88,7 +88,8 @@ def current_revision(environment: dict[str, str]) -> Revision:
     baseline = environment.get("DVC_EXP_BASELINE_REV") or None
     commit = baseline or _git("rev-parse", "HEAD") or "unknown"
     # Under `dvc exp run` the changes are the experiment's params, recorded anyway.
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # dvc.lock is left out: DVC itself rewrites it during every `dvc repro`.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock")
     return Revision(
         commit=commit,
         dirty=bool(status) and experiment is None,

@@ -111,6 +111,9 @@ class ModelSpec(Section):
     batch_size: PositiveInt
     epochs: PositiveInt
     l2: NonNegativeFloat
+    # Keras only: scikit-learn's MLPClassifier has neither (train_sklearn warns).
+    l1: NonNegativeFloat
+    dropout: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
     patience: Annotated[int, Field(ge=0, strict=True)]
     momentum: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
     nesterov: bool

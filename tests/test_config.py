@@ -337,3 +337,28 @@ def test_blank_experiment_name_is_rejected(default_raw: dict[str, Any], name: st
         changed(default_raw, "track.experiment_name", name),
         r"^params\.yaml: track\.experiment_name = '\s*': must contain a non-space character$",
     )
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "message"),
+    [
+        ("model.l1", -0.1, "model.l1 = -0.1: must be greater than or equal to 0"),
+        ("model.dropout", 1.0, "model.dropout = 1.0: must be less than 1"),
+        ("model.dropout", -0.2, "model.dropout = -0.2: must be greater than or equal to 0"),
+        ("model.dropout", True, "model.dropout = True: must be a valid number"),
+    ],
+)
+def test_regularization_ranges(
+    default_raw: dict[str, Any], key_path: str, value: Any, message: str
+) -> None:
+    parse_error(changed(default_raw, key_path, value), f"^{re.escape(f'params.yaml: {message}')}$")
+
+
+def test_regularization_values_are_kept(default_raw: dict[str, Any]) -> None:
+    raw = changed(default_raw, "model.l1", 0.001)
+    raw = changed(raw, "model.dropout", 0.5)
+
+    params = parse_params(raw)
+
+    assert params.model.l1 == pytest.approx(0.001)
+    assert params.model.dropout == pytest.approx(0.5)

@@ -1,5 +1,5 @@
-"""Evaluate both models on the same test set: metrics, curves and figures
-(`data/evaluate/`)."""
+"""Evaluate both models on the same test set: metrics, curves, figures and per-row
+predictions (`data/evaluate/`)."""
 
 import logging
 from dataclasses import dataclass
@@ -11,7 +11,7 @@ from sklearn import metrics
 from pipeline import figures, paths
 from pipeline.config import load_params
 from pipeline.errors import run_stage
-from pipeline.files import read_table, write_csv, write_json
+from pipeline.files import read_table, write_csv, write_json, write_parquet
 from pipeline.history import read_history
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,22 @@ def evaluate_probabilities(
         confusion=pd.DataFrame({"actual": labels, "predicted": predicted}),
         confusion_matrix=metrics.confusion_matrix(labels, predicted, labels=[0, 1]),
     )
+
+
+def predictions_frame(labels: np.ndarray, predictions: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per test row: its label and each model's probability of label 1.
+
+    The paired statistics of the compare stage need both models' outputs on the
+    same rows; this file spares it from loading the models (and TensorFlow).
+    """
+    frame = pd.DataFrame({"label": labels})
+    for family, probabilities in predictions.items():
+        if len(probabilities) != len(labels):
+            raise ValueError(
+                f"{family}: {len(probabilities)} probabilities for {len(labels)} test rows"
+            )
+        frame[family] = probabilities
+    return frame
 
 
 def predict_keras(features: np.ndarray) -> np.ndarray:
@@ -115,6 +131,7 @@ def main() -> None:
         ),
         paths.FIGURES / "confusion.png",
     )
+    write_parquet(predictions_frame(test_set.labels, predictions), paths.PREDICTIONS)
     # The metrics file is written last: it is what `dvc metrics show` reads.
     write_json(
         {family: evaluation.metrics for family, evaluation in evaluations.items()},

@@ -35,6 +35,7 @@ EVALUATE = DATA / "evaluate"
 METRICS = EVALUATE / "metrics.json"
 CURVES = EVALUATE / "curves"
 FIGURES = EVALUATE / "figures"
+PREDICTIONS = EVALUATE / "predictions.parquet"
 
 # track
 MLFLOW_RUNS = DATA / "track" / "mlflow_runs.json"

@@ -23,12 +23,16 @@ KerasInitializer = Literal[
     "lecun_normal",
 ]
 LearningRateSchedule = Literal["constant", "invscaling", "adaptive"]
+# The test metrics evaluate computes, by their names in metrics.json.
+MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
 
 # Strict types: YAML `true` is not 1, and "10" (quoted) is not a number.
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 Fraction = Annotated[float, Field(gt=0, lt=1, strict=True, allow_inf_nan=False)]
 PositiveFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+UnitInterval = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
+StrictBool = Annotated[bool, Field(strict=True)]
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -156,6 +160,34 @@ class TrackConfig(Section):
         return self
 
 
+class PromoteConfig(Section):
+    """Quality gates for registering the winner as the `champion` in MLflow."""
+
+    enabled: StrictBool
+    registered_model_name: Annotated[str, Field(strict=True)]
+    min_test_roc_auc: UnitInterval
+    min_test_accuracy: UnitInterval
+    require_significant: StrictBool
+
+    @model_validator(mode="after")
+    def _check_name(self) -> "PromoteConfig":
+        if not self.registered_model_name.strip():
+            raise ValueError(
+                f"compare.promote.registered_model_name = {self.registered_model_name!r}: "
+                "must contain a non-space character"
+            )
+        return self
+
+
+class CompareConfig(Section):
+    primary_metric: MetricName
+    # Fewer resamples make the tails of a 95% interval rest on a handful of values.
+    n_bootstrap: Annotated[int, Field(ge=100, strict=True)]
+    confidence: Fraction
+    alpha: Fraction
+    promote: PromoteConfig
+
+
 class Params(Section):
     """All of `params.yaml`."""
 
@@ -167,6 +199,7 @@ class Params(Section):
     train_sklearn: TrainSklearnConfig
     evaluate: EvaluateConfig
     track: TrackConfig
+    compare: CompareConfig
 
     @model_validator(mode="after")
     def _check_schedule(self) -> "Params":

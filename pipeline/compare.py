@@ -3,17 +3,39 @@
 """
 
 import logging
+import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import mlflow
 import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from pipeline.config import CompareConfig, MetricName, PromoteConfig
+from pipeline import figures, paths
+from pipeline.config import CompareConfig, MetricName, Params, PromoteConfig, load_params
+from pipeline.diagnosis import Finding, ModelEvidence, diagnose
+from pipeline.errors import PipelineError, run_stage
+from pipeline.files import read_json, write_json, write_text
+from pipeline.history import read_history
+from pipeline.report import (
+    Block,
+    Bullets,
+    Code,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from pipeline.track import repository_root, resolve_store
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("keras", "sklearn")  # differences are always keras - sklearn
+FAMILIES = paths.MODEL_FAMILIES  # differences are always keras - sklearn
 METRICS: tuple[MetricName, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 LOWER_IS_BETTER = frozenset({"log_loss"})
 # Below this many discordant pairs McNemar's chi-squared approximation is poor, so the
@@ -353,3 +375,569 @@ def check_gates(
             )
         )
     return gates
+
+
+# ---------------------------------------------------------------------------------
+# Promotion to the MLflow Model Registry
+
+CHAMPION = "champion"
+TAG_WINNER = "winner"
+TAG_SIGNIFICANT = "significant"
+TAG_NOTE = "mlflow.note.content"  # the run description MLflow's UI shows
+
+
+@dataclass(frozen=True)
+class Promotion:
+    status: Literal["disabled", "refused", "promoted"]
+    gates: tuple[Gate, ...]
+    model_name: str
+    family: str | None = None
+    version: str | None = None
+
+    def describe(self) -> str:
+        if self.status == "disabled":
+            return "Promotion is off (`compare.promote.enabled: false`)."
+        if self.status == "refused":
+            failed = "; ".join(
+                f"`{gate.name}` ({gate.detail})" for gate in self.gates if not gate.passed
+            )
+            return f"Not promoted to `{self.model_name}`: failed gate {failed}."
+        return (
+            f"Promoted **{self.family}** to the Model Registry as `{self.model_name}` "
+            f"version {self.version}, alias `{CHAMPION}` (gates: "
+            + "; ".join(gate.detail for gate in self.gates)
+            + ")."
+        )
+
+
+def register_champion(client: MlflowClient, model_id: str, name: str, tags: dict[str, str]) -> str:
+    """Register the logged model (once per parent run and family) and point the
+    `champion` alias at it; return the version."""
+    existing = [
+        version
+        for version in client.search_model_versions(f"name = '{name}'")
+        if all(version.tags.get(key) == value for key, value in tags.items())
+    ]
+    if existing:
+        # A rerun of this stage for the same runs: no second copy of the model.
+        version = existing[0].version
+    else:
+        version = mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    return str(version)
+
+
+def promote(
+    client: MlflowClient,
+    config: PromoteConfig,
+    verdict: Verdict,
+    estimates: dict[str, dict[str, float]],
+    run_ids: dict[str, str],
+) -> Promotion:
+    if not config.enabled:
+        return Promotion("disabled", (), config.registered_model_name)
+    gates = tuple(check_gates(verdict, estimates, config))
+    if not all(gate.passed for gate in gates):
+        return Promotion("refused", gates, config.registered_model_name, verdict.winner)
+    family = verdict.winner
+    tags = {
+        "parent_run_id": run_ids["parent_run_id"],
+        "model_family": family,
+        f"test_{verdict.metric}": f"{estimates[family][verdict.metric]:.6g}",
+    }
+    version = register_champion(
+        client, run_ids[f"{family}_model_id"], config.registered_model_name, tags
+    )
+    return Promotion("promoted", gates, config.registered_model_name, family, version)
+
+
+# ---------------------------------------------------------------------------------
+# The report
+
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+    "roc_auc": "ROC AUC",
+    "log_loss": "log-loss",
+}
+FINDING_NAMES = {
+    "no_signal": "no learnable signal",
+    "diverged": "diverged",
+    "overfitting": "over-fitting",
+    "underfitting": "under-fitting",
+    "not_converged": "not converged",
+    "plateau": "stuck on a plateau",
+}
+
+
+@dataclass(frozen=True)
+class Training:
+    """What a trainer's summary.json says about one model, plus its size."""
+
+    epochs_trained: int
+    best_epoch: int
+    stopped_early: bool
+    train_seconds: float
+    samples_per_second: float
+    parameters: int
+
+
+def _interval_text(interval: Interval, signed: bool = False) -> str:
+    form = "+.4f" if signed else ".4f"
+    return f"{interval.estimate:{form}} [{interval.low:{form}}, {interval.high:{form}}]"
+
+
+def verdict_sentence(comparison: Comparison) -> str:
+    verdict = comparison.verdict
+    name = METRIC_NAMES[verdict.metric]
+    keras, sklearn = (comparison.intervals[family][verdict.metric].estimate for family in FAMILIES)
+    difference = verdict.difference
+    level = f"{comparison.confidence:.0%} CI"
+    evidence = (
+        f"difference keras - sklearn {difference.estimate:+.4f} ({level} "
+        f"{difference.low:+.4f} to {difference.high:+.4f}); {verdict.test} "
+        f"p = {verdict.p_value:.3g}"
+    )
+    direction = " (lower is better)" if verdict.metric in LOWER_IS_BETTER else ""
+    if verdict.winner == "tie":
+        return f"**No difference**: both models score {keras:.4f} on test {name}{direction}."
+    if verdict.significant:
+        return (
+            f"**{verdict.winner} wins** on test {name}{direction}: keras {keras:.4f}, "
+            f"sklearn {sklearn:.4f}; {evidence} < alpha = {verdict.alpha:g}."
+        )
+    return (
+        f"**No significant difference** on test {name}{direction}: keras {keras:.4f}, "
+        f"sklearn {sklearn:.4f}; {evidence} >= alpha = {verdict.alpha:g}. "
+        f"{verdict.winner} is ahead on the point estimate only."
+    )
+
+
+def metrics_table(comparison: Comparison) -> Table:
+    rows = tuple(
+        (
+            METRIC_NAMES[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else ""),
+            *(_interval_text(comparison.intervals[family][metric]) for family in FAMILIES),
+            _interval_text(comparison.differences[metric], signed=True),
+        )
+        for metric in METRICS
+    )
+    return Table(("test metric", "keras", "sklearn", "keras - sklearn"), rows)
+
+
+def finding_headline(finding: Finding) -> str:
+    return f"{finding.family}: {FINDING_NAMES[finding.kind]}; try " + ", ".join(
+        f"`{suggestion.override()}`" for suggestion in finding.suggestions[:2]
+    )
+
+
+def keras_only_note(params: Params) -> str | None:
+    used = [
+        f"`model.{key}: {getattr(params.model, key):g}`"
+        for key in ("l1", "dropout")
+        if getattr(params.model, key) > 0
+    ]
+    if not used:
+        return None
+    return (
+        f"**Not like for like:** {' and '.join(used)} apply to keras only; scikit-learn's "
+        "MLPClassifier has no equivalent and trained without them."
+    )
+
+
+def scope_note(comparison: Comparison) -> Paragraph:
+    return Paragraph(
+        f"{comparison.n_rows} test rows ({comparison.n_positive} positive); [low, high]: "
+        f"{comparison.confidence:.0%} bootstrap interval from {comparison.n_bootstrap} "
+        "stratified resamples of the test rows."
+    )
+
+
+def summary_blocks(
+    comparison: Comparison, findings: list[Finding], promotion: Promotion, params: Params
+) -> list[Block]:
+    """The short version, for MLflow's run description: verdict, table, headlines."""
+    note = keras_only_note(params)
+    blocks: list[Block] = [
+        Paragraph(verdict_sentence(comparison)),
+        *([Paragraph(note)] if note else []),
+        metrics_table(comparison),
+        scope_note(comparison),
+    ]
+    if findings:
+        blocks.append(Bullets(tuple(finding_headline(finding) for finding in findings)))
+    else:
+        blocks.append(Paragraph("Diagnosis: nothing to fix in the training histories."))
+    blocks.append(Paragraph(promotion.describe()))
+    return blocks
+
+
+def next_commands(findings: list[Finding]) -> list[str]:
+    """One `dvc exp run` per finding with its first suggestions, without repeats."""
+    commands: list[str] = []
+    for finding in findings:
+        arguments = " ".join(
+            f"-S '{suggestion.override()}'" for suggestion in finding.suggestions[:1]
+        )
+        command = f"dvc exp run {arguments}"
+        if command not in commands:
+            commands.append(command)
+    return commands
+
+
+TRAINING_ROWS = {
+    "epochs trained": lambda run: str(run.epochs_trained),
+    "best epoch (weights kept)": lambda run: str(run.best_epoch),
+    "stopped early": lambda run: str(run.stopped_early).lower(),
+    "training time (s)": lambda run: f"{run.train_seconds:.2f}",
+    "throughput (training rows per second)": lambda run: f"{run.samples_per_second:,.0f}",
+    "parameters (weights and biases)": lambda run: str(run.parameters),
+}
+
+
+def training_table(training: dict[str, Training]) -> Table:
+    return Table(
+        ("", *FAMILIES),
+        tuple(
+            (name, *(render(training[family]) for family in FAMILIES))
+            for name, render in TRAINING_ROWS.items()
+        ),
+    )
+
+
+def build_report(
+    comparison: Comparison,
+    findings: list[Finding],
+    training: dict[str, Training],
+    promotion: Promotion,
+    params: Params,
+    images: dict[str, Image],
+    parent_run_id: str,
+) -> list[Block]:
+    verdict = comparison.verdict
+    mcnemar_result = comparison.mcnemar
+    tests = [
+        f"McNemar on correctness (threshold {params.evaluate.threshold:g}): keras is right "
+        f"where sklearn is wrong on {mcnemar_result.keras_only_correct} rows, the reverse on "
+        f"{mcnemar_result.sklearn_only_correct}; {mcnemar_result.method}, "
+        f"p = {mcnemar_result.p_value:.3g}.",
+    ]
+    bootstrap_metrics = ["roc_auc"]
+    if verdict.metric not in ("roc_auc", "accuracy"):
+        bootstrap_metrics.append(verdict.metric)
+    for metric in bootstrap_metrics:
+        difference = comparison.differences[metric]
+        tests.append(
+            f"Paired bootstrap on the {METRIC_NAMES[metric]} difference: "
+            f"{difference.estimate:+.4f} ({comparison.confidence:.0%} CI {difference.low:+.4f} "
+            f"to {difference.high:+.4f}), p = {comparison.bootstrap_p_values[metric]:.3g} "
+            f"from {comparison.n_bootstrap} resamples."
+        )
+    tests.append(
+        f"The verdict uses the {verdict.test} test on `compare.primary_metric: "
+        f"{verdict.metric}` at `compare.alpha: {verdict.alpha:g}`."
+    )
+    faster, slower = sorted(FAMILIES, key=lambda family: training[family].train_seconds)
+    speedup = training[slower].train_seconds / max(training[faster].train_seconds, 1e-9)
+    note = keras_only_note(params)
+    blocks: list[Block] = [
+        Heading("Keras vs scikit-learn: the verdict", 1),
+        Paragraph(verdict_sentence(comparison)),
+        *([Paragraph(note)] if note else []),
+        Heading("Test metrics"),
+        metrics_table(comparison),
+        scope_note(comparison),
+        images["intervals"],
+        Heading(f"Paired tests on the same {comparison.n_rows} test rows"),
+        Bullets(tuple(tests)),
+        images["differences"],
+        Heading("Training"),
+        training_table(training),
+        Paragraph(
+            f"{faster} trained {speedup:.1f}x faster. Keras' time includes building its "
+            "graph; scikit-learn's includes measuring train accuracy after each epoch."
+        ),
+        images["loss"],
+        images["roc"],
+        Heading("Diagnosis"),
+    ]
+    if not findings:
+        blocks.append(
+            Paragraph(
+                "No over-fitting, under-fitting or convergence problem shows in the "
+                "histories or the test results."
+            )
+        )
+    for finding in findings:
+        blocks.append(
+            Paragraph(
+                f"**{finding.family}: {FINDING_NAMES[finding.kind]}.** "
+                f"{finding.evidence[0].upper()}{finding.evidence[1:]}."
+            )
+        )
+        blocks.append(
+            Bullets(
+                tuple(
+                    f"`{suggestion.param}`: {suggestion.current} -> **{suggestion.value}**"
+                    + (f" ({suggestion.note})" if suggestion.note else "")
+                    for suggestion in finding.suggestions
+                )
+            )
+        )
+    blocks.append(Heading("What to try next"))
+    commands = next_commands(findings)
+    if commands:
+        blocks.append(Paragraph("One experiment per finding, with its first suggestion:"))
+        blocks.append(Code("\n".join(commands)))
+    blocks.append(
+        Paragraph("Or queue a grid, run it two at a time, and rank the results from MLflow:")
+    )
+    blocks.append(
+        Code(
+            "dvc exp run --queue -S 'model.learning_rate=0.001,0.01,0.1' -S 'model.l2=0,0.0001'\n"
+            "dvc queue start -j 2\n"
+            "python -m pipeline.rank"
+        )
+    )
+    blocks += [
+        Heading("Promotion"),
+        Paragraph(promotion.describe()),
+        Heading("Where this comes from"),
+        Paragraph(
+            f"MLflow parent run `{parent_run_id}` in experiment "
+            f"`{params.track.experiment_name}` (tags `winner`, `significant`; this report "
+            "is among its artifacts). Per-row test predictions: "
+            f"`{paths.PREDICTIONS}`; histories: `{paths.KERAS_HISTORY}`, "
+            f"`{paths.SKLEARN_HISTORY}`."
+        ),
+    ]
+    return blocks
+
+
+def verdict_record(
+    comparison: Comparison, findings: list[Finding], promotion: Promotion
+) -> dict[str, Any]:
+    """data/compare/verdict.json: what `dvc exp show` lists per experiment."""
+    verdict = comparison.verdict
+    record: dict[str, Any] = {
+        "winner": verdict.winner,
+        "significant": verdict.significant,
+        "primary_metric": verdict.metric,
+        "difference": verdict.difference.estimate,
+        "difference_low": verdict.difference.low,
+        "difference_high": verdict.difference.high,
+        "p_value": verdict.p_value,
+        "test": verdict.test,
+        "mcnemar_p_value": comparison.mcnemar.p_value,
+        "roc_auc_p_value": comparison.bootstrap_p_values["roc_auc"],
+        "findings": "; ".join(f"{finding.family}: {finding.kind}" for finding in findings)
+        or "none",
+        "promotion": promotion.status,
+    }
+    if promotion.version is not None:
+        record["champion_version"] = int(promotion.version)
+    return record
+
+
+# ---------------------------------------------------------------------------------
+# The stage
+
+
+def read_predictions(path: os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    try:
+        frame = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; run the evaluate stage first") from None
+    missing = {"label", *FAMILIES} - set(frame.columns)
+    if missing:
+        raise PipelineError(f"{path}: missing columns {sorted(missing)}")
+    return frame["label"].to_numpy(), {family: frame[family].to_numpy() for family in FAMILIES}
+
+
+def read_run_ids(path: os.PathLike) -> dict[str, str]:
+    try:
+        run_ids = read_json(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; run the track stage first") from None
+    needed = {"parent_run_id", *(f"{family}_model_id" for family in FAMILIES)}
+    missing = needed - set(run_ids)
+    if missing:
+        raise PipelineError(f"{path}: missing keys {sorted(missing)}")
+    return run_ids
+
+
+def render_images(
+    comparison: Comparison,
+    histories: dict[str, pd.DataFrame],
+    labels: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+) -> dict[str, Image]:
+    from sklearn.metrics import roc_curve
+
+    verdict = comparison.verdict
+    level = f"{comparison.confidence:.0%}"
+    curves = {}
+    for family in FAMILIES:
+        fpr, tpr, _ = roc_curve(labels, probabilities[family])
+        curves[family] = pd.DataFrame({"fpr": fpr, "tpr": tpr})
+    intervals = {
+        family: {
+            metric: (interval.estimate, interval.low, interval.high)
+            for metric, interval in comparison.intervals[family].items()
+        }
+        for family in FAMILIES
+    }
+    aucs = {family: comparison.intervals[family]["roc_auc"].estimate for family in FAMILIES}
+    return {
+        "intervals": Image(
+            figures.png_bytes(figures.metric_intervals(intervals, comparison.confidence)),
+            f"Test metrics of both models with {level} bootstrap intervals.",
+        ),
+        "differences": Image(
+            figures.png_bytes(
+                figures.bootstrap_differences(
+                    comparison.primary_samples,
+                    verdict.difference.estimate,
+                    (verdict.difference.low, verdict.difference.high),
+                    verdict.metric,
+                )
+            ),
+            f"Paired bootstrap distribution of the {METRIC_NAMES[verdict.metric]} "
+            f"difference; the verdict asks whether it lies clearly on one side of 0.",
+        ),
+        "loss": Image(
+            figures.png_bytes(figures.learning_curves(histories, "loss")),
+            "Loss per epoch, both models overlaid: training dashed, validation solid.",
+        ),
+        "roc": Image(
+            figures.png_bytes(figures.roc_curves(curves, aucs)),
+            "ROC curves on the test set.",
+        ),
+    }
+
+
+def publish_verdict(
+    client: MlflowClient,
+    parent_run_id: str,
+    comparison: Comparison,
+    note: str,
+    files: list[os.PathLike],
+) -> None:
+    """Tags, description and report files on the parent run that track logged."""
+    verdict = comparison.verdict
+    client.set_tag(parent_run_id, TAG_WINNER, verdict.winner)
+    client.set_tag(parent_run_id, TAG_SIGNIFICANT, str(verdict.significant).lower())
+    client.set_tag(parent_run_id, "primary_metric", verdict.metric)
+    client.set_tag(parent_run_id, TAG_NOTE, note)
+    client.log_metric(
+        parent_run_id, f"test_{verdict.metric}_difference", verdict.difference.estimate
+    )
+    client.log_metric(parent_run_id, "p_value", verdict.p_value)
+    for path in files:
+        client.log_artifact(parent_run_id, str(path), artifact_path="report")
+
+
+def main() -> None:
+    params = load_params()
+    labels, probabilities = read_predictions(paths.PREDICTIONS)
+    histories = {
+        "keras": read_history(paths.KERAS_HISTORY),
+        "sklearn": read_history(paths.SKLEARN_HISTORY),
+    }
+    summaries = {
+        "keras": read_json(paths.KERAS_SUMMARY),
+        "sklearn": read_json(paths.SKLEARN_SUMMARY),
+    }
+    n_features = len(read_json(paths.SCALER)["feature_names"])
+    run_ids = read_run_ids(paths.MLFLOW_RUNS)
+    try:
+        comparison = compare_predictions(
+            labels, probabilities, params.evaluate.threshold, params.compare, params.seed
+        )
+    except ValueError as error:
+        raise PipelineError(f"{paths.PREDICTIONS}: {error}") from None
+    findings = diagnose(
+        [
+            ModelEvidence(
+                family,
+                histories[family],
+                comparison.intervals[family]["roc_auc"].estimate,
+                (
+                    comparison.intervals[family]["roc_auc"].low,
+                    comparison.intervals[family]["roc_auc"].high,
+                ),
+                bool(summaries[family]["stopped_early"]),
+            )
+            for family in FAMILIES
+        ],
+        params.model,
+        params.generate,
+        params.compare.confidence,
+    )
+    training = {
+        family: Training(
+            epochs_trained=int(summaries[family]["epochs_trained"]),
+            best_epoch=int(summaries[family]["best_epoch"]),
+            stopped_early=bool(summaries[family]["stopped_early"]),
+            train_seconds=float(summaries[family]["train_seconds"]),
+            samples_per_second=float(summaries[family]["samples_per_second"]),
+            parameters=parameter_count(n_features, params.model.hidden_layers),
+        )
+        for family in FAMILIES
+    }
+
+    store = resolve_store(dict(os.environ), repository_root())
+    mlflow.set_tracking_uri(store.tracking_uri)
+    client = MlflowClient()
+    parent_run_id = run_ids["parent_run_id"]
+    try:
+        client.get_run(parent_run_id)
+    except MlflowException:
+        raise PipelineError(
+            f"{paths.MLFLOW_RUNS}: parent run {parent_run_id} is not in {store.tracking_uri}; "
+            "rerun the track stage (`dvc repro -f -s track`)"
+        ) from None
+    estimates = {
+        family: {metric: interval.estimate for metric, interval in intervals.items()}
+        for family, intervals in comparison.intervals.items()
+    }
+    promotion = promote(client, params.compare.promote, comparison.verdict, estimates, run_ids)
+
+    images = render_images(comparison, histories, labels, probabilities)
+    blocks = build_report(comparison, findings, training, promotion, params, images, parent_run_id)
+    write_text(to_markdown(blocks), paths.REPORT_MARKDOWN)
+    write_text(to_html(blocks, "Keras vs scikit-learn: the verdict"), paths.REPORT_HTML)
+    write_json(verdict_record(comparison, findings, promotion), paths.VERDICT)
+    note = to_markdown(
+        [
+            Heading("Keras vs scikit-learn", 3),
+            *summary_blocks(comparison, findings, promotion, params),
+        ]
+    )
+    publish_verdict(
+        client,
+        parent_run_id,
+        comparison,
+        note,
+        [paths.REPORT_MARKDOWN, paths.REPORT_HTML, paths.VERDICT],
+    )
+
+    verdict = comparison.verdict
+    logger.info("compare: %s", verdict_sentence(comparison).replace("**", ""))
+    for finding in findings:
+        logger.info("compare: %s", finding_headline(finding).replace("`", ""))
+    logger.info("compare: %s", promotion.describe().replace("`", "").replace("**", ""))
+    logger.info(
+        "compare: report -> %s, %s; tags winner=%s significant=%s on MLflow run %s",
+        paths.REPORT_MARKDOWN,
+        paths.REPORT_HTML,
+        verdict.winner,
+        str(verdict.significant).lower(),
+        parent_run_id,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -171,10 +171,11 @@ class PromoteConfig(Section):
 
     @model_validator(mode="after")
     def _check_name(self) -> "PromoteConfig":
-        if not self.registered_model_name.strip():
+        # A plain name: it is quoted into MLflow's search filters.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.registered_model_name):
             raise ValueError(
                 f"compare.promote.registered_model_name = {self.registered_model_name!r}: "
-                "must contain a non-space character"
+                "allowed: letters, digits, '_', '.' and '-', starting with a letter or digit"
             )
         return self
 

@@ -10,20 +10,30 @@ from sklearn.neural_network import MLPClassifier
 
 from pipeline.compare import (
     METRICS,
+    Gate,
     Interval,
+    Promotion,
+    Training,
     _score,
     bootstrap_p_value,
+    build_report,
     check_gates,
     compare_predictions,
     decide,
+    keras_only_note,
     mcnemar,
+    next_commands,
     paired_bootstrap,
     parameter_count,
     point_metrics,
     stratified_bootstrap_weights,
+    verdict_record,
+    verdict_sentence,
     weighted_metrics,
 )
-from pipeline.config import CompareConfig, PromoteConfig
+from pipeline.config import CompareConfig, Params, PromoteConfig
+from pipeline.diagnosis import Finding, Suggestion
+from pipeline.report import Image, to_markdown
 
 SKLEARN_METRICS = {
     "accuracy": lambda labels, probabilities, predicted: metrics.accuracy_score(labels, predicted),
@@ -388,3 +398,140 @@ def test_require_significant_gate():
 def test_a_tie_has_no_winner_to_promote():
     gates = check_gates(verdict_for("tie", significant=False), ESTIMATES, compare_config().promote)
     assert [(gate.name, gate.passed) for gate in gates] == [("winner", False)]
+
+
+def comparison_example(signal_keras: float, signal_sklearn: float, **changes):
+    labels, keras = scored_example(300, signal_keras, seed=6)
+    _, sklearn = scored_example(300, signal_sklearn, seed=6)
+    return compare_predictions(
+        labels, {"keras": keras, "sklearn": sklearn}, 0.5, compare_config(**changes), seed=0
+    )
+
+
+def test_verdict_sentence_names_a_significant_winner():
+    sentence = verdict_sentence(comparison_example(0.3, 0.05))
+    assert sentence.startswith("**keras wins** on test ROC AUC: keras 0.")
+    # Every one of the 500 resamples favours keras: p = 2 / 501.
+    assert "paired bootstrap p = 0.00399 < alpha = 0.05." in sentence
+    assert "95% CI +0." in sentence
+
+
+def test_verdict_sentence_says_not_significant():
+    comparison = comparison_example(0.3, 0.3)  # the same predictions twice
+    assert comparison.verdict.winner == "tie"
+    assert verdict_sentence(comparison).startswith("**No difference**: both models score")
+    labels, keras = scored_example(200, 0.3, seed=10)
+    sklearn = np.clip(keras + np.random.default_rng(1).normal(0, 0.03, 200), 0, 1)
+    close = compare_predictions(
+        labels, {"keras": keras, "sklearn": sklearn}, 0.5, compare_config(), 0
+    )
+    sentence = verdict_sentence(close)
+    assert sentence.startswith("**No significant difference** on test ROC AUC")
+    assert ">= alpha = 0.05" in sentence
+    assert "is ahead on the point estimate only" in sentence
+
+
+def test_verdict_sentence_for_a_lower_is_better_metric():
+    sentence = verdict_sentence(comparison_example(0.05, 0.3, primary_metric="log_loss"))
+    assert sentence.startswith("**sklearn wins** on test log-loss (lower is better)")
+
+
+def finding(kind: str, family: str, *suggestions: Suggestion) -> Finding:
+    return Finding(kind, family, "the numbers", suggestions)
+
+
+def test_next_commands_take_the_first_suggestion_without_repeats():
+    findings = [
+        finding("not_converged", "keras", Suggestion("model.epochs", 20, 10)),
+        finding("not_converged", "sklearn", Suggestion("model.epochs", 20, 10)),
+        finding(
+            "overfitting",
+            "keras",
+            Suggestion("model.l2", 0.0001, 0.0),
+            Suggestion("model.dropout", 0.2, 0.0),
+        ),
+    ]
+    assert next_commands(findings) == [
+        "dvc exp run -S 'model.epochs=20'",
+        "dvc exp run -S 'model.l2=0.0001'",
+    ]
+
+
+def test_keras_only_settings_are_flagged(default_params: Params):
+    assert keras_only_note(default_params) is None
+    model = default_params.model.model_copy(update={"dropout": 0.2, "l1": 0.001})
+    note = keras_only_note(default_params.model_copy(update={"model": model}))
+    assert note.startswith("**Not like for like:** `model.l1: 0.001` and `model.dropout: 0.2`")
+
+
+def test_promotion_descriptions():
+    gates = (Gate("winner", True, "keras is better"), Gate("min_test_roc_auc", False, "0.7 < 0.8"))
+    refused = Promotion("refused", gates, "mlp-compare", "keras")
+    assert refused.describe() == (
+        "Not promoted to `mlp-compare`: failed gate `min_test_roc_auc` (0.7 < 0.8)."
+    )
+    promoted = Promotion("promoted", gates[:1], "mlp-compare", "keras", "3")
+    assert promoted.describe().startswith(
+        "Promoted **keras** to the Model Registry as `mlp-compare` version 3, alias `champion`"
+    )
+    assert "enabled: false" in Promotion("disabled", (), "mlp-compare").describe()
+
+
+def test_verdict_record():
+    comparison = comparison_example(0.3, 0.05)
+    findings = [finding("overfitting", "keras", Suggestion("model.l2", 0.0001, 0.0))]
+    record = verdict_record(
+        comparison, findings, Promotion("promoted", (), "mlp-compare", "keras", "2")
+    )
+    assert record["winner"] == "keras"
+    assert record["significant"] is True
+    assert record["difference"] == pytest.approx(comparison.verdict.difference.estimate)
+    assert record["findings"] == "keras: overfitting"
+    assert record["promotion"] == "promoted"
+    assert record["champion_version"] == 2
+    empty = verdict_record(comparison, [], Promotion("disabled", (), "mlp-compare"))
+    assert empty["findings"] == "none"
+    assert "champion_version" not in empty
+
+
+def test_report_has_every_section(default_params: Params):
+    comparison = comparison_example(0.3, 0.05)
+    run = Training(10, 10, False, 2.0, 4000.0, 211)
+    training = {"keras": run, "sklearn": Training(10, 8, True, 0.5, 16000.0, 211)}
+    findings = [
+        finding(
+            "overfitting",
+            "keras",
+            Suggestion("model.l2", 0.0001, 0.0, "a stronger L2 penalty"),
+            Suggestion("model.dropout", 0.2, 0.0),
+        )
+    ]
+    images = {name: Image(b"png", name) for name in ("intervals", "differences", "loss", "roc")}
+    promotion = Promotion("disabled", (), "mlp-compare")
+
+    text = to_markdown(
+        build_report(comparison, findings, training, promotion, default_params, images, "abc123")
+    )
+
+    for heading in (
+        "# Keras vs scikit-learn: the verdict",
+        "## Test metrics",
+        "## Paired tests on the same 300 test rows",
+        "## Training",
+        "## Diagnosis",
+        "## What to try next",
+        "## Promotion",
+    ):
+        assert f"\n{heading}\n" in f"\n{text}"
+    assert "| ROC AUC | 0." in text
+    assert "| training time (s) | 2.00 | 0.50 |" in text
+    assert "| throughput (training rows per second) | 4,000 | 16,000 |" in text
+    assert "| parameters (weights and biases) | 211 | 211 |" in text
+    assert "sklearn trained 4.0x faster" in text
+    assert "**keras: over-fitting.** The numbers." in text
+    assert "- `model.l2`: 0.0 -> **0.0001** (a stronger L2 penalty)" in text
+    assert "dvc exp run -S 'model.l2=0.0001'" in text
+    assert f"keras is right where sklearn is wrong on {comparison.mcnemar.keras_only_correct}" in (
+        text
+    )
+    assert "MLflow parent run `abc123`" in text

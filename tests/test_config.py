@@ -414,7 +414,14 @@ def test_committed_compare_section(default_raw: dict[str, Any]) -> None:
         (
             "compare.promote.registered_model_name",
             "  ",
-            "compare.promote.registered_model_name = '  ': must contain a non-space character",
+            "compare.promote.registered_model_name = '  ': allowed: letters, digits, '_', '.' "
+            "and '-', starting with a letter or digit",
+        ),
+        (
+            "compare.promote.registered_model_name",
+            "it's",
+            "compare.promote.registered_model_name = \"it's\": allowed: letters, digits, '_', "
+            "'.' and '-', starting with a letter or digit",
         ),
     ],
 )

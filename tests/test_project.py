@@ -27,6 +27,7 @@ def test_ruff(command: list[str]):
         ("pipeline.diagnosis", False),
         ("pipeline.report", False),
         ("pipeline.compare", True),
+        ("pipeline.rank", True),
     ],
 )
 def test_stage_does_not_import_tensorflow(module: str, uses_mlflow: bool):

@@ -1,8 +1,11 @@
 """Tiny, seeded fixtures shared by the tests."""
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from pipeline.config import GenerateConfig, ModelSpec, Params, SplitConfig, load_params
 from pipeline.generate import generate_dataset
@@ -38,3 +41,30 @@ def tiny_splits() -> Splits:
         seed=7,
     )
     return split_dataset(dataset, SplitConfig(test_size=0.2, validation_size=0.2), seed=7)
+
+
+@pytest.fixture(scope="session")
+def make_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """A factory of fresh git repositories: this one's files, with params changed by
+    dotted key (`{"model.epochs": 2}`), committed, before any `dvc repro`."""
+    from tests.test_pipeline import copy_repository, execute
+
+    def make(name: str, changes: dict[str, Any]) -> Path:
+        project = tmp_path_factory.mktemp(name)
+        copy_repository(project)
+        raw = yaml.safe_load((project / "params.yaml").read_text())
+        for key_path, value in changes.items():
+            *parents, last = key_path.split(".")
+            section = raw
+            for key in parents:
+                section = section[key]
+            section[last] = value
+        (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        (project / "dvc.lock").unlink(missing_ok=True)
+        execute(project, "git", "init", "-q", "-b", "main")
+        execute(project, "git", "add", "-A")
+        execute(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com",
+            "commit", "-qm", "tiny params")  # fmt: skip
+        return project
+
+    return make

@@ -1,13 +1,20 @@
 """Tests for `pipeline.compare`: metrics against sklearn.metrics, McNemar against hand
 computation, bootstrap intervals that cover, the verdict and the promotion gates."""
 
+import json
 import math
+import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from mlflow.tracking import MlflowClient
 from sklearn import metrics
 from sklearn.neural_network import MLPClassifier
 
+from pipeline import paths
 from pipeline.compare import (
     METRICS,
     Gate,
@@ -33,7 +40,9 @@ from pipeline.compare import (
 )
 from pipeline.config import CompareConfig, Params, PromoteConfig
 from pipeline.diagnosis import Finding, Suggestion
+from pipeline.files import read_json
 from pipeline.report import Image, to_markdown
+from tests.test_pipeline import execute
 
 SKLEARN_METRICS = {
     "accuracy": lambda labels, probabilities, predicted: metrics.accuracy_score(labels, predicted),
@@ -535,3 +544,137 @@ def test_report_has_every_section(default_params: Params):
         text
     )
     assert "MLflow parent run `abc123`" in text
+
+
+# End to end: the real `dvc repro` with promotion on, in a temporary repository.
+
+REGISTERED = "mlp-compare-test"
+E2E_PARAMS = {
+    "generate.n_samples": 400,
+    "model.epochs": 3,
+    "model.learning_rate": 0.01,
+    "track.experiment_name": "compare-end-to-end",
+    "compare.promote.enabled": True,
+    "compare.promote.registered_model_name": REGISTERED,
+    "compare.promote.min_test_roc_auc": 0.6,
+}
+
+
+@pytest.fixture(scope="module")
+def repro(make_project) -> tuple[Path, subprocess.CompletedProcess]:
+    project = make_project("compare", E2E_PARAMS)
+    return project, execute(project, "dvc", "repro")
+
+
+def store_client(project: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+@pytest.mark.slow
+def test_report_files(repro):
+    project, _ = repro
+    markdown = (project / paths.REPORT_MARKDOWN).read_text()
+    page = (project / paths.REPORT_HTML).read_text()
+    verdict = read_json(project / paths.VERDICT)
+    test_metrics = read_json(project / paths.METRICS)
+
+    assert markdown.startswith("# Keras vs scikit-learn: the verdict\n")
+    for heading in ("## Test metrics", "## Paired tests", "## Training", "## Diagnosis",
+                    "## What to try next", "## Promotion"):  # fmt: skip
+        assert f"\n{heading}" in markdown
+    # Four figures, embedded: the page needs no other file.
+    assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 4
+    assert "<link" not in page and 'src="http' not in page
+    assert verdict["winner"] in ("keras", "sklearn", "tie")
+    assert verdict["primary_metric"] == "roc_auc"
+    # The same test rows as evaluate: the point estimates agree with metrics.json.
+    expected = test_metrics["keras"]["roc_auc"] - test_metrics["sklearn"]["roc_auc"]
+    assert verdict["difference"] == pytest.approx(expected, abs=1e-9)
+    for family in ("keras", "sklearn"):
+        assert f"{test_metrics[family]['roc_auc']:.4f} [" in markdown
+    assert verdict["difference_low"] <= verdict["difference"] <= verdict["difference_high"]
+    shown = json.loads(execute(project, "dvc", "metrics", "show", "--json").stdout)
+    (workspace,) = shown.values()
+    assert workspace["data"][str(paths.VERDICT)]["data"]["winner"] == verdict["winner"]
+
+
+@pytest.mark.slow
+def test_summary_is_printed_at_the_end_of_repro(repro):
+    _, completed = repro
+    output = completed.stdout + completed.stderr
+    assert "Running stage 'compare'" in output
+    summary = output[output.index("Running stage 'compare'") :]
+    assert re.search(r"compare: (keras wins|sklearn wins|No significant difference)", summary)
+    assert "compare: report -> reports/comparison.md, reports/comparison.html; tags winner=" in (
+        summary
+    )
+
+
+@pytest.mark.slow
+def test_parent_run_holds_the_verdict(repro):
+    project, _ = repro
+    client = store_client(project)
+    run_ids = read_json(project / paths.MLFLOW_RUNS)
+    verdict = read_json(project / paths.VERDICT)
+    parent = client.get_run(run_ids["parent_run_id"])
+
+    assert parent.data.tags["winner"] == verdict["winner"]
+    assert parent.data.tags["significant"] == str(verdict["significant"]).lower()
+    description = parent.data.tags["mlflow.note.content"]
+    assert "| test metric | keras | sklearn | keras - sklearn |" in description
+    assert "| ROC AUC |" in description
+    artifacts = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
+    assert artifacts == {"report/comparison.md", "report/comparison.html", "report/verdict.json"}
+    assert parent.data.metrics["test_roc_auc_difference"] == pytest.approx(verdict["difference"])
+
+
+@pytest.mark.slow
+def test_winner_is_the_champion(repro):
+    project, _ = repro
+    client = store_client(project)
+    run_ids = read_json(project / paths.MLFLOW_RUNS)
+    verdict = read_json(project / paths.VERDICT)
+    winner = verdict["winner"]
+
+    assert verdict["promotion"] == "promoted"
+    champion = client.get_model_version_by_alias(REGISTERED, "champion")
+    assert int(champion.version) == verdict["champion_version"]
+    assert champion.source == f"models:/{run_ids[f'{winner}_model_id']}"
+    assert champion.tags["parent_run_id"] == run_ids["parent_run_id"]
+    assert champion.tags["model_family"] == winner
+    assert "Promoted **" + winner in (project / paths.REPORT_MARKDOWN).read_text()
+
+
+@pytest.mark.slow
+def test_rerunning_compare_registers_no_second_version(repro):
+    project, _ = repro
+    client = store_client(project)
+    before = client.search_model_versions(f"name = '{REGISTERED}'")
+    execute(project, "dvc", "repro", "-f", "-s", "compare")
+    after = client.search_model_versions(f"name = '{REGISTERED}'")
+    assert [version.version for version in after] == [version.version for version in before]
+
+
+@pytest.mark.slow
+def test_a_failing_gate_is_reported_by_name(repro):
+    project, _ = repro
+    client = store_client(project)
+    champion = client.get_model_version_by_alias(REGISTERED, "champion").version
+
+    completed = execute(
+        project, "dvc", "exp", "run", "-S", "compare.promote.min_test_roc_auc=0.999"
+    )
+
+    verdict = read_json(project / paths.VERDICT)
+    assert verdict["promotion"] == "refused"
+    markdown = (project / paths.REPORT_MARKDOWN).read_text()
+    assert re.search(
+        rf"Not promoted to `{REGISTERED}`: failed gate `min_test_roc_auc` "
+        r"\(test roc_auc 0\.\d{4} < 0\.999\)",
+        markdown,
+    )
+    assert "failed gate min_test_roc_auc" in completed.stdout + completed.stderr
+    # The champion stays where it was.
+    assert client.get_model_version_by_alias(REGISTERED, "champion").version == champion
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["compare"]["promote"]["min_test_roc_auc"] == 0.999

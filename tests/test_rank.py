@@ -1,6 +1,8 @@
 """Tests for `pipeline.rank`: ranking, de-duplication and the params that vary, on records
 and on a real MLflow store; end to end on a tiny queued grid."""
 
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from pipeline.rank import (
     rank,
     varying_params,
 )
+from tests.test_pipeline import execute
 
 
 def record(
@@ -175,3 +178,74 @@ def test_no_store_is_an_error_not_a_new_store(tmp_path: Path, monkeypatch):
     with pytest.raises(PipelineError, match="no MLflow store yet"):
         main(["--experiment", "anything"])
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def wait_for_queue(project: Path, timeout: float = 900) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = execute(project, "dvc", "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        time.sleep(3)
+    raise AssertionError(f"queue still busy after {timeout} s:\n{status}")
+
+
+def ranked_rows(output: str, family: str) -> list[list[str]]:
+    """The data rows of one family's table in the command's output."""
+    section = output.split(f"\n{family}\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split() for line in section.splitlines()[1:]]
+
+
+@pytest.mark.slow
+def test_ranking_a_queued_grid(make_project):
+    """The README's sweep on a 2 x 1 grid, two at a time, then the ranking command."""
+    project = make_project(
+        "grid",
+        {"generate.n_samples": 400, "model.epochs": 2, "track.experiment_name": "grid"},
+    )
+    execute(
+        project, "dvc", "exp", "run", "--queue",
+        "-S", "model.learning_rate=0.001,0.01", "-S", "model.l2=0.0001",
+    )  # fmt: skip
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    # Create the store first, as the README's `dvc repro` before any sweep does: two
+    # experiments that both find no mlflow.db run MLflow's schema migrations on the
+    # same new file at once, and one of them fails.
+    client.search_experiments()
+    execute(project, "dvc", "queue", "start", "-j", "2")
+    status = wait_for_queue(project)
+    assert "Failed" not in status, status
+
+    records = collect_runs(client, "grid")
+    assert len(records) == 4
+    assert {record.params["model.learning_rate"] for record in records} == {"0.001", "0.01"}
+    # compare ran inside each queued experiment and left its verdict on the parent.
+    assert all(record.winner in ("keras", "sklearn", "tie") for record in records)
+
+    output = execute(project, sys.executable, "-m", "pipeline.rank", "--top", "2").stdout
+
+    assert "MLflow experiment 'grid'" in output
+    assert "2 finished comparisons with distinct params, ranked by test_roc_auc" in output
+    assert output.rstrip().endswith("Params that differ between these runs: model.learning_rate")
+    for family in ("keras", "sklearn"):
+        runs = sorted(
+            (record for record in records if record.family == family),
+            key=lambda record: -record.metrics["test_roc_auc"],
+        )
+        rows = ranked_rows(output, family)
+        assert [row[0] for row in rows] == ["1", "2"]
+        assert [row[2] for row in rows] == [record.run_name for record in runs]
+        assert [row[1] for row in rows] == [f"{r.metrics['test_roc_auc']:.4f}" for r in runs]
+        assert [row[3] for row in rows] == [r.params["model.learning_rate"] for r in runs]
+
+    by_loss = execute(
+        project, sys.executable, "-m", "pipeline.rank", "--metric", "test_log_loss", "--top", "1"
+    ).stdout
+    assert "ranked by test_log_loss (lowest first)" in by_loss
+    for family in ("keras", "sklearn"):
+        best = min(
+            (record for record in records if record.family == family),
+            key=lambda record: record.metrics["test_log_loss"],
+        )
+        (row,) = ranked_rows(by_loss, family)
+        assert row[2] == best.run_name

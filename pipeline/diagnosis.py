@@ -29,8 +29,14 @@ ACCURACY_GAP = 0.10
 PLATEAU_EPOCHS = 3
 PLATEAU_CHANGE = 1e-3
 PLATEAU_CHANCE_SHARE = 0.9
-# Divergence: the last training loss exceeds the first by this relative margin.
+# Divergence: the last training loss exceeds the first by this relative margin, or
+# the loss rose (by more than TOLERANCE) in at least this share of the epochs while
+# staying near the chance level: the steps overshoot.
 DIVERGENCE_RISE = 0.05
+UNSTABLE_SHARE = 0.5
+# Learning rates above these are unusually high for the optimizer: steps this large
+# overshoot, or push ReLU units into never firing again (a flat loss at chance).
+HIGH_LEARNING_RATE = {"adam": 0.05, "sgd": 0.5}
 
 
 @dataclass(frozen=True)
@@ -126,21 +132,50 @@ def _more_regularization(spec: ModelSpec, family: str) -> tuple[Suggestion, ...]
     return tuple(suggestions)
 
 
+def _learning_rate_is_high(spec: ModelSpec) -> bool:
+    return spec.learning_rate >= HIGH_LEARNING_RATE[spec.optimizer]
+
+
+def _learning_rate_change(spec: ModelSpec, larger_note: str) -> Suggestion:
+    """Larger steps, unless the learning rate is already high for the optimizer."""
+    if _learning_rate_is_high(spec):
+        return Suggestion(
+            "model.learning_rate",
+            _scaled(spec.learning_rate, 0.1),
+            spec.learning_rate,
+            f"{spec.learning_rate:g} is high for {spec.optimizer}: steps this large "
+            "overshoot or leave ReLU units dead",
+        )
+    return Suggestion(
+        "model.learning_rate", _scaled(spec.learning_rate, 10), spec.learning_rate, larger_note
+    )
+
+
 def _wider(hidden_layers: list[int]) -> list[int]:
     return [2 * units for units in hidden_layers] if hidden_layers else [10]
 
 
-def _nonfinite(history: pd.DataFrame, family: str, spec: ModelSpec) -> Finding | None:
+def _diverged(history: pd.DataFrame, family: str, spec: ModelSpec, chance: float) -> Finding | None:
     losses = history[["loss", "val_loss"]].to_numpy(dtype=float)
     bad_rows = np.flatnonzero(~np.isfinite(losses).all(axis=1))
-    first_loss, last_loss = float(history["loss"].iloc[0]), float(history["loss"].iloc[-1])
+    loss = history["loss"].to_numpy(float)
+    rises = int(np.count_nonzero(np.diff(loss) > TOLERANCE))
     if len(bad_rows):
         epoch = int(history["epoch"].iloc[bad_rows[0]])
         evidence = f"the loss is not a number from epoch {epoch} on: the weights blew up"
-    elif len(history) >= 2 and last_loss > first_loss * (1 + DIVERGENCE_RISE):
+    elif len(history) >= 2 and loss[-1] > loss[0] * (1 + DIVERGENCE_RISE):
         evidence = (
-            f"the training loss rose from {first_loss:.4f} (epoch 1) to {last_loss:.4f} "
+            f"the training loss rose from {loss[0]:.4f} (epoch 1) to {loss[-1]:.4f} "
             f"(epoch {int(history['epoch'].iloc[-1])}): the steps overshoot"
+        )
+    elif (
+        len(history) >= PLATEAU_EPOCHS + 1
+        and rises >= UNSTABLE_SHARE * (len(history) - 1)
+        and loss[-1] >= PLATEAU_CHANCE_SHARE * chance
+    ):
+        evidence = (
+            f"the training loss went up in {rises} of {len(history) - 1} epochs and ends at "
+            f"{loss[-1]:.4f}, next to the chance level {chance:.4f}: the steps overshoot"
         )
     else:
         return None
@@ -218,12 +253,7 @@ def _plateau(history: pd.DataFrame, family: str, spec: ModelSpec, chance: float)
         family,
         evidence,
         (
-            Suggestion(
-                "model.learning_rate",
-                _scaled(spec.learning_rate, 10),
-                spec.learning_rate,
-                "larger steps to leave the plateau",
-            ),
+            _learning_rate_change(spec, "larger steps to leave the plateau"),
             Suggestion(
                 "model.batch_size",
                 max(1, spec.batch_size // 2),
@@ -248,22 +278,20 @@ def _underfitting(model: ModelEvidence, spec: ModelSpec, confidence: float) -> F
         "underfitting",
         model.family,
         evidence,
-        (
-            Suggestion(
-                "model.hidden_layers",
-                _wider(spec.hidden_layers),
-                spec.hidden_layers,
-                "more capacity",
-            ),
-            Suggestion(
-                "model.learning_rate",
-                _scaled(spec.learning_rate, 10),
-                spec.learning_rate,
-                "larger steps",
-            ),
-            Suggestion("model.epochs", spec.epochs * 2, spec.epochs, "longer training"),
-        ),
+        _ordered_for_underfitting(spec),
     )
+
+
+def _ordered_for_underfitting(spec: ModelSpec) -> tuple[Suggestion, ...]:
+    capacity = Suggestion(
+        "model.hidden_layers", _wider(spec.hidden_layers), spec.hidden_layers, "more capacity"
+    )
+    steps = _learning_rate_change(spec, "larger steps")
+    longer = Suggestion("model.epochs", spec.epochs * 2, spec.epochs, "longer training")
+    # A learning rate far too high is the likelier culprit than too small a network.
+    if _learning_rate_is_high(spec):
+        return (steps, capacity, longer)
+    return (capacity, steps, longer)
 
 
 def _not_converged(
@@ -339,7 +367,7 @@ def diagnose(
     chance = label_entropy(data.positive_fraction)
     for model in models:
         history = model.history
-        diverged = _nonfinite(history, model.family, spec)
+        diverged = _diverged(history, model.family, spec, chance)
         if diverged is not None:
             # The rest of a blown-up history says nothing.
             findings.append(diverged)

@@ -274,3 +274,46 @@ def test_suggestion_as_a_dvc_override(suggestion: Suggestion, override: str):
 @pytest.mark.parametrize(("fraction", "expected"), [(0.5, math.log(2)), (0.1, 0.3250829733914482)])
 def test_label_entropy(fraction: float, expected: float):
     assert label_entropy(fraction) == pytest.approx(expected)
+
+
+def test_a_plateau_after_a_huge_learning_rate_asks_for_smaller_steps(spec: ModelSpec):
+    """Adam at 0.5 kills the ReLU units: the loss sits at chance, and larger steps
+    would not help."""
+    huge = spec.model_copy(update={"learning_rate": 0.5})
+    (finding,) = diagnose([evidence("keras", STUCK, interval=(0.5, 0.5))], huge, DATA, 0.95)
+    assert finding.kind == "plateau"
+    assert finding.suggestions[0].param == "model.learning_rate"
+    assert finding.suggestions[0].value == pytest.approx(0.05)
+    assert "0.5 is high for adam" in finding.suggestions[0].note
+
+
+def test_a_chance_result_after_a_huge_learning_rate_asks_for_smaller_steps(spec: ModelSpec):
+    huge = spec.model_copy(update={"learning_rate": 0.5})
+    frame = history([0.72, 0.70, 0.685, 0.67, 0.66, 0.655], [0.71, 0.70, 0.69, 0.685, 0.68, 0.68])
+    (finding,) = diagnose([evidence("sklearn", frame, (0.46, 0.58))], huge, DATA, 0.95)
+    assert finding.kind == "underfitting"
+    assert [suggestion.param for suggestion in finding.suggestions] == [
+        "model.learning_rate",
+        "model.hidden_layers",
+        "model.epochs",
+    ]
+    assert finding.suggestions[0].value == pytest.approx(0.05)
+
+
+def test_a_loss_that_keeps_bouncing_at_chance_diverged(spec: ModelSpec):
+    """scikit-learn at learning rate 0.5: up in half the epochs, never below chance."""
+    loss = [0.7499, 0.7043, 0.6964, 0.6973, 0.7046, 0.7034, 0.7067, 0.7192, 0.7131, 0.7157,
+            0.6953, 0.7044, 0.6959, 0.6955, 0.6999]  # fmt: skip
+    frame = history(loss, [0.69 + 0.01 * (index % 3) for index in range(15)])
+
+    (finding,) = diagnose([evidence("sklearn", frame, (0.5, 0.5))], spec, DATA, 0.95)
+
+    assert finding.kind == "diverged"
+    assert "went up in 7 of 14 epochs and ends at 0.6999" in finding.evidence
+    assert finding.param == "model.learning_rate"
+
+
+def test_small_ups_and_downs_at_a_low_loss_are_not_divergence(spec: ModelSpec):
+    loss = [0.5, 0.3, 0.25, 0.2502, 0.2498, 0.2503, 0.2497, 0.2501]
+    frame = history(loss, [0.5, 0.31, 0.26, 0.26, 0.26, 0.26, 0.26, 0.26])
+    assert diagnose([evidence("keras", frame)], spec, DATA, 0.95) == []

@@ -401,7 +401,8 @@ class Promotion:
             failed = "; ".join(
                 f"`{gate.name}` ({gate.detail})" for gate in self.gates if not gate.passed
             )
-            return f"Not promoted to `{self.model_name}`: failed gate {failed}."
+            plural = "s" if sum(not gate.passed for gate in self.gates) > 1 else ""
+            return f"Not promoted to `{self.model_name}`: failed gate{plural} {failed}."
         return (
             f"Promoted **{self.family}** to the Model Registry as `{self.model_name}` "
             f"version {self.version}, alias `{CHAMPION}` (gates: "

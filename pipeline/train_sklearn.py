@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.neural_network import MLPClassifier
 
 from pipeline import paths
-from pipeline.config import LearningRateSchedule, ModelSpec, load_params
+from pipeline.config import LearningRateSchedule, ModelSpec, feature_names, load_params
 from pipeline.errors import run_stage
 from pipeline.files import Table, atomic_path, read_table, write_csv, write_json
 from pipeline.history import TrainingSummary, history_frame, log_epoch
@@ -153,8 +153,9 @@ def load_model(path: os.PathLike = paths.SKLEARN_MODEL) -> MLPClassifier:
 
 def main() -> None:
     params = load_params()
-    train_set = read_table(paths.TRAIN)
-    validation_set = read_table(paths.VALIDATION)
+    columns = feature_names(params.generate.n_features)
+    train_set = read_table(paths.TRAIN, columns)
+    validation_set = read_table(paths.VALIDATION, columns)
     result = train(
         train_set,
         validation_set,

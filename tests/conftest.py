@@ -7,6 +7,14 @@ import pytest
 from pipeline.config import GenerateConfig, ModelSpec, Params, SplitConfig, load_params
 from pipeline.generate import generate_dataset
 from pipeline.split import Splits, split_dataset
+from tests.endtoend import (
+    END_TO_END_EPOCHS,
+    END_TO_END_EXPERIMENT,
+    SECRET,
+    copy_repository,
+    execute,
+    set_params,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +46,25 @@ def tiny_splits() -> Splits:
         seed=7,
     )
     return split_dataset(dataset, SplitConfig(test_size=0.2, validation_size=0.2), seed=7)
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository with tiny params after one `dvc repro`; copy it, never change it."""
+    project = tmp_path_factory.mktemp("built") / "project"
+    project.mkdir()
+    copy_repository(project)
+    set_params(
+        project,
+        generate__n_samples=400,
+        model__epochs=END_TO_END_EPOCHS,
+        track__experiment_name=END_TO_END_EXPERIMENT,
+    )
+    (project / "dvc.lock").unlink(missing_ok=True)
+    execute(project, "git", "init", "-q", "-b", "main")
+    execute(project, "git", "add", "-A")
+    execute(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com",
+            "commit", "-qm", "tiny params")  # fmt: skip
+    # A password in the environment must never reach the store (checked later).
+    execute(project, "dvc", "repro", environment={"MLFLOW_TRACKING_PASSWORD": SECRET})
+    return project

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from pipeline.config import Params
+from pipeline.files import file_md5
 from pipeline.track import (
     Revision,
     epoch_metrics,
-    file_md5,
     params_hash,
     parent_run_name,
     repository_root,

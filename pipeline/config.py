@@ -180,10 +180,14 @@ class Params(Section):
         """Enough rows of each class for every split, and for one batch."""
         n_samples = self.generate.n_samples
         n_train, n_validation, n_test = split_sizes(n_samples, self.split)
-        for name, rows in (("test", n_test), ("validation", n_validation), ("train", n_train)):
+        for keys, name, rows in (
+            ("split.test_size", "test", n_test),
+            ("split.validation_size", "validation", n_validation),
+            ("split.test_size + split.validation_size", "train", n_train),
+        ):
             if rows < MIN_SPLIT_ROWS:
                 raise ValueError(
-                    f"split.{name}_size: leaves {rows} {name} rows of generate.n_samples = "
+                    f"{keys}: leaves {rows} {name} rows of generate.n_samples = "
                     f"{n_samples}; each split needs at least {MIN_SPLIT_ROWS} (one per class)"
                 )
         minority = min(round(n_samples * self.generate.positive_fraction), n_samples - 1)

@@ -179,10 +179,14 @@ def read_table(path: Path, expected_features: tuple[str, ...] | None = None) -> 
             f"infinite values (first at row {row}); allowed: finite numbers"
         )
     labels = frame[LABEL].to_numpy()
-    if not pd.api.types.is_integer_dtype(labels) or not np.isin(labels, (0, 1)).all():
-        bad = sorted(set(pd.unique(frame[LABEL][~frame[LABEL].isin((0, 1))]).tolist()))[:5]
+    if not pd.api.types.is_integer_dtype(labels):
         raise PipelineError(
-            f"{path}: column {LABEL!r} has values {bad} (dtype {frame[LABEL].dtype}); "
+            f"{path}: column {LABEL!r} has dtype {frame[LABEL].dtype}; "
             "allowed: the integers 0 and 1"
+        )
+    if not np.isin(labels, (0, 1)).all():
+        bad = sorted(set(labels[~np.isin(labels, (0, 1))].tolist()))
+        raise PipelineError(
+            f"{path}: column {LABEL!r} has values {bad[:5]}; allowed: the integers 0 and 1"
         )
     return Table(features=features, labels=labels, feature_names=feature_names)

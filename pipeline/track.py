@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -105,6 +106,16 @@ def resolve_store(environment: dict[str, str], root: Path) -> Store:
         artifact_location=(root / paths.MLFLOW_ARTIFACTS).as_uri(),
         lock_path=database.with_name(database.name + ".lock"),
     )
+
+
+def failure_reason(error: Exception) -> str:
+    """The gist of a connection failure, without URLs that could carry credentials."""
+    text = str(error)
+    system_error = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    if system_error:
+        return system_error.group(0).strip()
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return re.sub(r"//[^/@\s]+@", "//", first_line)[:200]
 
 
 def redact(uri: str) -> str:
@@ -491,10 +502,9 @@ def connect(store: Store) -> MlflowClient:
     try:
         client.search_experiments(max_results=1)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         raise PipelineError(
             f"MLflow tracking store {redact(store.tracking_uri)} is unreachable "
-            f"({type(error).__name__}: {reason}); the training outputs are complete, "
+            f"({failure_reason(error)}); the training outputs are complete, "
             "run `dvc repro` again to publish them once it is back"
         ) from None
     return client
@@ -506,7 +516,7 @@ def publish_once(params: Params, store: Store, revision: Revision) -> tuple[dict
     Returns the ids and whether this call created them.
     """
     key = publish_key(params)
-    client = connect(store)
+    client = open_store(store)
     experiment_id = ensure_experiment(client, params.track.experiment_name, store)
     run_ids = find_published(client, experiment_id, key)
     if run_ids is not None:
@@ -521,14 +531,17 @@ def publish_once(params: Params, store: Store, revision: Revision) -> tuple[dict
         return publish(publication, experiment_id, client), True
 
 
+def open_store(store: Store) -> MlflowClient:
+    """Connect, creating a new SQLite database safely when parallel runs start at once."""
+    with store_lock(store):
+        return connect(store)
+
+
 def main() -> None:
     params = load_params()
     environment = dict(os.environ)
     store = resolve_store(environment, repository_root())
     install_signal_handlers()
-    with store_lock(store):
-        # A new SQLite database is created by the first client: only one at a time.
-        connect(store)
     run_ids, created = publish_once(params, store, current_revision(environment))
     write_json(run_ids, paths.MLFLOW_RUNS)
     logger.info(

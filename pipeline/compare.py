@@ -31,7 +31,7 @@ from pipeline.report import (
     to_html,
     to_markdown,
 )
-from pipeline.track import repository_root, resolve_store
+from pipeline.track import open_store, redact, repository_root, resolve_store, store_lock
 
 logger = logging.getLogger(__name__)
 
@@ -754,7 +754,14 @@ def read_predictions(path: os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarra
     missing = {"label", *FAMILIES} - set(frame.columns)
     if missing:
         raise PipelineError(f"{path}: missing columns {sorted(missing)}")
-    return frame["label"].to_numpy(), {family: frame[family].to_numpy() for family in FAMILIES}
+    labels = frame["label"].to_numpy()
+    if not np.isin(labels, (0, 1)).all():
+        raise PipelineError(f"{path}: labels other than 0 and 1")
+    probabilities = {family: frame[family].to_numpy() for family in FAMILIES}
+    for family, values in probabilities.items():
+        if not (np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()):
+            raise PipelineError(f"{path}: {family} probabilities outside [0, 1] or not finite")
+    return labels, probabilities
 
 
 def read_run_ids(path: os.PathLike) -> dict[str, str]:
@@ -890,21 +897,23 @@ def main() -> None:
     }
 
     store = resolve_store(dict(os.environ), repository_root())
-    mlflow.set_tracking_uri(store.tracking_uri)
-    client = MlflowClient()
+    # track's connection: a bounded retry policy and one line when the store is down.
+    client = open_store(store)
     parent_run_id = run_ids["parent_run_id"]
     try:
         client.get_run(parent_run_id)
     except MlflowException:
         raise PipelineError(
-            f"{paths.MLFLOW_RUNS}: parent run {parent_run_id} is not in {store.tracking_uri}; "
-            "rerun the track stage (`dvc repro -f -s track`)"
+            f"{paths.MLFLOW_RUNS}: parent run {parent_run_id} is not in "
+            f"{redact(store.tracking_uri)}; rerun the track stage (`dvc repro -f -s track`)"
         ) from None
     estimates = {
         family: {metric: interval.estimate for metric, interval in intervals.items()}
         for family, intervals in comparison.intervals.items()
     }
-    promotion = promote(client, params.compare.promote, comparison.verdict, estimates, run_ids)
+    # Parallel queued experiments write to the same SQLite store: one writer at a time.
+    with store_lock(store):
+        promotion = promote(client, params.compare.promote, comparison.verdict, estimates, run_ids)
 
     images = render_images(comparison, histories, labels, probabilities)
     blocks = build_report(comparison, findings, training, promotion, params, images, parent_run_id)
@@ -917,13 +926,14 @@ def main() -> None:
             *summary_blocks(comparison, findings, promotion, params),
         ]
     )
-    publish_verdict(
-        client,
-        parent_run_id,
-        comparison,
-        note,
-        [paths.REPORT_MARKDOWN, paths.REPORT_HTML, paths.VERDICT],
-    )
+    with store_lock(store):
+        publish_verdict(
+            client,
+            parent_run_id,
+            comparison,
+            note,
+            [paths.REPORT_MARKDOWN, paths.REPORT_HTML, paths.VERDICT],
+        )
 
     verdict = comparison.verdict
     logger.info("compare: %s", verdict_sentence(comparison).replace("**", ""))

@@ -212,6 +212,53 @@ class Params(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_rows(self) -> "Params":
+        """Enough rows of each class for every split, and for one batch."""
+        n_samples = self.generate.n_samples
+        n_train, n_validation, n_test = split_sizes(n_samples, self.split)
+        for keys, name, rows in (
+            ("split.test_size", "test", n_test),
+            ("split.validation_size", "validation", n_validation),
+            ("split.test_size + split.validation_size", "train", n_train),
+        ):
+            if rows < MIN_SPLIT_ROWS:
+                raise ValueError(
+                    f"{keys}: leaves {rows} {name} rows of generate.n_samples = "
+                    f"{n_samples}; each split needs at least {MIN_SPLIT_ROWS} (one per class)"
+                )
+        minority = min(round(n_samples * self.generate.positive_fraction), n_samples - 1)
+        minority = min(max(minority, 1), n_samples - minority)
+        if minority < MIN_CLASS_ROWS:
+            raise ValueError(
+                f"generate.positive_fraction = {self.generate.positive_fraction}: gives "
+                f"{minority} rows of one class in {n_samples}; a stratified split needs "
+                f"at least {MIN_CLASS_ROWS}"
+            )
+        if self.model.batch_size > n_train:
+            raise ValueError(
+                f"model.batch_size = {self.model.batch_size}: larger than the {n_train} "
+                f"training rows; allowed: 1 to {n_train}"
+            )
+        return self
+
+
+# A stratified split needs one row of each of the two classes in every split.
+MIN_SPLIT_ROWS = 2
+MIN_CLASS_ROWS = 3
+
+
+def split_sizes(n_samples: int, config: SplitConfig) -> tuple[int, int, int]:
+    """(train, validation, test) rows; both fractions are of all rows."""
+    n_test = round(config.test_size * n_samples)
+    n_validation = round(config.validation_size * n_samples)
+    return n_samples - n_test - n_validation, n_validation, n_test
+
+
+def feature_names(n_features: int) -> tuple[str, ...]:
+    """The generated data set's columns: x1, x2, ..."""
+    return tuple(f"x{index}" for index in range(1, n_features + 1))
+
 
 def _suggestion(unknown: str, section: type[BaseModel]) -> str:
     matches = difflib.get_close_matches(unknown, section.model_fields, n=1)

@@ -9,9 +9,15 @@ import pandas as pd
 from sklearn import metrics
 
 from pipeline import figures, paths
-from pipeline.config import load_params
+from pipeline.config import feature_names, load_params
 from pipeline.errors import run_stage
-from pipeline.files import read_table, write_csv, write_json, write_parquet
+from pipeline.files import (
+    read_table,
+    verify_recorded_hash,
+    write_csv,
+    write_json,
+    write_parquet,
+)
 from pipeline.history import read_history
 
 logger = logging.getLogger(__name__)
@@ -73,6 +79,7 @@ def predictions_frame(labels: np.ndarray, predictions: dict[str, np.ndarray]) ->
 def predict_keras(features: np.ndarray) -> np.ndarray:
     from pipeline.train_keras import load_model  # TensorFlow loads only here.
 
+    verify_recorded_hash(paths.KERAS_MODEL)
     model = load_model(paths.KERAS_MODEL)
     return model.predict(features, batch_size=PREDICTION_BATCH, verbose=0)[:, 0]
 
@@ -80,6 +87,7 @@ def predict_keras(features: np.ndarray) -> np.ndarray:
 def predict_sklearn(features: np.ndarray) -> np.ndarray:
     from pipeline.train_sklearn import load_model
 
+    verify_recorded_hash(paths.SKLEARN_MODEL)
     model = load_model(paths.SKLEARN_MODEL)
     return np.concatenate(
         [
@@ -91,7 +99,8 @@ def predict_sklearn(features: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     params = load_params()
-    test_set = read_table(paths.TEST)
+    columns = feature_names(params.generate.n_features)
+    test_set = read_table(paths.TEST, columns)
     predictions = {
         "keras": predict_keras(test_set.features),
         "sklearn": predict_sklearn(test_set.features),

@@ -1,5 +1,6 @@
 """Reading and writing stage outputs; every write is atomic."""
 
+import hashlib
 import json
 import os
 import tempfile
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from pipeline.errors import PipelineError
 
@@ -25,6 +27,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     one, never a truncated file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Leftovers of a writer killed before its rename (kill -9): only this stage writes
+    # `path`, so no other process is using them.
+    for leftover in path.parent.glob(f".{path.stem}-*{path.suffix}"):
+        leftover.unlink(missing_ok=True)
     # Same directory, so that the final rename never crosses file systems; the
     # suffix is kept because some writers (Keras) insist on it.
     handle, temporary_name = tempfile.mkstemp(
@@ -39,6 +45,46 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def file_md5(path: Path) -> str:
+    """The content hash DVC records for the same file in `dvc.lock`."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def recorded_hash(path: Path, lock_file: Path = Path("dvc.lock")) -> str | None:
+    """The MD5 that `dvc.lock` records for `path` as a stage output, if any."""
+    try:
+        lock = yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    for stage in (lock.get("stages") or {}).values():
+        for output in stage.get("outs") or []:
+            if Path(output.get("path", "")) == path:
+                return output.get("md5")
+    return None
+
+
+def verify_recorded_hash(path: Path, lock_file: Path = Path("dvc.lock")) -> None:
+    """Refuse a model file that is not the one its stage produced.
+
+    Under `dvc repro`, DVC records each output's hash as soon as its stage ends, so
+    a later stage can check that the file it is about to load was not replaced.
+    Outside DVC (a stage run by hand) there is nothing reliable to compare with.
+    """
+    if not os.environ.get("DVC_STAGE"):
+        return
+    expected = recorded_hash(path, lock_file)
+    if expected is not None and file_md5(path) != expected:
+        raise PipelineError(
+            f"{path}: its MD5 {file_md5(path)} differs from {expected} that dvc.lock "
+            "recorded when the pipeline produced it; refusing to load a file changed "
+            "outside the pipeline (run `dvc repro` to rebuild it)"
+        )
 
 
 def write_text(text: str, path: Path) -> None:
@@ -84,19 +130,63 @@ def write_table(table: Table, path: Path) -> None:
     write_parquet(table_to_frame(table), path)
 
 
-def read_table(path: Path) -> Table:
-    """Read a Parquet table written by an earlier stage."""
+def read_table(path: Path, expected_features: tuple[str, ...] | None = None) -> Table:
+    """Read and check a Parquet table: readable, the expected columns, finite numeric
+    features and 0/1 labels. Any problem is one `PipelineError` line naming the file."""
+    if not path.exists():
+        raise PipelineError(f"{path}: missing; run the stages before this one (`dvc repro`)")
+    if path.stat().st_size == 0:
+        raise PipelineError(f"{path}: the file is empty")
     try:
         frame = pd.read_parquet(path)
-    except FileNotFoundError:
-        raise PipelineError(
-            f"{path}: missing; run the stages before this one (`dvc repro`)"
-        ) from None
     except Exception as error:  # pyarrow raises many types for unreadable files
-        raise PipelineError(f"{path}: not a readable Parquet file ({error})") from None
-    if LABEL not in frame.columns:
-        raise PipelineError(f"{path}: no {LABEL!r} column")
-    feature_names = tuple(str(name) for name in frame.columns if name != LABEL)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PipelineError(
+            f"{path}: not a readable Parquet file, truncated or corrupt? ({reason})"
+        ) from None
+    columns = [str(name) for name in frame.columns]
+    if LABEL not in columns:
+        raise PipelineError(f"{path}: no {LABEL!r} column (columns: {', '.join(columns)})")
+    feature_names = tuple(name for name in columns if name != LABEL)
+    if expected_features is not None and feature_names != expected_features:
+        missing = [name for name in expected_features if name not in feature_names]
+        extra = [name for name in feature_names if name not in expected_features]
+        problem = (
+            f"missing columns {missing}"
+            if missing
+            else f"unexpected columns {extra}"
+            if extra
+            else "columns in a different order"
+        )
+        raise PipelineError(
+            f"{path}: {problem}; expected {', '.join(expected_features)} and {LABEL}"
+        )
+    if frame.empty:
+        raise PipelineError(f"{path}: has no rows")
+    for name in feature_names:
+        if not pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(
+            frame[name]
+        ):
+            raise PipelineError(
+                f"{path}: column {name!r} has dtype {frame[name].dtype}; features must be numbers"
+            )
     features = frame[list(feature_names)].to_numpy(dtype=np.float32)
+    finite = np.isfinite(features)
+    if not finite.all():
+        row, column = np.argwhere(~finite)[0]
+        raise PipelineError(
+            f"{path}: column {feature_names[column]!r} has {int((~finite).sum())} NaN or "
+            f"infinite values (first at row {row}); allowed: finite numbers"
+        )
     labels = frame[LABEL].to_numpy()
+    if not pd.api.types.is_integer_dtype(labels):
+        raise PipelineError(
+            f"{path}: column {LABEL!r} has dtype {frame[LABEL].dtype}; "
+            "allowed: the integers 0 and 1"
+        )
+    if not np.isin(labels, (0, 1)).all():
+        bad = sorted(set(labels[~np.isin(labels, (0, 1))].tolist()))
+        raise PipelineError(
+            f"{path}: column {LABEL!r} has values {bad[:5]}; allowed: the integers 0 and 1"
+        )
     return Table(features=features, labels=labels, feature_names=feature_names)

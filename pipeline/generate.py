@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.datasets import make_circles, make_classification, make_moons
 
 from pipeline import paths
-from pipeline.config import GenerateConfig, load_params
+from pipeline.config import GenerateConfig, feature_names, load_params
 from pipeline.errors import run_stage
 from pipeline.files import Table, write_table
 
@@ -75,7 +75,7 @@ def generate_dataset(config: GenerateConfig, seed: int) -> Table:
     return Table(
         features=features.astype(np.float32),
         labels=np.asarray(labels, dtype=np.int32),
-        feature_names=tuple(f"x{index}" for index in range(1, n_features + 1)),
+        feature_names=feature_names(n_features),
     )
 
 

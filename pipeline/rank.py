@@ -17,7 +17,14 @@ from mlflow.tracking import MlflowClient
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.track import TAG_FAMILY, TAG_PARAMS_HASH, repository_root, resolve_store
+from pipeline.track import (
+    TAG_FAMILY,
+    TAG_PARAMS_HASH,
+    connect,
+    redact,
+    repository_root,
+    resolve_store,
+)
 
 DEFAULT_METRIC = "test_roc_auc"
 PARENT_TAG = "mlflow.parentRunId"
@@ -188,14 +195,14 @@ def main(arguments: Sequence[str] | None = None) -> None:
     if store.tracking_uri.startswith("sqlite:") and not Path(database).exists():
         # MlflowClient would silently create an empty store here.
         raise PipelineError(f"{database}: no MLflow store yet; run `dvc repro` first")
-    records = collect_runs(MlflowClient(tracking_uri=store.tracking_uri), experiment_name)
+    records = collect_runs(connect(store), experiment_name)
     ranking = rank(records, options.metric, options.top)
     candidates = latest_per_params(records)
     shown = varying_params(candidates)
     order = "lowest first" if lower_is_better(options.metric) else "highest first"
     comparisons = len({record.parent_run_id for record in candidates})
     sys.stdout.write(
-        f"MLflow experiment {experiment_name!r} at {store.tracking_uri}: {comparisons} "
+        f"MLflow experiment {experiment_name!r} at {redact(store.tracking_uri)}: {comparisons} "
         f"finished comparison{'s' if comparisons != 1 else ''} with distinct params, "
         f"ranked by {options.metric} ({order})\n\n"
         + format_ranking(ranking, options.metric, shown)

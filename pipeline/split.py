@@ -9,7 +9,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from pipeline import paths
-from pipeline.config import SplitConfig, load_params
+from pipeline.config import SplitConfig, feature_names, load_params, split_sizes
 from pipeline.errors import PipelineError, run_stage
 from pipeline.files import Table, read_table, write_json, write_table
 
@@ -32,22 +32,20 @@ def stratified_indices(
     everything = np.arange(len(labels))
     # Whole row counts: train_test_split rounds a fractional size up, so that
     # 0.1 / 0.7 * 350 = 50.00000000000001 would become 51 validation rows.
-    n_test = round(config.test_size * len(labels))
-    n_validation = round(config.validation_size * len(labels))
-    try:
-        rest, test = train_test_split(
-            everything, test_size=n_test, stratify=labels, random_state=seed
-        )
-        train, validation = train_test_split(
-            rest, test_size=n_validation, stratify=labels[rest], random_state=seed
-        )
-    except ValueError as error:
+    n_train, n_validation, n_test = split_sizes(len(labels), config)
+    classes, counts = np.unique(labels, return_counts=True)
+    if min(n_train, n_validation, n_test) < len(classes) or counts.min() < 3:
         raise PipelineError(
-            f"split: cannot split {len(labels)} rows (class counts "
-            f"{np.bincount(labels).tolist()}) with split.test_size = "
-            f"{config.test_size} and split.validation_size = "
-            f"{config.validation_size}: {error}"
-        ) from None
+            f"split: cannot stratify {len(labels)} rows (class counts "
+            f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))}) into {n_train} "
+            f"train, {n_validation} validation and {n_test} test rows with split.test_size "
+            f"= {config.test_size} and split.validation_size = {config.validation_size}: "
+            "every split needs a row of each class"
+        )
+    rest, test = train_test_split(everything, test_size=n_test, stratify=labels, random_state=seed)
+    train, validation = train_test_split(
+        rest, test_size=n_validation, stratify=labels[rest], random_state=seed
+    )
     return train, validation, test
 
 
@@ -74,7 +72,8 @@ def scaler_description(scaler: StandardScaler, feature_names: tuple[str, ...]) -
 
 def main() -> None:
     params = load_params()
-    dataset = read_table(paths.DATASET)
+    columns = feature_names(params.generate.n_features)
+    dataset = read_table(paths.DATASET, columns)
     splits = split_dataset(dataset, params.split, params.seed)
     write_table(splits.train, paths.TRAIN)
     write_table(splits.validation, paths.VALIDATION)

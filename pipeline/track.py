@@ -1,15 +1,23 @@
 """Publish the comparison to MLflow: one parent run per pipeline execution with one
 child run per model, and their ids in `data/track/mlflow_runs.json`."""
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
+import signal
+import socket
 import subprocess
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import numpy as np
@@ -17,19 +25,37 @@ import pandas as pd
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, Schema
 
 from pipeline import paths
-from pipeline.config import Params, flatten, load_params
-from pipeline.errors import run_stage
-from pipeline.files import Table, read_json, read_table, write_json
+from pipeline.config import Params, feature_names, flatten, load_params
+from pipeline.errors import PipelineError, run_stage
+from pipeline.files import (
+    Table,
+    file_md5,
+    read_json,
+    read_table,
+    verify_recorded_hash,
+    write_json,
+)
 from pipeline.history import read_history
 
 logger = logging.getLogger(__name__)
 
 TRACKING_URI_VARIABLE = "MLFLOW_TRACKING_URI"
+# MLflow's default HTTP retry policy blocks about 4 minutes on an unreachable server.
+# Ours gives up after 3 tries about 1 s and 2 s apart, or 3 timeouts of 10 s for a
+# server that accepts connections but never answers: under a minute in all.
+# Any of them set in the environment wins.
+HTTP_RETRY_POLICY = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 # Tags every run carries, so that each MLflow run leads back to its DVC experiment.
 TAG_FAMILY = "model_family"
 TAG_PARAMS_HASH = "params_hash"
@@ -37,6 +63,10 @@ TAG_DVC_EXPERIMENT = "dvc.experiment"
 TAG_DVC_BASELINE = "dvc.baseline_rev"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_GIT_DIRTY = "git.dirty"
+TAG_PUBLISH_KEY = "publish_key"
+TAG_MODEL_ID = "model_id"
+TAG_HOST = "pipeline.host"
+TAG_PID = "pipeline.pid"
 DATASET_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
 
 
@@ -46,6 +76,7 @@ class Store:
 
     tracking_uri: str
     artifact_location: str | None  # None: the tracking server decides
+    lock_path: Path | None = None  # held while writing to an embedded SQLite store
 
 
 @dataclass(frozen=True)
@@ -69,10 +100,32 @@ def resolve_store(environment: dict[str, str], root: Path) -> Store:
     uri = environment.get(TRACKING_URI_VARIABLE, "").strip()
     if uri:
         return Store(tracking_uri=uri, artifact_location=None)
+    database = root / paths.MLFLOW_DATABASE
     return Store(
-        tracking_uri=f"sqlite:///{root / paths.MLFLOW_DATABASE}",
+        tracking_uri=f"sqlite:///{database}",
         artifact_location=(root / paths.MLFLOW_ARTIFACTS).as_uri(),
+        lock_path=database.with_name(database.name + ".lock"),
     )
+
+
+def failure_reason(error: Exception) -> str:
+    """The gist of a connection failure, without URLs that could carry credentials."""
+    text = str(error)
+    system_error = re.search(r"\[Errno -?\d+\] [^'\")\]]+", text)
+    if system_error:
+        return system_error.group(0).strip()
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return re.sub(r"//[^/@\s]+@", "//", first_line)[:200]
+
+
+def redact(uri: str) -> str:
+    """The URI without a user name or password, for messages."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _git(*arguments: str) -> str | None:
@@ -108,15 +161,6 @@ def parent_run_name(revision: Revision) -> str:
 def params_hash(params: Params) -> str:
     canonical = json.dumps(flatten(params), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def file_md5(path: Path) -> str:
-    """The content hash DVC records for the same file in `dvc.lock`."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def dataset_input(name: str, path: Path, table: Table) -> MetaDataset:
@@ -156,140 +200,356 @@ def ensure_experiment(client: MlflowClient, name: str, store: Store) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=store.artifact_location)
+    try:
+        return client.create_experiment(name, artifact_location=store.artifact_location)
+    except MlflowException:
+        # Another process (a parallel queued experiment) created it first.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
-def log_keras_model(sample: np.ndarray) -> str:
+@dataclass(frozen=True)
+class FamilyResults:
+    """One model's results, read and prepared before the store is touched."""
+
+    history_path: Path
+    history: pd.DataFrame
+    summary: dict[str, Any]
+    log_model: Callable[[], str]  # logs the model into the active run; returns its id
+
+
+def keras_results(sample: np.ndarray) -> FamilyResults:
     import keras
     import tensorflow as tf
 
     from pipeline.train_keras import load_model
 
+    verify_recorded_hash(paths.KERAS_MODEL)
     model = load_model(paths.KERAS_MODEL)
     signature = infer_signature(sample, model.predict(sample, verbose=0))
-    # No input_example: with one, MLflow 3.17 raised FileNotFoundError while saving
-    # a Keras 3 model. Explicit requirements also skip MLflow's slow inference.
-    info = mlflow.keras.log_model(
-        model,
-        name="model",
-        signature=signature,
-        pip_requirements=[
-            f"keras=={keras.__version__}",
-            f"tensorflow=={tf.__version__}",
-        ],
+
+    def log_model() -> str:
+        # No input_example: with one, MLflow 3.17 raised FileNotFoundError while
+        # saving a Keras 3 model. Explicit requirements skip MLflow's slow inference.
+        info = mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=signature,
+            pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
+        )
+        return info.model_id
+
+    return FamilyResults(
+        paths.KERAS_HISTORY,
+        read_history(paths.KERAS_HISTORY),
+        read_json(paths.KERAS_SUMMARY),
+        log_model,
     )
-    return info.model_id
 
 
-def log_sklearn_model(sample: np.ndarray) -> str:
+def sklearn_results(sample: np.ndarray) -> FamilyResults:
     import sklearn
     import skops
 
     from pipeline.train_sklearn import SKOPS_TRUSTED_TYPES, load_model
 
+    verify_recorded_hash(paths.SKLEARN_MODEL)
     model = load_model(paths.SKLEARN_MODEL)
     signature = infer_signature(sample, model.predict_proba(sample))
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=signature,
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-        skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        # Probabilities, like the Keras model, not hard labels.
-        pyfunc_predict_fn="predict_proba",
-        pip_requirements=[
-            f"scikit-learn=={sklearn.__version__}",
-            f"skops=={skops.__version__}",
-        ],
+
+    def log_model() -> str:
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            # Probabilities, like the Keras model, not hard labels.
+            pyfunc_predict_fn="predict_proba",
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"skops=={skops.__version__}",
+            ],
+        )
+        return info.model_id
+
+    return FamilyResults(
+        paths.SKLEARN_HISTORY,
+        read_history(paths.SKLEARN_HISTORY),
+        read_json(paths.SKLEARN_SUMMARY),
+        log_model,
     )
-    return info.model_id
 
 
-FAMILY_FILES = {
-    "keras": (paths.KERAS_HISTORY, paths.KERAS_SUMMARY, log_keras_model),
-    "sklearn": (paths.SKLEARN_HISTORY, paths.SKLEARN_SUMMARY, log_sklearn_model),
-}
+@dataclass(frozen=True)
+class Publication:
+    """Everything one pipeline execution publishes."""
+
+    params: Params
+    revision: Revision
+    key: str
+    splits: dict[str, tuple[Path, Table]]
+    test_metrics: dict[str, dict[str, float]]
+    families: dict[str, FamilyResults]
 
 
-def publish(params: Params, store: Store, revision: Revision) -> dict[str, str]:
-    """Log the parent run and both child runs; return their ids."""
-    mlflow.set_tracking_uri(store.tracking_uri)
-    client = MlflowClient()
-    experiment_id = ensure_experiment(client, params.track.experiment_name, store)
-    test_metrics = read_json(paths.METRICS)
+# The files whose content defines a result. The model files are left out: a
+# `.keras` file records when it was saved, so identical training differs in bytes.
+PUBLISHED_FILES = (
+    paths.TRAIN,
+    paths.VALIDATION,
+    paths.TEST,
+    paths.SCALER,
+    paths.KERAS_HISTORY,
+    paths.SKLEARN_HISTORY,
+    paths.METRICS,
+)
+
+
+def publish_key(params: Params, files: tuple[Path, ...] = PUBLISHED_FILES) -> str:
+    """Identifies a result: the same params and outputs give the same key."""
+    digest = hashlib.sha256(params_hash(params).encode())
+    for path in files:
+        digest.update(f"{path}:{file_md5(path)}".encode())
+    return digest.hexdigest()
+
+
+def prepare(params: Params, revision: Revision, key: str) -> Publication:
+    """Read every result and load both models (the slow part), before any writing."""
+    columns = feature_names(params.generate.n_features)
     splits = {
-        "train": (paths.TRAIN, read_table(paths.TRAIN)),
-        "validation": (paths.VALIDATION, read_table(paths.VALIDATION)),
-        "test": (paths.TEST, read_table(paths.TEST)),
+        "train": (paths.TRAIN, read_table(paths.TRAIN, columns)),
+        "validation": (paths.VALIDATION, read_table(paths.VALIDATION, columns)),
+        "test": (paths.TEST, read_table(paths.TEST, columns)),
     }
     sample = splits["test"][1].features[:5]
-    flat_params = {key: str(value) for key, value in flatten(params).items()}
+    return Publication(
+        params=params,
+        revision=revision,
+        key=key,
+        splits=splits,
+        test_metrics=read_json(paths.METRICS),
+        families={"keras": keras_results(sample), "sklearn": sklearn_results(sample)},
+    )
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGINT arrived: the runs end as KILLED, not FAILED or FINISHED."""
+
+
+def _raise_terminated(signal_number: int, frame: object) -> None:
+    raise Terminated(signal.Signals(signal_number).name)
+
+
+def install_signal_handlers() -> None:
+    # MLflow's exit hook does not run on signals; without these, a `dvc queue kill`
+    # or Ctrl-C would leave the runs RUNNING forever.
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, _raise_terminated)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # The pid may have been reused by an unrelated process since.
+    command_line = Path(f"/proc/{pid}/cmdline")
+    return not command_line.exists() or b"pipeline.track" in command_line.read_bytes()
+
+
+def mark_orphans_killed(client: MlflowClient, experiment_id: str) -> list[str]:
+    """End as KILLED the runs of this host whose publishing process is gone (kill -9)."""
+    host = socket.gethostname()
+    orphans = [
+        run.info.run_id
+        for run in client.search_runs(
+            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
+        if run.data.tags.get(TAG_HOST) == host
+        and TAG_PID in run.data.tags
+        and not _process_alive(int(run.data.tags[TAG_PID]))
+    ]
+    for run_id in orphans:
+        client.set_terminated(run_id, "KILLED")
+        logger.warning("track: marked run %s KILLED: its process died without ending it", run_id)
+    return orphans
+
+
+def find_published(client: MlflowClient, experiment_id: str, key: str) -> dict[str, str] | None:
+    """The ids of an earlier, complete publication of the same result, if any."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{TAG_PUBLISH_KEY} = '{key}' and attributes.status = 'FINISHED'",
+        max_results=100,
+    )
+    for parent in (run for run in runs if "mlflow.parentRunId" not in run.data.tags):
+        children = {
+            run.data.tags.get(TAG_FAMILY): run
+            for run in runs
+            if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        }
+        if set(children) >= {"keras", "sklearn"}:
+            run_ids = {"experiment_id": experiment_id, "parent_run_id": parent.info.run_id}
+            for family, child in children.items():
+                run_ids[f"{family}_run_id"] = child.info.run_id
+                run_ids[f"{family}_model_id"] = child.data.tags[TAG_MODEL_ID]
+            return run_ids
+    return None
+
+
+def end_active_runs(status: str) -> None:
+    while mlflow.active_run() is not None:
+        mlflow.end_run(status)
+
+
+def publish(publication: Publication, experiment_id: str, client: MlflowClient) -> dict[str, str]:
+    """Log the parent run and one child run per model; return their ids."""
+    revision = publication.revision
+    flat_params = {key: str(value) for key, value in flatten(publication.params).items()}
     common_tags = {
-        TAG_PARAMS_HASH: params_hash(params),
+        TAG_PARAMS_HASH: params_hash(publication.params),
+        TAG_PUBLISH_KEY: publication.key,
         TAG_GIT_COMMIT: revision.commit,
         TAG_GIT_DIRTY: str(revision.dirty).lower(),
+        TAG_HOST: socket.gethostname(),
+        TAG_PID: str(os.getpid()),
         **({TAG_DVC_EXPERIMENT: revision.experiment} if revision.experiment else {}),
         **({TAG_DVC_BASELINE: revision.baseline} if revision.baseline else {}),
     }
     run_ids = {"experiment_id": experiment_id}
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=parent_run_name(revision),
-        tags=common_tags,
-    ) as parent:
+    try:
+        parent = mlflow.start_run(
+            experiment_id=experiment_id, run_name=parent_run_name(revision), tags=common_tags
+        )
         run_ids["parent_run_id"] = parent.info.run_id
         mlflow.log_params(flat_params)
         mlflow.log_artifacts(str(paths.FIGURES), "figures")
         mlflow.log_artifact(str(paths.METRICS))
         mlflow.log_artifact(str(paths.SCALER))
-        for family, (history_path, summary_path, log_model) in FAMILY_FILES.items():
-            with mlflow.start_run(
+        for family, results in publication.families.items():
+            child = mlflow.start_run(
                 experiment_id=experiment_id,
                 run_name=family,
                 nested=True,
                 tags={**common_tags, TAG_FAMILY: family},
-            ) as child:
-                run_ids[f"{family}_run_id"] = child.info.run_id
-                mlflow.log_params(flat_params)
-                summary = read_json(summary_path)
-                final_metrics = {
-                    f"test_{name}": value for name, value in test_metrics[family].items()
+            )
+            run_ids[f"{family}_run_id"] = child.info.run_id
+            mlflow.log_params(flat_params)
+            final_metrics = {
+                f"test_{name}": value for name, value in publication.test_metrics[family].items()
+            }
+            final_metrics.update(
+                {
+                    name: float(value)
+                    for name, value in results.summary.items()
+                    if name != "stopped_early"
                 }
-                final_metrics.update(
-                    {
-                        name: float(value)
-                        for name, value in summary.items()
-                        if name != "stopped_early"
-                    }
-                )
-                client.log_batch(
-                    child.info.run_id,
-                    metrics=epoch_metrics(read_history(history_path))
-                    + [
-                        Metric(name, value, int(time.time() * 1000), 0)
-                        for name, value in final_metrics.items()
-                    ],
-                )
-                for name, (path, table) in splits.items():
-                    mlflow.log_input(
-                        dataset_input(name, path, table), context=DATASET_CONTEXTS[name]
-                    )
-                mlflow.log_artifact(str(history_path))
-                run_ids[f"{family}_model_id"] = log_model(sample)
+            )
+            now = int(time.time() * 1000)
+            # One batch instead of hundreds of single calls.
+            client.log_batch(
+                child.info.run_id,
+                metrics=epoch_metrics(results.history)
+                + [Metric(name, value, now, 0) for name, value in final_metrics.items()],
+            )
+            for name, (path, table) in publication.splits.items():
+                mlflow.log_input(dataset_input(name, path, table), context=DATASET_CONTEXTS[name])
+            mlflow.log_artifact(str(results.history_path))
+            model_id = results.log_model()
+            run_ids[f"{family}_model_id"] = model_id
+            mlflow.set_tag(TAG_MODEL_ID, model_id)
+            mlflow.end_run()
+        mlflow.end_run()
+    except Terminated:
+        end_active_runs("KILLED")
+        raise
+    except BaseException:
+        end_active_runs("FAILED")
+        raise
     return run_ids
+
+
+@contextmanager
+def store_lock(store: Store) -> Iterator[None]:
+    """Serialize writers of the embedded SQLite store.
+
+    Parallel queued experiments (`dvc queue start -j 2`) would otherwise race to
+    create a new database ("table already exists") and contend for SQLite's lock.
+    """
+    if store.lock_path is None:
+        yield
+        return
+    store.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def connect(store: Store) -> MlflowClient:
+    """A client whose store answers, or one line naming the unreachable URI."""
+    for variable, value in HTTP_RETRY_POLICY.items():
+        os.environ.setdefault(variable, value)
+    mlflow.set_tracking_uri(store.tracking_uri)
+    client = MlflowClient()
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as error:
+        raise PipelineError(
+            f"MLflow tracking store {redact(store.tracking_uri)} is unreachable "
+            f"({failure_reason(error)}); the training outputs are complete, "
+            "run `dvc repro` again to publish them once it is back"
+        ) from None
+    return client
+
+
+def publish_once(params: Params, store: Store, revision: Revision) -> tuple[dict[str, str], bool]:
+    """The run ids of this result in the store, publishing it unless it already is.
+
+    Returns the ids and whether this call created them.
+    """
+    key = publish_key(params)
+    client = open_store(store)
+    experiment_id = ensure_experiment(client, params.track.experiment_name, store)
+    run_ids = find_published(client, experiment_id, key)
+    if run_ids is not None:
+        return run_ids, False
+    publication = prepare(params, revision, key)
+    with store_lock(store):
+        mark_orphans_killed(client, experiment_id)
+        # Checked again under the lock: a parallel process may have just published it.
+        run_ids = find_published(client, experiment_id, key)
+        if run_ids is not None:
+            return run_ids, False
+        return publish(publication, experiment_id, client), True
+
+
+def open_store(store: Store) -> MlflowClient:
+    """Connect, creating a new SQLite database safely when parallel runs start at once."""
+    with store_lock(store):
+        return connect(store)
 
 
 def main() -> None:
     params = load_params()
     environment = dict(os.environ)
     store = resolve_store(environment, repository_root())
-    run_ids = publish(params, store, current_revision(environment))
+    install_signal_handlers()
+    run_ids, created = publish_once(params, store, current_revision(environment))
     write_json(run_ids, paths.MLFLOW_RUNS)
     logger.info(
-        "track: parent run %s in experiment %r at %s",
+        "track: %s parent run %s in experiment %r at %s",
+        "published" if created else "already published (same params and results) as",
         run_ids["parent_run_id"],
         params.track.experiment_name,
-        store.tracking_uri,
+        redact(store.tracking_uri),
     )
 
 

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pipeline import paths  # noqa: E402
-from pipeline.config import KerasInitializer, ModelSpec, load_params  # noqa: E402
+from pipeline.config import KerasInitializer, ModelSpec, feature_names, load_params  # noqa: E402
 from pipeline.errors import run_stage  # noqa: E402
 from pipeline.files import Table, atomic_path, read_table, write_csv, write_json  # noqa: E402
 from pipeline.history import (  # noqa: E402
@@ -174,8 +174,9 @@ def load_model(path: os.PathLike = paths.KERAS_MODEL) -> keras.Model:
 
 def main() -> None:
     params = load_params()
-    train_set = read_table(paths.TRAIN)
-    validation_set = read_table(paths.VALIDATION)
+    columns = feature_names(params.generate.n_features)
+    train_set = read_table(paths.TRAIN, columns)
+    validation_set = read_table(paths.VALIDATION, columns)
     result = train(
         train_set,
         validation_set,

@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.neural_network import MLPClassifier
 
 from pipeline import paths
-from pipeline.config import LearningRateSchedule, ModelSpec, load_params
+from pipeline.config import LearningRateSchedule, ModelSpec, feature_names, load_params
 from pipeline.errors import run_stage
 from pipeline.files import Table, atomic_path, read_table, write_csv, write_json
 from pipeline.history import TrainingSummary, history_frame, log_epoch
@@ -167,8 +167,9 @@ def main() -> None:
     params = load_params()
     for warning in keras_only_settings(params.model):
         logger.warning("train_sklearn: warning: %s", warning)
-    train_set = read_table(paths.TRAIN)
-    validation_set = read_table(paths.VALIDATION)
+    columns = feature_names(params.generate.n_features)
+    train_set = read_table(paths.TRAIN, columns)
+    validation_set = read_table(paths.VALIDATION, columns)
     result = train(
         train_set,
         validation_set,

@@ -5,11 +5,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pipeline.config import GenerateConfig, ModelSpec, Params, SplitConfig, load_params
 from pipeline.generate import generate_dataset
 from pipeline.split import Splits, split_dataset
+from tests.endtoend import (
+    END_TO_END_EPOCHS,
+    END_TO_END_EXPERIMENT,
+    SECRET,
+    copy_repository,
+    execute,
+    set_nested_params,
+    set_params,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,22 +52,36 @@ def tiny_splits() -> Splits:
 
 
 @pytest.fixture(scope="session")
+def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository with tiny params after one `dvc repro`; copy it, never change it."""
+    project = tmp_path_factory.mktemp("built") / "project"
+    project.mkdir()
+    copy_repository(project)
+    set_params(
+        project,
+        generate__n_samples=400,
+        model__epochs=END_TO_END_EPOCHS,
+        track__experiment_name=END_TO_END_EXPERIMENT,
+    )
+    (project / "dvc.lock").unlink(missing_ok=True)
+    execute(project, "git", "init", "-q", "-b", "main")
+    execute(project, "git", "add", "-A")
+    execute(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com",
+            "commit", "-qm", "tiny params")  # fmt: skip
+    # A password in the environment must never reach the store (checked later).
+    execute(project, "dvc", "repro", environment={"MLFLOW_TRACKING_PASSWORD": SECRET})
+    return project
+
+
+@pytest.fixture(scope="session")
 def make_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """A factory of fresh git repositories: this one's files, with params changed by
     dotted key (`{"model.epochs": 2}`), committed, before any `dvc repro`."""
-    from tests.test_pipeline import copy_repository, execute
 
     def make(name: str, changes: dict[str, Any]) -> Path:
         project = tmp_path_factory.mktemp(name)
         copy_repository(project)
-        raw = yaml.safe_load((project / "params.yaml").read_text())
-        for key_path, value in changes.items():
-            *parents, last = key_path.split(".")
-            section = raw
-            for key in parents:
-                section = section[key]
-            section[last] = value
-        (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        set_nested_params(project, changes)
         (project / "dvc.lock").unlink(missing_ok=True)
         execute(project, "git", "init", "-q", "-b", "main")
         execute(project, "git", "add", "-A")

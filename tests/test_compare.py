@@ -8,14 +8,15 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 from sklearn import metrics
 from sklearn.neural_network import MLPClassifier
 
 from pipeline import paths
 from pipeline.compare import (
+    FAMILIES,
     METRICS,
     Gate,
     Interval,
@@ -33,6 +34,7 @@ from pipeline.compare import (
     paired_bootstrap,
     parameter_count,
     point_metrics,
+    read_predictions,
     stratified_bootstrap_weights,
     verdict_record,
     verdict_sentence,
@@ -40,9 +42,10 @@ from pipeline.compare import (
 )
 from pipeline.config import CompareConfig, Params, PromoteConfig
 from pipeline.diagnosis import Finding, Suggestion
+from pipeline.errors import PipelineError
 from pipeline.files import read_json
 from pipeline.report import Image, to_markdown
-from tests.test_pipeline import execute
+from tests.endtoend import copy_project, execute, set_nested_params
 
 SKLEARN_METRICS = {
     "accuracy": lambda labels, probabilities, predicted: metrics.accuracy_score(labels, predicted),
@@ -546,23 +549,63 @@ def test_report_has_every_section(default_params: Params):
     assert "MLflow parent run `abc123`" in text
 
 
+def test_read_predictions(tmp_path: Path):
+    path = tmp_path / "predictions.parquet"
+    frame = pd.DataFrame(
+        {"label": [0, 1], "keras": np.array([0.2, 0.9], np.float32), "sklearn": [0.1, 0.7]}
+    )
+    frame.to_parquet(path)
+    labels, probabilities = read_predictions(path)
+    np.testing.assert_array_equal(labels, [0, 1])
+    assert probabilities["keras"].dtype == np.float32  # as evaluate scored it
+    np.testing.assert_array_equal(probabilities["sklearn"], [0.1, 0.7])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"label": [0, 2]}, "labels other than 0 and 1"),
+        ({"keras": [0.2, np.nan]}, "keras probabilities outside"),
+        ({"sklearn": [1.5, 0.2]}, "sklearn probabilities outside"),
+    ],
+)
+def test_read_predictions_rejects_bad_rows(tmp_path: Path, change: dict, message: str):
+    path = tmp_path / "predictions.parquet"
+    columns = {"label": [0, 1], "keras": [0.2, 0.9], "sklearn": [0.1, 0.7]}
+    pd.DataFrame({**columns, **change}).to_parquet(path)
+    with pytest.raises(PipelineError, match=message):
+        read_predictions(path)
+
+
+def test_read_predictions_names_missing_columns(tmp_path: Path):
+    path = tmp_path / "predictions.parquet"
+    pd.DataFrame({"label": [0, 1], "keras": [0.2, 0.9]}).to_parquet(path)
+    with pytest.raises(PipelineError, match=r"missing columns \['sklearn'\]"):
+        read_predictions(path)
+    with pytest.raises(PipelineError, match="run the evaluate stage first"):
+        read_predictions(tmp_path / "absent.parquet")
+
+
 # End to end: the real `dvc repro` with promotion on, in a temporary repository.
 
 REGISTERED = "mlp-compare-test"
-E2E_PARAMS = {
-    "generate.n_samples": 400,
-    "model.epochs": 3,
-    "model.learning_rate": 0.01,
-    "track.experiment_name": "compare-end-to-end",
-    "compare.promote.enabled": True,
-    "compare.promote.registered_model_name": REGISTERED,
-    "compare.promote.min_test_roc_auc": 0.6,
-}
 
 
 @pytest.fixture(scope="module")
-def repro(make_project) -> tuple[Path, subprocess.CompletedProcess]:
-    project = make_project("compare", E2E_PARAMS)
+def repro(built_project: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the built project with promotion on, after `dvc repro` (track and
+    compare rerun; the models are reused)."""
+    project = copy_project(built_project, tmp_path_factory.mktemp("compare") / "project")
+    aucs = [read_json(project / paths.METRICS)[family]["roc_auc"] for family in FAMILIES]
+    set_nested_params(
+        project,
+        {
+            "compare.promote.enabled": True,
+            "compare.promote.registered_model_name": REGISTERED,
+            # Whichever model wins passes this gate.
+            "compare.promote.min_test_roc_auc": round(max(min(aucs) - 0.01, 0.0), 4),
+        },
+    )
     return project, execute(project, "dvc", "repro")
 
 
@@ -660,10 +703,9 @@ def test_a_failing_gate_is_reported_by_name(repro):
     project, _ = repro
     client = store_client(project)
     champion = client.get_model_version_by_alias(REGISTERED, "champion").version
-    params_file = project / "params.yaml"
-    params = yaml.safe_load(params_file.read_text())
-    params["compare"]["promote"]["min_test_roc_auc"] = 0.999
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    best = max(read_json(project / paths.METRICS)[family]["roc_auc"] for family in FAMILIES)
+    assert best < 0.999
+    set_nested_params(project, {"compare.promote.min_test_roc_auc": 0.999})
 
     # Only compare: track would log the same models again under a new parent run.
     completed = execute(project, "dvc", "repro", "-s", "compare")

@@ -447,3 +447,40 @@ def test_missing_promote_key(default_raw: dict[str, Any]) -> None:
         removed(default_raw, "compare.promote.require_significant"),
         r"^params\.yaml: compare\.promote\.require_significant is missing",
     )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"model.batch_size": 1201},
+            r"^params\.yaml: model\.batch_size = 1201: larger than the 1200 training rows; "
+            r"allowed: 1 to 1200$",
+        ),
+        (
+            {"split.test_size": 0.0001},
+            r"^params\.yaml: split\.test_size: leaves 0 test rows of generate\.n_samples = "
+            r"2000; each split needs at least 2 \(one per class\)$",
+        ),
+        (
+            {"generate.n_samples": 5},
+            r"^params\.yaml: split\.test_size: leaves 1 test rows of generate\.n_samples = 5",
+        ),
+        (
+            {"split.test_size": 0.5, "split.validation_size": 0.4999},
+            r"split\.test_size \+ split\.validation_size: leaves 0 train rows",
+        ),
+        (
+            {"generate.positive_fraction": 0.001},
+            r"^params\.yaml: generate\.positive_fraction = 0\.001: gives 2 rows of one class "
+            r"in 2000; a stratified split needs at least 3$",
+        ),
+    ],
+)
+def test_rows_must_suffice_for_the_split_and_a_batch(
+    default_raw: dict[str, Any], changes: dict[str, Any], message: str
+) -> None:
+    raw = default_raw
+    for key_path, value in changes.items():
+        raw = changed(raw, key_path, value)
+    parse_error(raw, message)

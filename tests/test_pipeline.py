@@ -2,10 +2,6 @@
 the repository, checked through the real MLflow store with `MlflowClient`."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,68 +14,32 @@ from mlflow.tracking import MlflowClient
 from pipeline import paths
 from pipeline.config import flatten, load_params
 from pipeline.files import read_json, read_table
+from tests.endtoend import (
+    END_TO_END_EPOCHS,
+    END_TO_END_EXPERIMENT,
+    SECRET,
+    copy_project,
+    execute,
+)
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = 3
-EXPERIMENT = "end-to-end"
+EPOCHS = END_TO_END_EPOCHS
+EXPERIMENT = END_TO_END_EXPERIMENT
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 TEST_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 
 
-def execute(project: Path, *command: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        # The copy must use its own embedded store, whatever the caller has set.
-        if not key.startswith(("MLFLOW_", "DVC_"))
-    }
-    # `python` in dvc.yaml must be this environment's interpreter.
-    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
-    completed = subprocess.run(
-        command, cwd=project, env=environment, capture_output=True, text=True, timeout=timeout
-    )
-    assert completed.returncode == 0, (
-        f"{' '.join(command)} failed:\n{completed.stdout}\n{completed.stderr}"
-    )
-    return completed
-
-
-def copy_repository(destination: Path) -> None:
-    """The files git would give a fresh clone, including uncommitted edits."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh clone with tiny params, after one `dvc repro`."""
-    project = tmp_path_factory.mktemp("project")
-    copy_repository(project)
-    raw = yaml.safe_load((project / "params.yaml").read_text())
-    raw["generate"]["n_samples"] = 400
-    raw["model"]["epochs"] = EPOCHS
-    raw["track"]["experiment_name"] = EXPERIMENT
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    (project / "dvc.lock").unlink(missing_ok=True)
-    execute(project, "git", "init", "-q", "-b", "main")
-    execute(project, "git", "add", "-A")
-    execute(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com",
-        "commit", "-qm", "tiny params")  # fmt: skip
-    execute(project, "dvc", "repro")
-    return project
+def project(built_project: Path) -> Path:
+    """The built project itself: the tests using it only read."""
+    return built_project
+
+
+@pytest.fixture
+def scratch(built_project: Path, tmp_path: Path) -> Path:
+    """A copy of the built project to change, with an empty MLflow store."""
+    return copy_project(built_project, tmp_path / "project")
 
 
 def client_for(project: Path) -> MlflowClient:
@@ -192,11 +152,18 @@ def test_second_repro_does_nothing(project: Path):
     assert len(parent_runs(client_for(project))) == before
 
 
-def test_parameter_experiment_adds_a_comparison(project: Path):
-    client = client_for(project)
-    before = {run.info.run_id for run in parent_runs(client)}
+def test_password_never_reaches_the_store(project: Path):
+    stored = [project / "mlflow.db", *(project / "mlartifacts").rglob("*")]
+    for path in stored:
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_parameter_experiment_adds_a_comparison(scratch: Path):
+    project = scratch
     execute(project, "dvc", "exp", "run", "-n", "faster", "-S", "model.learning_rate=0.01")
-    (new_parent,) = [run for run in parent_runs(client) if run.info.run_id not in before]
+    client = client_for(project)
+    (new_parent,) = parent_runs(client)
     assert new_parent.info.run_name == "faster"
     assert new_parent.data.tags["dvc.experiment"] == "faster"
     children = children_of(client, new_parent.info.run_id)
@@ -212,29 +179,40 @@ def test_parameter_experiment_adds_a_comparison(project: Path):
     assert runs_file["parent_run_id"] == new_parent.info.run_id
 
 
-def test_queued_experiments_land_in_the_main_store(project: Path):
-    client = client_for(project)
-    before = {run.info.run_id for run in parent_runs(client)}
-    execute(project, "dvc", "exp", "run", "--queue", "-n", "queued-2", "-S", "model.epochs=2")
-    execute(project, "dvc", "exp", "run", "--queue", "-n", "queued-4", "-S", "model.epochs=4")
-    execute(project, "dvc", "queue", "start")
-    deadline = time.monotonic() + 600
+def test_queued_experiments_land_in_the_main_store(scratch: Path):
+    """Four queued experiments, two at a time, racing to create a fresh SQLite store."""
+    project = scratch
+    for epochs in (1, 2, 4, 5):
+        execute(project, "dvc", "exp", "run", "--queue", "-n", f"queued-{epochs}",
+                "-S", f"model.epochs={epochs}")  # fmt: skip
+    execute(project, "dvc", "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         status = execute(project, "dvc", "queue", "status").stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
     assert "Failed" not in status, status
-    new = [run for run in parent_runs(client) if run.info.run_id not in before]
-    assert sorted(run.info.run_name for run in new) == ["queued-2", "queued-4"]
-    for parent in new:
+    client = client_for(project)
+    parents = parent_runs(client)
+    assert sorted(run.info.run_name for run in parents) == [
+        "queued-1",
+        "queued-2",
+        "queued-4",
+        "queued-5",
+    ]
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
         epochs = int(parent.info.run_name.split("-")[1])
         children = children_of(client, parent.info.run_id)
         assert set(children) == {"keras", "sklearn"}
         for child in children.values():
             assert child.info.status == "FINISHED"
-            history = client.get_metric_history(child.info.run_id, "val_loss")
-            assert len(history) == epochs
+            for name in EPOCH_METRICS:
+                history = client.get_metric_history(child.info.run_id, name)
+                assert sorted(point.step for point in history) == list(range(1, epochs + 1))
             # Artifacts live at the main repository root, not in the deleted copy.
             assert child.info.artifact_uri.startswith((project / "mlartifacts").as_uri())
+            model = client.get_logged_model(child.data.tags["model_id"])
+            assert model.source_run_id == child.info.run_id
     assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*/mlflow.db"))

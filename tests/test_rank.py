@@ -19,7 +19,7 @@ from pipeline.rank import (
     rank,
     varying_params,
 )
-from tests.test_pipeline import execute
+from tests.endtoend import execute
 
 
 def record(
@@ -207,15 +207,12 @@ def test_ranking_a_queued_grid(make_project):
         project, "dvc", "exp", "run", "--queue",
         "-S", "model.learning_rate=0.001,0.01", "-S", "model.l2=0.0001",
     )  # fmt: skip
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    # Create the store first, as the README's `dvc repro` before any sweep does: two
-    # experiments that both find no mlflow.db run MLflow's schema migrations on the
-    # same new file at once, and one of them fails.
-    client.search_experiments()
+    # No mlflow.db yet: both experiments create the store at once (track's lock).
     execute(project, "dvc", "queue", "start", "-j", "2")
     status = wait_for_queue(project)
     assert "Failed" not in status, status
 
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     records = collect_runs(client, "grid")
     assert len(records) == 4
     assert {record.params["model.learning_rate"] for record in records} == {"0.001", "0.01"}

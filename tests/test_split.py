@@ -128,7 +128,7 @@ def test_too_few_rows_of_a_class() -> None:
     with pytest.raises(PipelineError, match=r"split\.test_size = 0\.2") as caught:
         stratified_indices(labels, config, seed=0)
 
-    assert "class counts [19, 1]" in str(caught.value)
+    assert "class counts {0: 19, 1: 1}" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 

@@ -1,19 +1,34 @@
 import hashlib
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from pipeline.config import Params
+from pipeline.errors import PipelineError
+from pipeline.files import file_md5
 from pipeline.track import (
+    TAG_HOST,
+    TAG_PID,
     Revision,
+    Store,
+    connect,
+    ensure_experiment,
     epoch_metrics,
-    file_md5,
+    mark_orphans_killed,
+    open_store,
     params_hash,
     parent_run_name,
+    redact,
     repository_root,
     resolve_store,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_embedded_store_is_absolute_at_the_repository_root(tmp_path: Path):
@@ -84,3 +99,85 @@ def test_file_md5_is_the_hash_dvc_records(tmp_path: Path):
     path = tmp_path / "data.bin"
     path.write_bytes(b"x" * 3_000_000)
     assert file_md5(path) == hashlib.md5(b"x" * 3_000_000).hexdigest()
+
+
+def test_redact_hides_credentials():
+    assert redact("http://alice:secret@127.0.0.1:5000/") == "http://127.0.0.1:5000/"
+    assert redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_server_is_one_line_naming_the_uri():
+    uri = f"http://bob:hunter2@127.0.0.1:{free_port()}"
+    with pytest.raises(PipelineError) as caught:
+        connect(Store(tracking_uri=uri, artifact_location=None))
+    message = str(caught.value)
+    assert message.startswith(f"MLflow tracking store {redact(uri)} is unreachable")
+    assert "hunter2" not in message
+    assert "\n" not in message
+
+
+OPEN_STORE = """
+import sys
+from pathlib import Path
+from pipeline.track import ensure_experiment, open_store, resolve_store
+store = resolve_store({}, Path(sys.argv[1]))
+client = open_store(store)
+print(ensure_experiment(client, "race", store))
+"""
+
+
+def test_parallel_processes_create_a_new_store_safely(tmp_path: Path):
+    """Four processes start at once on a store that does not exist yet."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_STORE, str(tmp_path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [process.communicate(timeout=300) for process in processes]
+    for process, (_, errors) in zip(processes, results, strict=True):
+        assert process.returncode == 0, errors
+    assert len({output.strip() for output, _ in results}) == 1  # one experiment id
+    client = MlflowClient(resolve_store({}, tmp_path).tracking_uri)
+    assert [experiment.name for experiment in client.search_experiments()].count("race") == 1
+
+
+def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path):
+    store = resolve_store({}, tmp_path)
+    client = open_store(store)
+    experiment_id = ensure_experiment(client, "orphans", store)
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait()
+    # A live publisher: its command line names pipeline.track, like the real stage.
+    alive = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "pipeline.track"]
+    )
+    try:
+        host = socket.gethostname()
+        runs = {
+            name: client.create_run(
+                experiment_id, tags={TAG_HOST: host, TAG_PID: str(pid)}, run_name=name
+            ).info.run_id
+            for name, pid in (("dead", dead_pid.pid), ("alive", alive.pid))
+        }
+        other_host = client.create_run(
+            experiment_id, tags={TAG_HOST: "elsewhere", TAG_PID: str(dead_pid.pid)}
+        ).info.run_id
+        assert mark_orphans_killed(client, experiment_id) == [runs["dead"]]
+        assert client.get_run(runs["dead"]).info.status == "KILLED"
+        assert client.get_run(runs["alive"]).info.status == "RUNNING"
+        # Another machine's run: this host cannot know whether it is still going.
+        assert client.get_run(other_host).info.status == "RUNNING"
+    finally:
+        alive.kill()
+        alive.wait()

@@ -1,0 +1,183 @@
+"""Atomic writes and the checks on data files: every bad file gets one clear line."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.files import (
+    Table,
+    atomic_path,
+    file_md5,
+    read_table,
+    verify_recorded_hash,
+    write_json,
+    write_table,
+)
+
+COLUMNS = ("x1", "x2", "x3")
+
+
+def good_frame(rows: int = 6) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(rows, 3)).astype(np.float32), columns=list(COLUMNS))
+    frame["label"] = np.array([0, 1] * (rows // 2), dtype=np.int32)
+    return frame
+
+
+def test_good_table_round_trips(tmp_path: Path):
+    table = Table(
+        features=np.arange(6, dtype=np.float32).reshape(3, 2),
+        labels=np.array([0, 1, 1], dtype=np.int32),
+        feature_names=("a", "b"),
+    )
+    write_table(table, tmp_path / "table.parquet")
+    read = read_table(tmp_path / "table.parquet", ("a", "b"))
+    np.testing.assert_array_equal(read.features, table.features)
+    np.testing.assert_array_equal(read.labels, table.labels)
+    assert read.feature_names == ("a", "b")
+
+
+def write_frame(frame: pd.DataFrame, tmp_path: Path) -> Path:
+    path = tmp_path / "bad.parquet"
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def with_value(column: str, row: int, value: object) -> pd.DataFrame:
+    frame = good_frame()
+    frame.loc[row, column] = value
+    return frame
+
+
+BAD_FRAMES = [
+    pytest.param(
+        with_value("x2", 3, np.nan),
+        r"column 'x2' has 1 NaN or infinite values \(first at row 3\)",
+        id="nan",
+    ),
+    pytest.param(
+        with_value("x1", 0, np.inf),
+        r"column 'x1' has 1 NaN or infinite values \(first at row 0\)",
+        id="inf",
+    ),
+    pytest.param(with_value("x3", 5, -np.inf), r"column 'x3' has 1 NaN or infinite", id="-inf"),
+    pytest.param(
+        good_frame().drop(columns="x3"),
+        r"missing columns \['x3'\]; expected x1, x2, x3 and label",
+        id="missing column",
+    ),
+    pytest.param(good_frame().assign(x4=1.0), r"unexpected columns \['x4'\]", id="extra column"),
+    pytest.param(
+        good_frame()[["x2", "x1", "x3", "label"]], r"columns in a different order", id="reordered"
+    ),
+    pytest.param(
+        good_frame().drop(columns="label"),
+        r"no 'label' column \(columns: x1, x2, x3\)",
+        id="no label",
+    ),
+    pytest.param(
+        with_value("label", 1, 2),
+        r"column 'label' has values \[2\]; allowed: the integers 0 and 1",
+        id="label 2",
+    ),
+    pytest.param(
+        good_frame().assign(label=[0.0, 1.0] * 3),
+        r"column 'label' has dtype float64; allowed: the integers 0 and 1",
+        id="float labels",
+    ),
+    pytest.param(
+        good_frame().assign(label=["no", "yes"] * 3),
+        r"column 'label' has dtype \w+; allowed: the integers 0 and 1",
+        id="string labels",
+    ),
+    pytest.param(
+        good_frame().assign(label=[0, -1] * 3),
+        r"column 'label' has values \[-1\]",
+        id="negative label",
+    ),
+    pytest.param(
+        good_frame().assign(x1="a"),
+        r"column 'x1' has dtype \w+; features must be numbers",
+        id="string feature",
+    ),
+    pytest.param(good_frame().iloc[:0], r"has no rows", id="no rows"),
+]
+
+
+@pytest.mark.parametrize(("frame", "message"), BAD_FRAMES)
+def test_bad_frame_is_one_clear_line(frame: pd.DataFrame, message: str, tmp_path: Path):
+    path = write_frame(frame, tmp_path)
+    with pytest.raises(PipelineError, match=message) as caught:
+        read_table(path, COLUMNS)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"the file is empty"),
+        (b"this is not parquet at all", r"not a readable Parquet file, truncated or corrupt\?"),
+        (None, r"not a readable Parquet file"),  # a real file cut in half
+    ],
+)
+def test_unreadable_file(content: bytes | None, message: str, tmp_path: Path):
+    path = tmp_path / "data.parquet"
+    if content is None:
+        good_frame().to_parquet(path, index=False)
+        content = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(content)
+    with pytest.raises(PipelineError, match=message) as caught:
+        read_table(path, COLUMNS)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_says_to_run_the_earlier_stages(tmp_path: Path):
+    with pytest.raises(PipelineError, match=r"missing; run the stages before this one"):
+        read_table(tmp_path / "absent.parquet")
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path):
+    path = tmp_path / "out.json"
+    write_json({"version": 1}, path)
+    with pytest.raises(RuntimeError), atomic_path(path) as temporary:
+        temporary.write_text("half written")
+        raise RuntimeError("crash")
+    assert path.read_text() == '{\n  "version": 1\n}\n'
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_write_removes_leftovers_of_a_killed_writer(tmp_path: Path):
+    path = tmp_path / "model.keras"
+    leftover = tmp_path / ".model-abc123.keras"
+    leftover.write_bytes(b"truncated")
+    other = tmp_path / ".history-abc123.csv"  # another output's leftover: not ours
+    other.write_bytes(b"x")
+    with atomic_path(path) as temporary:
+        assert temporary.name.startswith(".model-") and temporary.suffix == ".keras"
+        temporary.write_bytes(b"complete")
+    assert path.read_bytes() == b"complete"
+    assert not leftover.exists()
+    assert other.exists()
+
+
+def test_model_file_is_checked_against_dvc_lock_under_dvc(tmp_path: Path, monkeypatch):
+    model = tmp_path / "model.skops"
+    model.write_bytes(b"produced by the pipeline")
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  train:\n    outs:\n"
+        f"    - path: {model}\n      md5: {file_md5(model)}\n"
+    )
+    monkeypatch.setenv("DVC_STAGE", "evaluate")
+    verify_recorded_hash(model, lock)  # untouched: accepted
+    model.write_bytes(b"replaced by hand")
+    with pytest.raises(PipelineError, match=r"differs from .* that dvc.lock recorded"):
+        verify_recorded_hash(model, lock)
+    monkeypatch.delenv("DVC_STAGE")
+    verify_recorded_hash(model, lock)  # outside DVC there is nothing to compare with
+    assert os.environ.get("DVC_STAGE") is None

@@ -1,0 +1,198 @@
+"""End to end: bad input, crashes, signals and MLflow outages never lose results."""
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import paths
+from pipeline.files import file_md5
+from tests.endtoend import copy_project, execute, set_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def project(built_project: Path, tmp_path: Path) -> Path:
+    return copy_project(built_project, tmp_path / "project")
+
+
+def output_hashes(project: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(project)): file_md5(path)
+        for path in sorted((project / "data").rglob("*"))
+        if path.is_file()
+    }
+
+
+def run_statuses(project: Path) -> list[tuple[str, str]]:
+    """(status, parent run id or '') of every run, read without creating the store."""
+    database = project / "mlflow.db"
+    if not database.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            return connection.execute(
+                "SELECT runs.status, COALESCE(tags.value, '') FROM runs LEFT JOIN tags "
+                "ON tags.run_uuid = runs.run_uuid AND tags.key = 'mlflow.parentRunId'"
+            ).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+
+
+def start(project: Path, *command: str, **environment: str) -> subprocess.Popen:
+    variables = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "DVC_", "PIPELINE_"))
+    }
+    variables["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{variables['PATH']}"
+    variables.update(environment)
+    return subprocess.Popen(
+        command,
+        cwd=project,
+        env=variables,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # so that the whole process group can be signalled
+    )
+
+
+def wait_for(condition, timeout: float = 180, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(interval)
+
+
+def test_bad_params_fail_in_one_line_and_keep_every_output(project: Path):
+    before = output_hashes(project)
+    set_params(project, model__epochs=0)
+    completed = execute(project, "dvc", "repro", check=False)
+    assert completed.returncode != 0
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: params.yaml: model.epochs = 0: must be greater than 0",
+    ]
+    assert "Traceback" not in completed.stderr
+    assert output_hashes(project) == before
+
+
+def test_same_params_give_identical_metrics_and_publish_once(project: Path, built_project: Path):
+    """A forced rerun in another process reproduces the metrics files bit for bit; its
+    publication goes to the existing runs instead of new ones."""
+    execute(project, "dvc", "repro", "--force")
+    for path in (paths.METRICS, paths.KERAS_HISTORY, paths.SKLEARN_HISTORY):
+        assert (project / path).read_bytes() == (built_project / path).read_bytes(), path
+    runs_after_first = run_statuses(project)
+    assert len(runs_after_first) == 3
+    assert {status for status, _ in runs_after_first} == {"FINISHED"}
+    first_ids = (project / paths.MLFLOW_RUNS).read_text()
+    completed = execute(project, "dvc", "repro", "--force", "--single-item", "track")
+    assert "already published" in completed.stderr
+    assert run_statuses(project) == runs_after_first
+    assert (project / paths.MLFLOW_RUNS).read_text() == first_ids
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_publishing_ends_runs_killed(project: Path, signal_number: int):
+    process = start(project, sys.executable, "-m", "pipeline.track")
+    wait_for(lambda: any(status == "RUNNING" for status, _ in run_statuses(project)))
+    os.kill(process.pid, signal_number)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0, output
+    statuses = run_statuses(project)
+    assert statuses, output
+    assert {status for status, _ in statuses} == {"KILLED"}, output
+
+
+def test_runs_orphaned_by_kill_9_are_marked_killed_by_the_next_publish(project: Path):
+    process = start(project, sys.executable, "-m", "pipeline.track")
+    wait_for(lambda: any(status == "RUNNING" for status, _ in run_statuses(project)))
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    orphaned = [status for status, _ in run_statuses(project)]
+    assert "RUNNING" in orphaned
+    execute(project, sys.executable, "-m", "pipeline.track")
+    statuses = run_statuses(project)
+    parents = [status for status, parent in statuses if not parent]
+    assert sorted(parents) == ["FINISHED", "KILLED"]
+    assert "RUNNING" not in {status for status, _ in statuses}
+
+
+def test_kill_9_during_training_loses_nothing(project: Path):
+    before = output_hashes(project)
+    set_params(project, model__epochs=40)
+    process = start(project, "dvc", "repro")
+    seen: list[str] = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith("keras   epoch   2/40"):
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    assert any(line.startswith("keras   epoch") for line in seen), "".join(seen)
+    # Either the previous outputs or new complete ones; here, mid-training, the old.
+    assert output_hashes(project) == before
+    assert not [path for path in (project / "data").rglob(".*") if path.is_file()]
+    completed = execute(project, "dvc", "repro")
+    assert "Running stage 'train_keras'" in completed.stdout
+    history = (project / paths.KERAS_HISTORY).read_text().splitlines()
+    assert len(history) == 1 + 40
+    assert execute(project, "dvc", "status").stdout.strip() == "Data and pipelines are up to date."
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_outage_fails_fast_and_publishes_later_without_retraining(project: Path, tmp_path: Path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    set_params(project, evaluate__threshold=0.4)
+    failed = execute(project, "dvc", "repro", environment={"MLFLOW_TRACKING_URI": uri}, check=False)
+    assert failed.returncode != 0
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: MLflow tracking store {uri} is unreachable"
+    ), failed.stderr
+    assert "Running stage 'evaluate'" in failed.stdout
+
+    server = start(
+        tmp_path, sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--serve-artifacts", "--artifacts-destination", str(tmp_path / "server-artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    )  # fmt: skip
+    try:
+
+        def healthy() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=120)
+        published = execute(project, "dvc", "repro", environment={"MLFLOW_TRACKING_URI": uri})
+        ran = [line for line in published.stdout.splitlines() if line.startswith("Running stage")]
+        # compare follows track: it reads the new run ids.
+        assert ran == ["Running stage 'track':", "Running stage 'compare':"]
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("end-to-end")
+        runs = client.search_runs([experiment.experiment_id])
+        assert len(runs) == 3
+        assert {run.info.status for run in runs} == {"FINISHED"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)

@@ -23,6 +23,7 @@ KerasInitializer = Literal[
     "lecun_normal",
 ]
 LearningRateSchedule = Literal["constant", "invscaling", "adaptive"]
+KerasTrainer = Literal["compiled", "fit"]
 
 # Strict types: YAML `true` is not 1, and "10" (quoted) is not a number.
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
@@ -130,6 +131,7 @@ class ModelSpec(Section):
 
 class TrainKerasConfig(Section):
     kernel_initializer: KerasInitializer
+    trainer: KerasTrainer
 
 
 class TrainSklearnConfig(Section):

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def run_statuses(project: Path) -> list[tuple[str, str]]:
     if not database.exists():
         return []
     try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
             return connection.execute(
                 "SELECT runs.status, COALESCE(tags.value, '') FROM runs LEFT JOIN tags "
                 "ON tags.run_uuid = runs.run_uuid AND tags.key = 'mlflow.parentRunId'"

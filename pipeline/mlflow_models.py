@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,17 @@ from typing import Any
 import numpy as np
 
 from pipeline.files import atomic_path
+
+_preloading: threading.Thread | None = None
+
+
+def preload_mlflow(flavor: str) -> None:
+    """Start importing MLflow (about 2 s) in the background while the model trains."""
+    global _preloading
+    _preloading = threading.Thread(
+        target=importlib.import_module, args=(f"mlflow.{flavor}",), daemon=True
+    )
+    _preloading.start()
 
 
 def save_mlflow_model(
@@ -30,6 +42,8 @@ def save_mlflow_model(
     **options: Any,
 ) -> None:
     """`mlflow.<flavor>.save_model(model, ...)` with a signature, zipped to `path`."""
+    if _preloading is not None:
+        _preloading.join()
     from mlflow.models import infer_signature
 
     # MLflow warns that it cannot find pip's version (uv environments have no pip);

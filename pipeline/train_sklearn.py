@@ -29,7 +29,7 @@ from pipeline.files import (
     write_parquet,
 )
 from pipeline.history import EarlyStopping, TrainingSummary, history_frame, log_epoch
-from pipeline.mlflow_models import save_mlflow_model
+from pipeline.mlflow_models import preload_mlflow, save_mlflow_model
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,7 @@ def load_model(path: os.PathLike = paths.SKLEARN_MODEL) -> MLPClassifier:
 
 def main() -> None:
     params = load_params()
+    preload_mlflow("sklearn")
     columns = feature_names(params.generate.n_features)
     train_set = read_table(paths.TRAIN, columns)
     validation_set = read_table(paths.VALIDATION, columns)

@@ -1,0 +1,103 @@
+"""Temporary git copies of this repository with tiny params, and commands run in them, for
+the end-to-end tests of the team setup (tests/test_team.py, tests/test_remote.py)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without MLflow or DVC settings, plus `extra`."""
+    cleaned = {
+        key: value
+        for key, value in os.environ.items()
+        # A copy uses only the store and remote its test gives it, whatever the caller has set.
+        if not key.startswith(("MLFLOW_", "DVC_"))
+    }
+    # `python` in dvc.yaml, and `mlflow` in scripts/tracking-server, must be this
+    # environment's.
+    cleaned["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{cleaned['PATH']}"
+    return {**cleaned, **(extra or {})}
+
+
+def execute(
+    project: Path, *command: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run a command in `project`; fail the test with its output when it fails."""
+    completed = subprocess.run(
+        command,
+        cwd=project,
+        env=env or environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, (
+        f"{' '.join(command)} failed:\n{completed.stdout}\n{completed.stderr}"
+    )
+    return completed
+
+
+def copy_repository(destination: Path) -> None:
+    """The files git would give a fresh clone, including uncommitted edits."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def commit_all(project: Path, message: str) -> None:
+    execute(project, "git", "add", "-A")
+    execute(project, "git", "commit", "-qm", message)
+
+
+def tiny_project(destination: Path, experiment_name: str, epochs: int) -> Path:
+    """A git repository holding this project with 400 rows and a few epochs, not yet run."""
+    destination.mkdir(parents=True, exist_ok=True)
+    copy_repository(destination)
+    raw = yaml.safe_load((destination / "params.yaml").read_text())
+    raw["generate"]["n_samples"] = 400
+    raw["model"]["epochs"] = epochs
+    raw["track"]["experiment_name"] = experiment_name
+    (destination / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (destination / "dvc.lock").unlink(missing_ok=True)
+    execute(destination, "git", "init", "-q", "-b", "main")
+    configure_git_user(destination)
+    commit_all(destination, "tiny params")
+    return destination
+
+
+def configure_git_user(project: Path) -> None:
+    """Commits, DVC's experiment commits included, need an author on any machine."""
+    execute(project, "git", "config", "user.name", "test")
+    execute(project, "git", "config", "user.email", "test@example.com")
+
+
+def wait_for_queue(project: Path, env: dict[str, str], timeout: float = 600) -> str:
+    """Poll `dvc queue status` until no experiment is queued or running; return the status.
+
+    Each poll costs about a second of CPU, taken from the experiments: poll rarely.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        status = execute(project, "dvc", "queue", "status", env=env).stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        assert time.monotonic() < deadline, f"the queue did not finish in {timeout} s:\n{status}"
+        time.sleep(10)

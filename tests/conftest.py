@@ -12,6 +12,7 @@ from tests.endtoend import (
     END_TO_END_EXPERIMENT,
     SECRET,
     copy_repository,
+    environment,
     execute,
     set_params,
 )
@@ -66,5 +67,5 @@ def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     execute(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com",
             "commit", "-qm", "tiny params")  # fmt: skip
     # A password in the environment must never reach the store (checked later).
-    execute(project, "dvc", "repro", environment={"MLFLOW_TRACKING_PASSWORD": SECRET})
+    execute(project, "dvc", "repro", env=environment({"MLFLOW_TRACKING_PASSWORD": SECRET}))
     return project

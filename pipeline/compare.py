@@ -5,6 +5,7 @@
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import mlflow
@@ -15,10 +16,18 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from pipeline import figures, paths
-from pipeline.config import CompareConfig, MetricName, Params, PromoteConfig, load_params
+from pipeline.config import (
+    CompareConfig,
+    MetricName,
+    Params,
+    PromoteConfig,
+    feature_names,
+    load_params,
+)
 from pipeline.diagnosis import Finding, ModelEvidence, diagnose
 from pipeline.errors import PipelineError, run_stage
-from pipeline.files import read_json, write_json, write_text
+from pipeline.evaluate import read_predictions
+from pipeline.files import read_json, read_table, write_json, write_text
 from pipeline.history import read_history
 from pipeline.report import (
     Block,
@@ -710,8 +719,8 @@ def build_report(
             f"MLflow parent run `{parent_run_id}` in experiment "
             f"`{params.track.experiment_name}` (tags `winner`, `significant`; this report "
             "is among its artifacts). Per-row test predictions: "
-            f"`{paths.PREDICTIONS}`; histories: `{paths.KERAS_HISTORY}`, "
-            f"`{paths.SKLEARN_HISTORY}`."
+            f"`{paths.KERAS_PREDICTIONS}`, `{paths.SKLEARN_PREDICTIONS}`; histories: "
+            f"`{paths.KERAS_HISTORY}`, `{paths.SKLEARN_HISTORY}`."
         ),
     ]
     return blocks
@@ -746,22 +755,15 @@ def verdict_record(
 # The stage
 
 
-def read_predictions(path: os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    try:
-        frame = pd.read_parquet(path)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: missing; run the evaluate stage first") from None
-    missing = {"label", *FAMILIES} - set(frame.columns)
-    if missing:
-        raise PipelineError(f"{path}: missing columns {sorted(missing)}")
-    labels = frame["label"].to_numpy()
-    if not np.isin(labels, (0, 1)).all():
-        raise PipelineError(f"{path}: labels other than 0 and 1")
-    probabilities = {family: frame[family].to_numpy() for family in FAMILIES}
-    for family, values in probabilities.items():
-        if not (np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()):
-            raise PipelineError(f"{path}: {family} probabilities outside [0, 1] or not finite")
-    return labels, probabilities
+def read_test_predictions(
+    test_path: Path, prediction_paths: dict[str, Path], columns: tuple[str, ...]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The test labels and each model's probability of label 1, row by row: the
+    training stages predicted the same test rows, so compare never loads a model."""
+    labels = read_table(test_path, columns).labels
+    return labels, {
+        family: read_predictions(path, len(labels)) for family, path in prediction_paths.items()
+    }
 
 
 def read_run_ids(path: os.PathLike) -> dict[str, str]:
@@ -849,7 +851,11 @@ def publish_verdict(
 
 def main() -> None:
     params = load_params()
-    labels, probabilities = read_predictions(paths.PREDICTIONS)
+    labels, probabilities = read_test_predictions(
+        paths.TEST,
+        {"keras": paths.KERAS_PREDICTIONS, "sklearn": paths.SKLEARN_PREDICTIONS},
+        feature_names(params.generate.n_features),
+    )
     histories = {
         "keras": read_history(paths.KERAS_HISTORY),
         "sklearn": read_history(paths.SKLEARN_HISTORY),
@@ -858,14 +864,14 @@ def main() -> None:
         "keras": read_json(paths.KERAS_SUMMARY),
         "sklearn": read_json(paths.SKLEARN_SUMMARY),
     }
-    n_features = len(read_json(paths.SCALER)["feature_names"])
+    n_features = params.generate.n_features
     run_ids = read_run_ids(paths.MLFLOW_RUNS)
     try:
         comparison = compare_predictions(
             labels, probabilities, params.evaluate.threshold, params.compare, params.seed
         )
     except ValueError as error:
-        raise PipelineError(f"{paths.PREDICTIONS}: {error}") from None
+        raise PipelineError(f"{paths.TEST}: {error}") from None
     findings = diagnose(
         [
             ModelEvidence(

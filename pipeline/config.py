@@ -25,6 +25,7 @@ KerasInitializer = Literal[
 LearningRateSchedule = Literal["constant", "invscaling", "adaptive"]
 # The test metrics evaluate computes, by their names in metrics.json.
 MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
+KerasTrainer = Literal["compiled", "fit"]
 
 # Strict types: YAML `true` is not 1, and "10" (quoted) is not a number.
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
@@ -137,6 +138,7 @@ class ModelSpec(Section):
 
 class TrainKerasConfig(Section):
     kernel_initializer: KerasInitializer
+    trainer: KerasTrainer
 
 
 class TrainSklearnConfig(Section):

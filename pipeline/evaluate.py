@@ -1,8 +1,9 @@
-"""Evaluate both models on the same test set: metrics, curves, figures and per-row
-predictions (`data/evaluate/`)."""
+"""Evaluate both models on the same test set: metrics, curves and figures
+(`data/evaluate/`)."""
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,20 +11,11 @@ from sklearn import metrics
 
 from pipeline import figures, paths
 from pipeline.config import feature_names, load_params
-from pipeline.errors import run_stage
-from pipeline.files import (
-    read_table,
-    verify_recorded_hash,
-    write_csv,
-    write_json,
-    write_parquet,
-)
+from pipeline.errors import PipelineError, run_stage
+from pipeline.files import read_table, write_csv, write_json
 from pipeline.history import read_history
 
 logger = logging.getLogger(__name__)
-
-# Predict in slices, so that a large test set never sits in memory as activations.
-PREDICTION_BATCH = 65536
 
 
 @dataclass(frozen=True)
@@ -60,50 +52,28 @@ def evaluate_probabilities(
     )
 
 
-def predictions_frame(labels: np.ndarray, predictions: dict[str, np.ndarray]) -> pd.DataFrame:
-    """One row per test row: its label and each model's probability of label 1.
-
-    The paired statistics of the compare stage need both models' outputs on the
-    same rows; this file spares it from loading the models (and TensorFlow).
-    """
-    frame = pd.DataFrame({"label": labels})
-    for family, probabilities in predictions.items():
-        if len(probabilities) != len(labels):
-            raise ValueError(
-                f"{family}: {len(probabilities)} probabilities for {len(labels)} test rows"
-            )
-        frame[family] = probabilities
-    return frame
-
-
-def predict_keras(features: np.ndarray) -> np.ndarray:
-    from pipeline.train_keras import load_model  # TensorFlow loads only here.
-
-    verify_recorded_hash(paths.KERAS_MODEL)
-    model = load_model(paths.KERAS_MODEL)
-    return model.predict(features, batch_size=PREDICTION_BATCH, verbose=0)[:, 0]
-
-
-def predict_sklearn(features: np.ndarray) -> np.ndarray:
-    from pipeline.train_sklearn import load_model
-
-    verify_recorded_hash(paths.SKLEARN_MODEL)
-    model = load_model(paths.SKLEARN_MODEL)
-    return np.concatenate(
-        [
-            model.predict_proba(features[start : start + PREDICTION_BATCH])[:, 1]
-            for start in range(0, len(features), PREDICTION_BATCH)
-        ]
-    )
+def read_predictions(path: Path, n_rows: int) -> np.ndarray:
+    """The test-set probabilities a training stage wrote, one per test row."""
+    try:
+        probabilities = pd.read_parquet(path)["probability"].to_numpy()
+    except (OSError, KeyError, ValueError) as error:
+        raise PipelineError(f"{path}: unreadable predictions ({error}); run `dvc repro`") from None
+    if len(probabilities) != n_rows or not np.all((probabilities >= 0) & (probabilities <= 1)):
+        raise PipelineError(
+            f"{path}: expected {n_rows} probabilities in [0, 1], one per test row; "
+            "run `dvc repro` to rebuild it"
+        )
+    return probabilities
 
 
 def main() -> None:
     params = load_params()
     columns = feature_names(params.generate.n_features)
     test_set = read_table(paths.TEST, columns)
+    # The training stages predicted the test set; TensorFlow does not load here.
     predictions = {
-        "keras": predict_keras(test_set.features),
-        "sklearn": predict_sklearn(test_set.features),
+        "keras": read_predictions(paths.KERAS_PREDICTIONS, len(test_set.labels)),
+        "sklearn": read_predictions(paths.SKLEARN_PREDICTIONS, len(test_set.labels)),
     }
     evaluations = {
         family: evaluate_probabilities(test_set.labels, probabilities, params.evaluate.threshold)
@@ -140,7 +110,6 @@ def main() -> None:
         ),
         paths.FIGURES / "confusion.png",
     )
-    write_parquet(predictions_frame(test_set.labels, predictions), paths.PREDICTIONS)
     # The metrics file is written last: it is what `dvc metrics show` reads.
     write_json(
         {family: evaluation.metrics for family, evaluation in evaluations.items()},

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from pipeline.errors import PipelineError
@@ -120,14 +122,29 @@ class Table:
     feature_names: tuple[str, ...]
 
 
-def table_to_frame(table: Table) -> pd.DataFrame:
-    frame = pd.DataFrame(table.features, columns=list(table.feature_names))
-    frame[LABEL] = table.labels
-    return frame
+# Rows per Parquet row group: written and read one group at a time, so that a large
+# table is never held twice (as NumPy and as Arrow) in memory.
+ROW_GROUP = 1 << 20
 
 
 def write_table(table: Table, path: Path) -> None:
-    write_parquet(table_to_frame(table), path)
+    """Features as float32 columns, then the integer label, written atomically."""
+    names = [*table.feature_names, LABEL]
+    with atomic_path(path) as temporary:
+        writer = None
+        try:
+            for start in range(0, max(len(table.labels), 1), ROW_GROUP):
+                rows = slice(start, start + ROW_GROUP)
+                columns = [
+                    pa.array(np.ascontiguousarray(column)) for column in table.features[rows].T
+                ]
+                group = pa.Table.from_arrays([*columns, pa.array(table.labels[rows])], names=names)
+                if writer is None:
+                    writer = pq.ParquetWriter(temporary, group.schema)
+                writer.write_table(group)
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def read_table(path: Path, expected_features: tuple[str, ...] | None = None) -> Table:
@@ -138,13 +155,38 @@ def read_table(path: Path, expected_features: tuple[str, ...] | None = None) -> 
     if path.stat().st_size == 0:
         raise PipelineError(f"{path}: the file is empty")
     try:
-        frame = pd.read_parquet(path)
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        columns = list(schema.names)
+        check_columns(path, schema, expected_features)
+        feature_names = tuple(name for name in columns if name != LABEL)
+        n_rows = parquet.metadata.num_rows
+        if n_rows == 0:
+            raise PipelineError(f"{path}: has no rows")
+        features = np.empty((n_rows, len(feature_names)), dtype=np.float32)
+        labels = np.empty(n_rows, dtype=schema.field(LABEL).type.to_pandas_dtype())
+        start = 0
+        for group in range(parquet.num_row_groups):
+            batch = parquet.read_row_group(group)
+            stop = start + batch.num_rows
+            for index, name in enumerate(feature_names):
+                features[start:stop, index] = batch.column(name).to_numpy()
+            labels[start:stop] = batch.column(LABEL).to_numpy()
+            start = stop
+    except PipelineError:
+        raise
     except Exception as error:  # pyarrow raises many types for unreadable files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
         raise PipelineError(
             f"{path}: not a readable Parquet file, truncated or corrupt? ({reason})"
         ) from None
-    columns = [str(name) for name in frame.columns]
+    check_values(path, features, feature_names, labels)
+    return Table(features=features, labels=labels, feature_names=feature_names)
+
+
+def check_columns(path: Path, schema: pa.Schema, expected_features: tuple[str, ...] | None) -> None:
+    columns = list(schema.names)
     if LABEL not in columns:
         raise PipelineError(f"{path}: no {LABEL!r} column (columns: {', '.join(columns)})")
     feature_names = tuple(name for name in columns if name != LABEL)
@@ -161,32 +203,32 @@ def read_table(path: Path, expected_features: tuple[str, ...] | None = None) -> 
         raise PipelineError(
             f"{path}: {problem}; expected {', '.join(expected_features)} and {LABEL}"
         )
-    if frame.empty:
-        raise PipelineError(f"{path}: has no rows")
     for name in feature_names:
-        if not pd.api.types.is_numeric_dtype(frame[name]) or pd.api.types.is_bool_dtype(
-            frame[name]
-        ):
+        kind = schema.field(name).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
             raise PipelineError(
-                f"{path}: column {name!r} has dtype {frame[name].dtype}; features must be numbers"
+                f"{path}: column {name!r} has type {kind}; features must be numbers"
             )
-    features = frame[list(feature_names)].to_numpy(dtype=np.float32)
-    finite = np.isfinite(features)
-    if not finite.all():
-        row, column = np.argwhere(~finite)[0]
+    label_type = schema.field(LABEL).type
+    if not pa.types.is_integer(label_type):
         raise PipelineError(
-            f"{path}: column {feature_names[column]!r} has {int((~finite).sum())} NaN or "
-            f"infinite values (first at row {row}); allowed: finite numbers"
+            f"{path}: column {LABEL!r} has type {label_type}; allowed: the integers 0 and 1"
         )
-    labels = frame[LABEL].to_numpy()
-    if not pd.api.types.is_integer_dtype(labels):
-        raise PipelineError(
-            f"{path}: column {LABEL!r} has dtype {frame[LABEL].dtype}; "
-            "allowed: the integers 0 and 1"
-        )
-    if not np.isin(labels, (0, 1)).all():
-        bad = sorted(set(labels[~np.isin(labels, (0, 1))].tolist()))
+
+
+def check_values(
+    path: Path, features: np.ndarray, feature_names: tuple[str, ...], labels: np.ndarray
+) -> None:
+    for index, name in enumerate(feature_names):
+        finite = np.isfinite(features[:, index])
+        if not finite.all():
+            raise PipelineError(
+                f"{path}: column {name!r} has {int((~finite).sum())} NaN or infinite values "
+                f"(first at row {int(np.argmin(finite))}); allowed: finite numbers"
+            )
+    valid = (labels == 0) | (labels == 1)
+    if not valid.all():
+        bad = sorted(set(labels[~valid].tolist()))
         raise PipelineError(
             f"{path}: column {LABEL!r} has values {bad[:5]}; allowed: the integers 0 and 1"
         )
-    return Table(features=features, labels=labels, feature_names=feature_names)

@@ -26,6 +26,30 @@ class TrainingSummary:
     samples_per_second: float
 
 
+@dataclass
+class EarlyStopping:
+    """Keras' EarlyStopping rule on `val_loss`, for loops that are not `model.fit`.
+
+    An epoch improves when its validation loss is strictly lower than the best so
+    far; training stops after `patience` epochs without an improvement (never when
+    patience is 0), and the caller restores the best epoch's weights.
+    """
+
+    patience: int
+    best_val_loss: float = float("inf")
+    best_epoch: int = 0
+
+    def improved(self, epoch: int, val_loss: float) -> bool:
+        """Record the epoch; True when its weights are the best so far."""
+        if val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = val_loss, epoch
+            return True
+        return False
+
+    def should_stop(self, epoch: int) -> bool:
+        return self.patience > 0 and epoch - self.best_epoch >= self.patience
+
+
 def best_epoch(val_losses: list[float]) -> int:
     """1-based epoch of the first lowest validation loss (what early stopping keeps)."""
     return int(np.argmin(val_losses)) + 1

@@ -23,19 +23,22 @@ KERAS = DATA / "train_keras"
 KERAS_MODEL = KERAS / "model.keras"
 KERAS_HISTORY = KERAS / "history.csv"
 KERAS_SUMMARY = KERAS / "summary.json"
+KERAS_PREDICTIONS = KERAS / "test_predictions.parquet"
+KERAS_MLFLOW_MODEL = KERAS / "mlflow_model.zip"
 
 # train_sklearn
 SKLEARN = DATA / "train_sklearn"
 SKLEARN_MODEL = SKLEARN / "model.skops"
 SKLEARN_HISTORY = SKLEARN / "history.csv"
 SKLEARN_SUMMARY = SKLEARN / "summary.json"
+SKLEARN_PREDICTIONS = SKLEARN / "test_predictions.parquet"
+SKLEARN_MLFLOW_MODEL = SKLEARN / "mlflow_model.zip"
 
 # evaluate
 EVALUATE = DATA / "evaluate"
 METRICS = EVALUATE / "metrics.json"
 CURVES = EVALUATE / "curves"
 FIGURES = EVALUATE / "figures"
-PREDICTIONS = EVALUATE / "predictions.parquet"
 
 # track
 MLFLOW_RUNS = DATA / "track" / "mlflow_runs.json"

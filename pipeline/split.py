@@ -55,8 +55,11 @@ def split_dataset(dataset: Table, config: SplitConfig, seed: int) -> Splits:
     scaler = StandardScaler().fit(dataset.features[train])
 
     def subset(rows: np.ndarray) -> Table:
-        standardized = scaler.transform(dataset.features[rows]).astype(np.float32)
-        return Table(standardized, dataset.labels[rows], dataset.feature_names)
+        # Fancy indexing has already copied the rows: standardize that copy in place.
+        standardized = scaler.transform(dataset.features[rows], copy=False)
+        return Table(
+            standardized.astype(np.float32, copy=False), dataset.labels[rows], dataset.feature_names
+        )
 
     return Splits(subset(train), subset(validation), subset(test), scaler)
 

@@ -7,26 +7,27 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
+import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, Schema
 
@@ -35,6 +36,7 @@ from pipeline.config import Params, feature_names, flatten, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.files import (
     Table,
+    atomic_path,
     file_md5,
     read_json,
     read_table,
@@ -42,6 +44,7 @@ from pipeline.files import (
     write_json,
 )
 from pipeline.history import read_history
+from pipeline.mlflow_models import log_saved_model
 
 logger = logging.getLogger(__name__)
 
@@ -212,74 +215,23 @@ def ensure_experiment(client: MlflowClient, name: str, store: Store) -> str:
 
 @dataclass(frozen=True)
 class FamilyResults:
-    """One model's results, read and prepared before the store is touched."""
+    """One model's results, as its training stage wrote them."""
 
+    flavor: str
     history_path: Path
     history: pd.DataFrame
     summary: dict[str, Any]
-    log_model: Callable[[], str]  # logs the model into the active run; returns its id
+    mlflow_model: Path  # the archive from pipeline.mlflow_models.save_mlflow_model
 
 
-def keras_results(sample: np.ndarray) -> FamilyResults:
-    import keras
-    import tensorflow as tf
-
-    from pipeline.train_keras import load_model
-
-    verify_recorded_hash(paths.KERAS_MODEL)
-    model = load_model(paths.KERAS_MODEL)
-    signature = infer_signature(sample, model.predict(sample, verbose=0))
-
-    def log_model() -> str:
-        # No input_example: with one, MLflow 3.17 raised FileNotFoundError while
-        # saving a Keras 3 model. Explicit requirements skip MLflow's slow inference.
-        info = mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=signature,
-            pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
-        )
-        return info.model_id
-
+def family_results(
+    flavor: str, history_path: Path, summary_path: Path, mlflow_model: Path
+) -> FamilyResults:
+    # Only what the pipeline produced is published: under DVC, the archive must be
+    # the one dvc.lock recorded for its training stage.
+    verify_recorded_hash(mlflow_model)
     return FamilyResults(
-        paths.KERAS_HISTORY,
-        read_history(paths.KERAS_HISTORY),
-        read_json(paths.KERAS_SUMMARY),
-        log_model,
-    )
-
-
-def sklearn_results(sample: np.ndarray) -> FamilyResults:
-    import sklearn
-    import skops
-
-    from pipeline.train_sklearn import SKOPS_TRUSTED_TYPES, load_model
-
-    verify_recorded_hash(paths.SKLEARN_MODEL)
-    model = load_model(paths.SKLEARN_MODEL)
-    signature = infer_signature(sample, model.predict_proba(sample))
-
-    def log_model() -> str:
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=signature,
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            # Probabilities, like the Keras model, not hard labels.
-            pyfunc_predict_fn="predict_proba",
-            pip_requirements=[
-                f"scikit-learn=={sklearn.__version__}",
-                f"skops=={skops.__version__}",
-            ],
-        )
-        return info.model_id
-
-    return FamilyResults(
-        paths.SKLEARN_HISTORY,
-        read_history(paths.SKLEARN_HISTORY),
-        read_json(paths.SKLEARN_SUMMARY),
-        log_model,
+        flavor, history_path, read_history(history_path), read_json(summary_path), mlflow_model
     )
 
 
@@ -317,21 +269,27 @@ def publish_key(params: Params, files: tuple[Path, ...] = PUBLISHED_FILES) -> st
 
 
 def prepare(params: Params, revision: Revision, key: str) -> Publication:
-    """Read every result and load both models (the slow part), before any writing."""
+    """Read every result before writing anything."""
     columns = feature_names(params.generate.n_features)
     splits = {
         "train": (paths.TRAIN, read_table(paths.TRAIN, columns)),
         "validation": (paths.VALIDATION, read_table(paths.VALIDATION, columns)),
         "test": (paths.TEST, read_table(paths.TEST, columns)),
     }
-    sample = splits["test"][1].features[:5]
     return Publication(
         params=params,
         revision=revision,
         key=key,
         splits=splits,
         test_metrics=read_json(paths.METRICS),
-        families={"keras": keras_results(sample), "sklearn": sklearn_results(sample)},
+        families={
+            "keras": family_results(
+                "keras", paths.KERAS_HISTORY, paths.KERAS_SUMMARY, paths.KERAS_MLFLOW_MODEL
+            ),
+            "sklearn": family_results(
+                "sklearn", paths.SKLEARN_HISTORY, paths.SKLEARN_SUMMARY, paths.SKLEARN_MLFLOW_MODEL
+            ),
+        },
     )
 
 
@@ -460,7 +418,7 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
             for name, (path, table) in publication.splits.items():
                 mlflow.log_input(dataset_input(name, path, table), context=DATASET_CONTEXTS[name])
             mlflow.log_artifact(str(results.history_path))
-            model_id = results.log_model()
+            model_id = log_saved_model(results.mlflow_model, results.flavor)
             run_ids[f"{family}_model_id"] = model_id
             mlflow.set_tag(TAG_MODEL_ID, model_id)
             mlflow.end_run()
@@ -531,10 +489,48 @@ def publish_once(params: Params, store: Store, revision: Revision) -> tuple[dict
         return publish(publication, experiment_id, client), True
 
 
+def store_template() -> Path:
+    """An empty, fully migrated MLflow database for this MLflow version, kept in the
+    environment: creating one runs some 70 schema migrations (about 7 s here)."""
+    return Path(sys.prefix) / "share" / "mlp-compare" / f"mlflow-{mlflow.__version__}-empty.db"
+
+
 def open_store(store: Store) -> MlflowClient:
     """Connect, creating a new SQLite database safely when parallel runs start at once."""
     with store_lock(store):
-        return connect(store)
+        if store.lock_path is None:
+            return connect(store)
+        database = Path(store.tracking_uri.removeprefix("sqlite:///"))
+        template = store_template()
+        is_new = not database.exists()
+        if is_new and template.exists():
+            shutil.copyfile(template, database)
+        client = connect(store)
+        if is_new and not template.exists():
+            save_template(database, template)
+        with closing(sqlite3.connect(database, timeout=30)) as connection:
+            # Write-ahead logging lets readers (the MLflow UI, a parallel experiment
+            # looking for its runs) read while a publish writes, instead of failing
+            # the writer with "database is locked". The setting stays in the file.
+            connection.execute("PRAGMA journal_mode=WAL")
+            # MLflow's own "Default" experiment points wherever the database was
+            # first made; point it at this repository's artifact folder.
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                (f"{store.artifact_location}/0",),
+            )
+            connection.commit()
+        return client
+
+
+def save_template(database: Path, template: Path) -> None:
+    """Keep a copy of a freshly created, still empty store for the next new one."""
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(template) as temporary:
+            shutil.copyfile(database, temporary)
+    except OSError:
+        pass  # a read-only environment: every new store is created from scratch
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+import sklearn
+import skops
 import skops.io
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, log_loss
@@ -18,8 +20,16 @@ from sklearn.neural_network import MLPClassifier
 from pipeline import paths
 from pipeline.config import LearningRateSchedule, ModelSpec, feature_names, load_params
 from pipeline.errors import run_stage
-from pipeline.files import Table, atomic_path, read_table, write_csv, write_json
-from pipeline.history import TrainingSummary, history_frame, log_epoch
+from pipeline.files import (
+    Table,
+    atomic_path,
+    read_table,
+    write_csv,
+    write_json,
+    write_parquet,
+)
+from pipeline.history import EarlyStopping, TrainingSummary, history_frame, log_epoch
+from pipeline.mlflow_models import preload_mlflow, save_mlflow_model
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +39,8 @@ ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 
 # Every type a saved MLPClassifier holds that skops does not trust by default.
 # Loading refuses anything else, so a tampered file cannot run code.
+PREDICTION_CHUNK = 65536
+
 SKOPS_TRUSTED_TYPES = [
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
@@ -104,7 +116,8 @@ def train(
     classifier = build_classifier(spec, schedule, seed)
     classes = np.array([0, 1])
     records: list[dict[str, float]] = []
-    best_val_loss, best_weights, best = np.inf, None, 0
+    stopping = EarlyStopping(spec.patience)
+    best_weights = None
     started = time.perf_counter()
     for epoch in range(1, spec.epochs + 1):
         with warnings.catch_warnings():
@@ -130,12 +143,9 @@ def train(
         log_epoch("sklearn", record, spec.epochs)
         if spec.patience == 0:
             continue
-        # Keras' EarlyStopping: strict improvement, stop after `patience` epochs
-        # without one, then restore the best epoch's weights.
-        if record["val_loss"] < best_val_loss:
-            best_val_loss, best = record["val_loss"], epoch
+        if stopping.improved(epoch, record["val_loss"]):
             best_weights = copy.deepcopy((classifier.coefs_, classifier.intercepts_))
-        elif epoch - best >= spec.patience:
+        elif stopping.should_stop(epoch):
             break
     train_seconds = time.perf_counter() - started
     if best_weights is not None:
@@ -145,7 +155,7 @@ def train(
     epochs_trained = len(records)
     summary = TrainingSummary(
         epochs_trained=epochs_trained,
-        best_epoch=best if spec.patience > 0 else epochs_trained,
+        best_epoch=stopping.best_epoch if spec.patience > 0 else epochs_trained,
         stopped_early=epochs_trained < spec.epochs,
         train_seconds=train_seconds,
         samples_per_second=len(train_set.labels) * epochs_trained / train_seconds,
@@ -159,12 +169,23 @@ def save_model(classifier: MLPClassifier, path: os.PathLike) -> None:
         skops.io.dump(classifier, temporary)
 
 
+def predict_probabilities(classifier: MLPClassifier, features: np.ndarray) -> np.ndarray:
+    """P(label = 1) for every row, in chunks so that activations stay small."""
+    return np.concatenate(
+        [
+            classifier.predict_proba(features[start : start + PREDICTION_CHUNK])[:, 1]
+            for start in range(0, len(features), PREDICTION_CHUNK)
+        ]
+    )
+
+
 def load_model(path: os.PathLike = paths.SKLEARN_MODEL) -> MLPClassifier:
     return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
 
 
 def main() -> None:
     params = load_params()
+    preload_mlflow("sklearn")
     for warning in keras_only_settings(params.model):
         logger.warning("train_sklearn: warning: %s", warning)
     columns = feature_names(params.generate.n_features)
@@ -177,13 +198,30 @@ def main() -> None:
         params.train_sklearn.learning_rate_schedule,
         params.seed,
     )
+    del train_set, validation_set
+    test_set = read_table(paths.TEST, columns)
+    probabilities = predict_probabilities(result.model, test_set.features)
     save_model(result.model, paths.SKLEARN_MODEL)
+    write_parquet(pd.DataFrame({"probability": probabilities}), paths.SKLEARN_PREDICTIONS)
     write_csv(result.history, paths.SKLEARN_HISTORY)
     write_json(asdict(result.summary), paths.SKLEARN_SUMMARY)
+    save_mlflow_model(
+        "sklearn",
+        result.model,
+        sample=test_set.features[:5],
+        sample_output=result.model.predict_proba(test_set.features[:5]),
+        requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
+        path=paths.SKLEARN_MLFLOW_MODEL,
+        serialization_format="skops",
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+        # Probabilities, like the Keras model, not hard labels.
+        pyfunc_predict_fn="predict_proba",
+    )
     logger.info(
-        "train_sklearn: %d epochs in %.1f s (best epoch %d) -> %s",
+        "train_sklearn: %d epochs in %.1f s, %.0f samples/s (best epoch %d) -> %s",
         result.summary.epochs_trained,
         result.summary.train_seconds,
+        result.summary.samples_per_second,
         result.summary.best_epoch,
         paths.SKLEARN,
     )

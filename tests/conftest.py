@@ -1,8 +1,6 @@
 """Tiny, seeded fixtures shared by the tests."""
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,8 +12,8 @@ from tests.endtoend import (
     END_TO_END_EXPERIMENT,
     SECRET,
     copy_repository,
+    environment,
     execute,
-    set_nested_params,
     set_params,
 )
 
@@ -69,24 +67,5 @@ def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     execute(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com",
             "commit", "-qm", "tiny params")  # fmt: skip
     # A password in the environment must never reach the store (checked later).
-    execute(project, "dvc", "repro", environment={"MLFLOW_TRACKING_PASSWORD": SECRET})
+    execute(project, "dvc", "repro", env=environment({"MLFLOW_TRACKING_PASSWORD": SECRET}))
     return project
-
-
-@pytest.fixture(scope="session")
-def make_project(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """A factory of fresh git repositories: this one's files, with params changed by
-    dotted key (`{"model.epochs": 2}`), committed, before any `dvc repro`."""
-
-    def make(name: str, changes: dict[str, Any]) -> Path:
-        project = tmp_path_factory.mktemp(name)
-        copy_repository(project)
-        set_nested_params(project, changes)
-        (project / "dvc.lock").unlink(missing_ok=True)
-        execute(project, "git", "init", "-q", "-b", "main")
-        execute(project, "git", "add", "-A")
-        execute(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com",
-            "commit", "-qm", "tiny params")  # fmt: skip
-        return project
-
-    return make

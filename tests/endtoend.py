@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -14,25 +15,35 @@ END_TO_END_EPOCHS = 3
 END_TO_END_EXPERIMENT = "end-to-end"
 
 
-def execute(
-    project: Path,
-    *command: str,
-    environment: dict[str, str] | None = None,
-    check: bool = True,
-    timeout: float = 600,
-) -> subprocess.CompletedProcess:
-    """Run a command in `project` with this environment's tools first on PATH."""
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without MLflow, DVC or pipeline settings, plus `extra`."""
     variables = {
         key: value
         for key, value in os.environ.items()
-        # The copy must use its own embedded store, whatever the caller has set.
+        # A copy uses only the store and remote its test gives it, whatever the caller has set.
         if not key.startswith(("MLFLOW_", "DVC_", "PIPELINE_"))
     }
-    # `python` in dvc.yaml must be this environment's interpreter.
+    # `python` in dvc.yaml, and `mlflow` in scripts/tracking-server, must be this
+    # environment's.
     variables["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{variables['PATH']}"
-    variables.update(environment or {})
+    return {**variables, **(extra or {})}
+
+
+def execute(
+    project: Path,
+    *command: str,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
+    """Run a command in `project`; with `check`, fail the test with its output."""
     completed = subprocess.run(
-        command, cwd=project, env=variables, capture_output=True, text=True, timeout=timeout
+        command,
+        cwd=project,
+        env=env or environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check:
         assert completed.returncode == 0, (
@@ -95,3 +106,44 @@ def copy_project(built: Path, destination: Path) -> Path:
         ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"),
     )
     return destination
+
+
+def commit_all(project: Path, message: str) -> None:
+    execute(project, "git", "add", "-A")
+    execute(project, "git", "commit", "-qm", message)
+
+
+def tiny_project(destination: Path, experiment_name: str, epochs: int) -> Path:
+    """A git repository holding this project with 400 rows and a few epochs, not yet run."""
+    destination.mkdir(parents=True, exist_ok=True)
+    copy_repository(destination)
+    raw = yaml.safe_load((destination / "params.yaml").read_text())
+    raw["generate"]["n_samples"] = 400
+    raw["model"]["epochs"] = epochs
+    raw["track"]["experiment_name"] = experiment_name
+    (destination / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (destination / "dvc.lock").unlink(missing_ok=True)
+    execute(destination, "git", "init", "-q", "-b", "main")
+    configure_git_user(destination)
+    commit_all(destination, "tiny params")
+    return destination
+
+
+def configure_git_user(project: Path) -> None:
+    """Commits, DVC's experiment commits included, need an author on any machine."""
+    execute(project, "git", "config", "user.name", "test")
+    execute(project, "git", "config", "user.email", "test@example.com")
+
+
+def wait_for_queue(project: Path, env: dict[str, str], timeout: float = 600) -> str:
+    """Poll `dvc queue status` until no experiment is queued or running; return the status.
+
+    Each poll costs about a second of CPU, taken from the experiments: poll rarely.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        status = execute(project, "dvc", "queue", "status", env=env).stdout
+        if "Queued" not in status and "Running" not in status:
+            return status
+        assert time.monotonic() < deadline, f"the queue did not finish in {timeout} s:\n{status}"
+        time.sleep(10)

@@ -34,7 +34,7 @@ from pipeline.compare import (
     paired_bootstrap,
     parameter_count,
     point_metrics,
-    read_predictions,
+    read_test_predictions,
     stratified_bootstrap_weights,
     verdict_record,
     verdict_sentence,
@@ -43,7 +43,7 @@ from pipeline.compare import (
 from pipeline.config import CompareConfig, Params, PromoteConfig
 from pipeline.diagnosis import Finding, Suggestion
 from pipeline.errors import PipelineError
-from pipeline.files import read_json
+from pipeline.files import Table, read_json, write_table
 from pipeline.report import Image, to_markdown
 from tests.endtoend import copy_project, execute, set_nested_params
 
@@ -549,41 +549,40 @@ def test_report_has_every_section(default_params: Params):
     assert "MLflow parent run `abc123`" in text
 
 
-def test_read_predictions(tmp_path: Path):
-    path = tmp_path / "predictions.parquet"
-    frame = pd.DataFrame(
-        {"label": [0, 1], "keras": np.array([0.2, 0.9], np.float32), "sklearn": [0.1, 0.7]}
+def write_test_inputs(folder: Path, keras: list[float], sklearn: list[float]) -> dict:
+    """A two-row test split and each model's per-row probabilities, as the stages write
+    them."""
+    table = Table(np.zeros((2, 2), np.float32), np.array([0, 1], np.int32), ("x1", "x2"))
+    write_table(table, folder / "test.parquet")
+    prediction_paths = {}
+    for family, values in (("keras", keras), ("sklearn", sklearn)):
+        prediction_paths[family] = folder / f"{family}.parquet"
+        pd.DataFrame({"probability": np.array(values, np.float32)}).to_parquet(
+            prediction_paths[family]
+        )
+    return prediction_paths
+
+
+def test_read_test_predictions_pairs_labels_and_probabilities(tmp_path: Path):
+    prediction_paths = write_test_inputs(tmp_path, [0.2, 0.9], [0.1, 0.7])
+
+    labels, probabilities = read_test_predictions(
+        tmp_path / "test.parquet", prediction_paths, ("x1", "x2")
     )
-    frame.to_parquet(path)
-    labels, probabilities = read_predictions(path)
+
     np.testing.assert_array_equal(labels, [0, 1])
-    assert probabilities["keras"].dtype == np.float32  # as evaluate scored it
-    np.testing.assert_array_equal(probabilities["sklearn"], [0.1, 0.7])
+    np.testing.assert_allclose(probabilities["keras"], [0.2, 0.9])
+    np.testing.assert_allclose(probabilities["sklearn"], [0.1, 0.7])
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"label": [0, 2]}, "labels other than 0 and 1"),
-        ({"keras": [0.2, np.nan]}, "keras probabilities outside"),
-        ({"sklearn": [1.5, 0.2]}, "sklearn probabilities outside"),
-    ],
+    ("keras", "sklearn"),
+    [([0.2, np.nan], [0.1, 0.7]), ([0.2, 0.9], [1.5, 0.7]), ([0.2], [0.1, 0.7])],
 )
-def test_read_predictions_rejects_bad_rows(tmp_path: Path, change: dict, message: str):
-    path = tmp_path / "predictions.parquet"
-    columns = {"label": [0, 1], "keras": [0.2, 0.9], "sklearn": [0.1, 0.7]}
-    pd.DataFrame({**columns, **change}).to_parquet(path)
-    with pytest.raises(PipelineError, match=message):
-        read_predictions(path)
-
-
-def test_read_predictions_names_missing_columns(tmp_path: Path):
-    path = tmp_path / "predictions.parquet"
-    pd.DataFrame({"label": [0, 1], "keras": [0.2, 0.9]}).to_parquet(path)
-    with pytest.raises(PipelineError, match=r"missing columns \['sklearn'\]"):
-        read_predictions(path)
-    with pytest.raises(PipelineError, match="run the evaluate stage first"):
-        read_predictions(tmp_path / "absent.parquet")
+def test_read_test_predictions_rejects_bad_rows(tmp_path: Path, keras, sklearn):
+    prediction_paths = write_test_inputs(tmp_path, keras, sklearn)
+    with pytest.raises(PipelineError, match=r"expected 2 probabilities in \[0, 1\]"):
+        read_test_predictions(tmp_path / "test.parquet", prediction_paths, ("x1", "x2"))
 
 
 # End to end: the real `dvc repro` with promotion on, in a temporary repository.

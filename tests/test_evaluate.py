@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from pipeline.evaluate import evaluate_probabilities, predictions_frame
+from pipeline.evaluate import evaluate_probabilities
 
 
 def noisy_example(n_samples: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -148,21 +148,3 @@ def test_precision_recall_frame_matches_sklearn() -> None:
     assert list(evaluation.precision_recall.columns) == ["recall", "precision"]
     np.testing.assert_allclose(evaluation.precision_recall["precision"], precision)
     np.testing.assert_allclose(evaluation.precision_recall["recall"], recall)
-
-
-def test_predictions_frame_pairs_the_models_row_by_row() -> None:
-    labels = np.array([0, 1, 1, 0])
-    keras = np.array([0.1, 0.8, 0.4, 0.3], dtype=np.float32)
-    sklearn = np.array([0.2, 0.9, 0.6, 0.1])
-
-    frame = predictions_frame(labels, {"keras": keras, "sklearn": sklearn})
-
-    assert list(frame.columns) == ["label", "keras", "sklearn"]
-    np.testing.assert_array_equal(frame["label"], labels)
-    np.testing.assert_array_equal(frame["keras"], keras)
-    np.testing.assert_array_equal(frame["sklearn"], sklearn)
-
-
-def test_predictions_frame_rejects_a_length_mismatch() -> None:
-    with pytest.raises(ValueError, match="keras: 3 probabilities for 4 test rows"):
-        predictions_frame(np.array([0, 1, 1, 0]), {"keras": np.array([0.1, 0.2, 0.3])})

@@ -86,12 +86,12 @@ BAD_FRAMES = [
     ),
     pytest.param(
         good_frame().assign(label=[0.0, 1.0] * 3),
-        r"column 'label' has dtype float64; allowed: the integers 0 and 1",
+        r"column 'label' has type double; allowed: the integers 0 and 1",
         id="float labels",
     ),
     pytest.param(
         good_frame().assign(label=["no", "yes"] * 3),
-        r"column 'label' has dtype \w+; allowed: the integers 0 and 1",
+        r"column 'label' has type \w+; allowed: the integers 0 and 1",
         id="string labels",
     ),
     pytest.param(
@@ -101,7 +101,7 @@ BAD_FRAMES = [
     ),
     pytest.param(
         good_frame().assign(x1="a"),
-        r"column 'x1' has dtype \w+; features must be numbers",
+        r"column 'x1' has type \w+; features must be numbers",
         id="string feature",
     ),
     pytest.param(good_frame().iloc[:0], r"has no rows", id="no rows"),

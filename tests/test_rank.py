@@ -2,7 +2,6 @@
 and on a real MLflow store; end to end on a tiny queued grid."""
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from pipeline.rank import (
     rank,
     varying_params,
 )
-from tests.endtoend import execute
+from tests.endtoend import environment, execute, tiny_project, wait_for_queue
 
 
 def record(
@@ -180,16 +179,6 @@ def test_no_store_is_an_error_not_a_new_store(tmp_path: Path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def wait_for_queue(project: Path, timeout: float = 900) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = execute(project, "dvc", "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            return status
-        time.sleep(3)
-    raise AssertionError(f"queue still busy after {timeout} s:\n{status}")
-
-
 def ranked_rows(output: str, family: str) -> list[list[str]]:
     """The data rows of one family's table in the command's output."""
     section = output.split(f"\n{family}\n", 1)[1].split("\n\n", 1)[0]
@@ -197,19 +186,16 @@ def ranked_rows(output: str, family: str) -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_ranking_a_queued_grid(make_project):
+def test_ranking_a_queued_grid(tmp_path: Path):
     """The README's sweep on a 2 x 1 grid, two at a time, then the ranking command."""
-    project = make_project(
-        "grid",
-        {"generate.n_samples": 400, "model.epochs": 2, "track.experiment_name": "grid"},
-    )
+    project = tiny_project(tmp_path / "grid", "grid", epochs=2)
     execute(
         project, "dvc", "exp", "run", "--queue",
         "-S", "model.learning_rate=0.001,0.01", "-S", "model.l2=0.0001",
     )  # fmt: skip
     # No mlflow.db yet: both experiments create the store at once (track's lock).
     execute(project, "dvc", "queue", "start", "-j", "2")
-    status = wait_for_queue(project)
+    status = wait_for_queue(project, environment(), timeout=900)
     assert "Failed" not in status, status
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")

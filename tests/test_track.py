@@ -125,18 +125,25 @@ def test_unreachable_server_is_one_line_naming_the_uri():
 OPEN_STORE = """
 import sys
 from pathlib import Path
-from pipeline.track import ensure_experiment, open_store, resolve_store
-store = resolve_store({}, Path(sys.argv[1]))
-client = open_store(store)
-print(ensure_experiment(client, "race", store))
+import pipeline.track as track
+# Where the empty-store template lives: unwritable forces every process through a
+# real creation; a fresh folder makes the first create it and the others copy it.
+track.store_template = lambda: Path(sys.argv[2])
+store = track.resolve_store({}, Path(sys.argv[1]))
+client = track.open_store(store)
+print(track.ensure_experiment(client, "race", store))
 """
 
 
-def test_parallel_processes_create_a_new_store_safely(tmp_path: Path):
+@pytest.mark.parametrize("template", ["unwritable", "fresh"])
+def test_parallel_processes_create_a_new_store_safely(template: str, tmp_path: Path):
     """Four processes start at once on a store that does not exist yet."""
+    template_path = (
+        "/proc/no-such-folder/template.db" if template == "unwritable" else tmp_path / "t.db"
+    )
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", OPEN_STORE, str(tmp_path)],
+            [sys.executable, "-c", OPEN_STORE, str(tmp_path), str(template_path)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -150,6 +157,7 @@ def test_parallel_processes_create_a_new_store_safely(tmp_path: Path):
     assert len({output.strip() for output, _ in results}) == 1  # one experiment id
     client = MlflowClient(resolve_store({}, tmp_path).tracking_uri)
     assert [experiment.name for experiment in client.search_experiments()].count("race") == 1
+    assert Path(template_path).exists() == (template == "fresh")
 
 
 def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path):

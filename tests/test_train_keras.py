@@ -152,3 +152,40 @@ def test_penalty_is_l1_plus_l2_on_every_weight_matrix(default_params, l1: float,
 def test_no_penalty_by_default(default_params):
     model = build_model(8, default_params.model, "glorot_uniform")
     assert model.losses == []
+
+
+def test_compiled_loop_counts_the_last_partial_batch(tiny_spec: ModelSpec, tiny_splits: Splits):
+    # 180 training rows in batches of 16: 11 full batches and one of 4 rows.
+    assert len(tiny_splits.train.labels) == 180
+    spec = tiny_spec.model_copy(update={"epochs": 2, "batch_size": 16})
+    result = train(tiny_splits.train, tiny_splits.validation, spec, "glorot_uniform", seed=1)
+    assert int(result.model.optimizer.iterations.numpy()) == 2 * 12
+
+
+def test_compiled_loop_reports_what_fit_reports(tiny_spec: ModelSpec, tiny_splits: Splits):
+    """With a learning rate too small to move the weights, the epoch's mean batch loss
+    and running accuracy are the loss and accuracy of the initial model on all rows."""
+    spec = tiny_spec.model_copy(update={"epochs": 1, "batch_size": 16, "learning_rate": 1e-12})
+    result = train(tiny_splits.train, tiny_splits.validation, spec, "glorot_uniform", seed=2)
+    loss, accuracy = result.model.evaluate(
+        tiny_splits.train.features, tiny_splits.train.labels.astype(np.float32), verbose=0
+    )
+    assert result.history["loss"].iloc[0] == pytest.approx(loss, rel=1e-5)
+    assert result.history["accuracy"].iloc[0] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_compiled_loop_learns_like_model_fit(default_params):
+    """Same network, seed and epochs: the two trainers end at nearly the same loss
+    (the shuffles differ, so not exactly)."""
+    from pipeline.generate import generate_dataset
+    from pipeline.split import split_dataset
+
+    dataset = generate_dataset(default_params.generate, seed=11)
+    splits = split_dataset(dataset, default_params.split, seed=11)
+    spec = default_params.model.model_copy(update={"epochs": 5})
+    compiled = train(splits.train, splits.validation, spec, "glorot_uniform", 11, "compiled")
+    fitted = train(splits.train, splits.validation, spec, "glorot_uniform", 11, "fit")
+    final_compiled = compiled.history["val_loss"].iloc[-1]
+    final_fitted = fitted.history["val_loss"].iloc[-1]
+    assert final_compiled == pytest.approx(final_fitted, rel=0.05)
+    assert compiled.history["val_loss"].iloc[-1] < compiled.history["val_loss"].iloc[0]

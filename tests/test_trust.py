@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import paths
 from pipeline.files import file_md5
-from tests.endtoend import copy_project, execute, set_params
+from tests.endtoend import copy_project, environment, execute, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def run_statuses(project: Path) -> list[tuple[str, str]]:
     if not database.exists():
         return []
     try:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
             return connection.execute(
                 "SELECT runs.status, COALESCE(tags.value, '') FROM runs LEFT JOIN tags "
                 "ON tags.run_uuid = runs.run_uuid AND tags.key = 'mlflow.parentRunId'"
@@ -47,18 +48,11 @@ def run_statuses(project: Path) -> list[tuple[str, str]]:
         return []
 
 
-def start(project: Path, *command: str, **environment: str) -> subprocess.Popen:
-    variables = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MLFLOW_", "DVC_", "PIPELINE_"))
-    }
-    variables["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{variables['PATH']}"
-    variables.update(environment)
+def start(project: Path, *command: str) -> subprocess.Popen:
     return subprocess.Popen(
         command,
         cwd=project,
-        env=variables,
+        env=environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -160,7 +154,8 @@ def test_outage_fails_fast_and_publishes_later_without_retraining(project: Path,
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     set_params(project, evaluate__threshold=0.4)
-    failed = execute(project, "dvc", "repro", environment={"MLFLOW_TRACKING_URI": uri}, check=False)
+    server_variables = environment({"MLFLOW_TRACKING_URI": uri})
+    failed = execute(project, "dvc", "repro", env=server_variables, check=False)
     assert failed.returncode != 0
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(
@@ -184,7 +179,7 @@ def test_outage_fails_fast_and_publishes_later_without_retraining(project: Path,
                 return False
 
         wait_for(healthy, timeout=120)
-        published = execute(project, "dvc", "repro", environment={"MLFLOW_TRACKING_URI": uri})
+        published = execute(project, "dvc", "repro", env=server_variables)
         ran = [line for line in published.stdout.splitlines() if line.startswith("Running stage")]
         # compare follows track: it reads the new run ids.
         assert ran == ["Running stage 'track':", "Running stage 'compare':"]

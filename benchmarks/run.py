@@ -1,0 +1,395 @@
+"""Measure training throughput, pipeline wall time and peak memory; print a table and
+write JSON.
+
+    ./run python -m benchmarks.run                       # everything (about 15 min here)
+    ./run python -m benchmarks.run --sections throughput --rows 100000 --batches 32
+
+Figures and ratios only: nothing here passes or fails. Numbers depend on the machine
+and on whatever else runs on it, so compare ratios measured in one run.
+"""
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
+EPOCH_LINE = re.compile(r"^(keras|sklearn)\s+epoch\s+(\d+)/")
+STAGE_LINE = re.compile(r"^Running stage '(\w+)'")
+
+
+@dataclass
+class Throughput:
+    trainer: str
+    rows: int
+    train_rows: int
+    batch_size: int
+    epochs: int
+    samples_per_second_steady: float  # median epoch after the first
+    samples_per_second_with_compile: float  # all epochs, first call included
+    final_val_loss: float
+
+
+class EpochClock(logging.Handler):
+    """Timestamps of the trainers' per-epoch progress lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if EPOCH_LINE.match(record.getMessage()):
+            self.times.append(time.perf_counter())
+
+
+def measure_trainer(trainer: str, rows: int, batch_size: int, epochs: int, seed: int = 42):
+    """Train one model on `rows` generated rows; its throughput and final val_loss."""
+    from pipeline.config import load_params
+    from pipeline.generate import generate_dataset
+    from pipeline.split import split_dataset
+
+    params = load_params(ROOT / "params.yaml")
+    dataset = generate_dataset(params.generate.model_copy(update={"n_samples": rows}), seed)
+    splits = split_dataset(dataset, params.split, seed)
+    spec = params.model.model_copy(update={"batch_size": batch_size, "epochs": epochs})
+    # Imported before the clock starts: TensorFlow's import is not training time.
+    if trainer == "sklearn":
+        from pipeline.train_sklearn import train as train_sklearn
+    else:
+        from pipeline.train_keras import train as train_keras
+    clock = EpochClock()
+    progress = logging.getLogger("pipeline.history")
+    progress.setLevel(logging.INFO)
+    progress.propagate = False  # timestamps only; no per-epoch lines in the report
+    progress.addHandler(clock)
+    started = time.perf_counter()
+    try:
+        if trainer == "sklearn":
+            result = train_sklearn(splits.train, splits.validation, spec, "constant", seed)
+        else:
+            keras_trainer = "fit" if trainer == "keras fit" else "compiled"
+            result = train_keras(
+                splits.train, splits.validation, spec, "glorot_uniform", seed, keras_trainer
+            )
+    finally:
+        progress.removeHandler(clock)
+    train_rows = len(splits.train.labels)
+    epoch_seconds = [
+        later - earlier for earlier, later in zip(clock.times, clock.times[1:], strict=False)
+    ]
+    steady = statistics.median(epoch_seconds) if epoch_seconds else clock.times[0] - started
+    return Throughput(
+        trainer=trainer,
+        rows=rows,
+        train_rows=train_rows,
+        batch_size=batch_size,
+        epochs=epochs,
+        samples_per_second_steady=train_rows / steady,
+        samples_per_second_with_compile=train_rows * epochs / (clock.times[-1] - started),
+        final_val_loss=float(result.history["val_loss"].iloc[-1]),
+    )
+
+
+def throughput_section(
+    rows_list: list[int], batches: list[int], epochs: int, fit_max_rows: int
+) -> list[dict]:
+    results = []
+    for rows in rows_list:
+        for batch_size in batches:
+            trainers = ["keras compiled", "sklearn"]
+            # Keras' model.fit runs about 10k-20k samples/s at batch 32 here: at a
+            # million rows one epoch would take a minute, so it is measured below that.
+            if rows <= fit_max_rows:
+                trainers.append("keras fit")
+            for trainer in trainers:
+                measured = measure_trainer(trainer, rows, batch_size, epochs)
+                print(
+                    f"  {trainer:15} rows {rows:>9,} batch {batch_size:>4}: "
+                    f"{measured.samples_per_second_steady:>12,.0f} samples/s steady, "
+                    f"val_loss {measured.final_val_loss:.4f}",
+                    flush=True,
+                )
+                results.append(asdict(measured))
+    return results
+
+
+def ratios(throughput: list[dict]) -> list[dict]:
+    """Keras compiled vs scikit-learn (speed) and vs model.fit (final val_loss)."""
+    by_key = {(item["trainer"], item["rows"], item["batch_size"]): item for item in throughput}
+    rows = []
+    for (trainer, row_count, batch_size), compiled in by_key.items():
+        if trainer != "keras compiled":
+            continue
+        sklearn = by_key.get(("sklearn", row_count, batch_size))
+        fit = by_key.get(("keras fit", row_count, batch_size))
+        rows.append(
+            {
+                "rows": row_count,
+                "batch_size": batch_size,
+                "keras_over_sklearn_steady": compiled["samples_per_second_steady"]
+                / sklearn["samples_per_second_steady"],
+                "keras_over_sklearn_with_compile": compiled["samples_per_second_with_compile"]
+                / sklearn["samples_per_second_with_compile"],
+                "keras_over_fit_steady": (
+                    compiled["samples_per_second_steady"] / fit["samples_per_second_steady"]
+                    if fit
+                    else None
+                ),
+                "val_loss_vs_fit": (
+                    compiled["final_val_loss"] / fit["final_val_loss"] - 1 if fit else None
+                ),
+            }
+        )
+    return rows
+
+
+def copy_repository(destination: Path) -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    (destination / "dvc.lock").unlink(missing_ok=True)
+
+
+def environment() -> dict[str, str]:
+    variables = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "DVC_", "PIPELINE_"))
+    }
+    variables["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{variables['PATH']}"
+    return variables
+
+
+def initialize_repository(project: Path) -> None:
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        [
+            "git",
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.com",
+            "commit",
+            "-qm",
+            "b",
+        ],
+    ):
+        subprocess.run(command, cwd=project, check=True, env=environment())
+
+
+def bare_import_seconds(module: str, repeats: int = 3) -> float:
+    """Median wall time of `python -c "import <module>"` in a fresh process."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", f"import {module}"],
+            check=True,
+            capture_output=True,
+            env=environment(),
+        )
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def pipeline_section() -> dict:
+    """The full default `dvc repro` from scratch, per stage, next to a bare TF import."""
+    with tempfile.TemporaryDirectory(prefix="bench-repro-") as work:
+        project = Path(work)
+        copy_repository(project)
+        initialize_repository(project)
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            ["dvc", "repro"],
+            cwd=project,
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        marks: list[tuple[str, float]] = [("dvc start-up", started)]
+        for line in process.stdout:
+            match = STAGE_LINE.match(line)
+            if match:
+                marks.append((match.group(1), time.perf_counter()))
+        if process.wait() != 0:
+            raise RuntimeError("dvc repro failed in the benchmark copy")
+        finished = time.perf_counter()
+    ends = [mark for _, mark in marks[1:]] + [finished]
+    stages = {name: end - start for (name, start), end in zip(marks, ends, strict=True)}
+    total = finished - started
+    tensorflow_import = bare_import_seconds("tensorflow")
+    return {
+        "stage_seconds": stages,
+        "total_seconds": total,
+        "bare_tensorflow_import_seconds": tensorflow_import,
+        "total_over_tensorflow_import": total / tensorflow_import,
+    }
+
+
+def memory_section(rows: int) -> dict:
+    """Peak RSS of each stage, run as its own process, on `rows` x 8 features."""
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as work:
+        project = Path(work)
+        copy_repository(project)
+        params_path = project / "params.yaml"
+        params = yaml.safe_load(params_path.read_text())
+        params["generate"]["n_samples"] = rows
+        params["model"]["epochs"] = 1
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        data_bytes = rows * params["generate"]["n_features"] * 4
+        stages = {}
+        for stage in ("generate", "split", "train_keras", "train_sklearn", "evaluate"):
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"pipeline.{stage}"],
+                cwd=project,
+                env=environment(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            errors = process.stderr.read().decode(errors="replace")
+            process.stderr.close()
+            if process.returncode != 0:
+                raise RuntimeError(f"{stage} failed on {rows} rows:\n{errors[-2000:]}")
+            peak = usage.ru_maxrss * 1024  # kilobytes on Linux
+            stages[stage] = {
+                "peak_rss_bytes": peak,
+                "peak_rss_over_data": peak / data_bytes,
+                "seconds": time.perf_counter() - started,
+            }
+            print(
+                f"  {stage:14} peak RSS {peak / 2**20:8,.0f} MiB = "
+                f"{peak / data_bytes:4.2f} x the float32 data",
+                flush=True,
+            )
+    return {"rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
+
+
+def print_tables(results: dict) -> None:
+    if "throughput" in results:
+        print("\nTraining throughput (samples x epochs per second; steady = after epoch 1)")
+        print("| trainer | rows | batch | steady | incl. compile | final val_loss |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for item in results["throughput"]:
+            print(
+                f"| {item['trainer']} | {item['rows']:,} | {item['batch_size']} | "
+                f"{item['samples_per_second_steady']:,.0f} | "
+                f"{item['samples_per_second_with_compile']:,.0f} | "
+                f"{item['final_val_loss']:.4f} |"
+            )
+        header = "| rows | batch | Keras/sklearn steady | incl. compile | Keras/fit |"
+        print("\n" + header + " val_loss vs fit |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for item in results["ratios"]:
+            versus_fit = item["keras_over_fit_steady"]
+            loss_gap = item["val_loss_vs_fit"]
+            print(
+                f"| {item['rows']:,} | {item['batch_size']} | "
+                f"{item['keras_over_sklearn_steady']:.1f}x | "
+                f"{item['keras_over_sklearn_with_compile']:.1f}x | "
+                f"{f'{versus_fit:.0f}x' if versus_fit else '-'} | "
+                f"{f'{loss_gap:+.2%}' if loss_gap is not None else '-'} |"
+            )
+    if "pipeline" in results:
+        pipeline = results["pipeline"]
+        print("\nFull default `dvc repro` from scratch")
+        print("| stage | seconds |")
+        print("|---|---:|")
+        for stage, seconds in pipeline["stage_seconds"].items():
+            print(f"| {stage} | {seconds:.1f} |")
+        print(f"| **total** | **{pipeline['total_seconds']:.1f}** |")
+        print(
+            f"bare `import tensorflow`: {pipeline['bare_tensorflow_import_seconds']:.1f} s; "
+            f"total / import = {pipeline['total_over_tensorflow_import']:.1f}"
+        )
+    if "memory" in results:
+        memory = results["memory"]
+        print(
+            f"\nPeak RSS per stage, {memory['rows']:,} rows x 8 features "
+            f"({memory['float32_data_bytes'] / 2**20:,.0f} MiB as float32)"
+        )
+        print("| stage | peak RSS (MiB) | x data | seconds |")
+        print("|---|---:|---:|---:|")
+        for stage, item in memory["stages"].items():
+            print(
+                f"| {stage} | {item['peak_rss_bytes'] / 2**20:,.0f} | "
+                f"{item['peak_rss_over_data']:.2f} | {item['seconds']:.0f} |"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sections",
+        default="throughput,pipeline,memory",
+        help="comma-separated: throughput, pipeline, memory",
+    )
+    parser.add_argument("--rows", default="10000,100000,1000000", help="throughput data sizes")
+    parser.add_argument("--batches", default="32,256", help="throughput batch sizes")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per throughput run")
+    parser.add_argument(
+        "--fit-max-rows", type=int, default=100_000, help="largest data for model.fit"
+    )
+    parser.add_argument("--memory-rows", type=int, default=10_000_000)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    arguments = parser.parse_args()
+    sections = {section.strip() for section in arguments.sections.split(",")}
+    logging.basicConfig(level=logging.WARNING)
+    results: dict = {
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if "throughput" in sections:
+        print("Training throughput", flush=True)
+        results["throughput"] = throughput_section(
+            [int(rows) for rows in arguments.rows.split(",")],
+            [int(batch) for batch in arguments.batches.split(",")],
+            arguments.epochs,
+            arguments.fit_max_rows,
+        )
+        results["ratios"] = ratios(results["throughput"])
+    if "pipeline" in sections:
+        print("Full dvc repro", flush=True)
+        results["pipeline"] = pipeline_section()
+    if "memory" in sections:
+        print(f"Peak memory on {arguments.memory_rows:,} rows", flush=True)
+        results["memory"] = memory_section(arguments.memory_rows)
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    arguments.output.write_text(json.dumps(results, indent=2) + "\n")
+    print_tables(results)
+    print(f"\nwritten: {arguments.output}")
+
+
+if __name__ == "__main__":
+    main()

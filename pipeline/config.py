@@ -23,6 +23,8 @@ KerasInitializer = Literal[
     "lecun_normal",
 ]
 LearningRateSchedule = Literal["constant", "invscaling", "adaptive"]
+# The test metrics evaluate computes, by their names in metrics.json.
+MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
 KerasTrainer = Literal["compiled", "fit"]
 
 # Strict types: YAML `true` is not 1, and "10" (quoted) is not a number.
@@ -30,6 +32,8 @@ PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 Fraction = Annotated[float, Field(gt=0, lt=1, strict=True, allow_inf_nan=False)]
 PositiveFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+UnitInterval = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
+StrictBool = Annotated[bool, Field(strict=True)]
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -112,6 +116,9 @@ class ModelSpec(Section):
     batch_size: PositiveInt
     epochs: PositiveInt
     l2: NonNegativeFloat
+    # Keras only: scikit-learn's MLPClassifier has neither (train_sklearn warns).
+    l1: NonNegativeFloat
+    dropout: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
     patience: Annotated[int, Field(ge=0, strict=True)]
     momentum: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
     nesterov: bool
@@ -155,6 +162,35 @@ class TrackConfig(Section):
         return self
 
 
+class PromoteConfig(Section):
+    """Quality gates for registering the winner as the `champion` in MLflow."""
+
+    enabled: StrictBool
+    registered_model_name: Annotated[str, Field(strict=True)]
+    min_test_roc_auc: UnitInterval
+    min_test_accuracy: UnitInterval
+    require_significant: StrictBool
+
+    @model_validator(mode="after")
+    def _check_name(self) -> "PromoteConfig":
+        # A plain name: it is quoted into MLflow's search filters.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.registered_model_name):
+            raise ValueError(
+                f"compare.promote.registered_model_name = {self.registered_model_name!r}: "
+                "allowed: letters, digits, '_', '.' and '-', starting with a letter or digit"
+            )
+        return self
+
+
+class CompareConfig(Section):
+    primary_metric: MetricName
+    # Fewer resamples make the tails of a 95% interval rest on a handful of values.
+    n_bootstrap: Annotated[int, Field(ge=100, strict=True)]
+    confidence: Fraction
+    alpha: Fraction
+    promote: PromoteConfig
+
+
 class Params(Section):
     """All of `params.yaml`."""
 
@@ -166,6 +202,7 @@ class Params(Section):
     train_sklearn: TrainSklearnConfig
     evaluate: EvaluateConfig
     track: TrackConfig
+    compare: CompareConfig
 
     @model_validator(mode="after")
     def _check_schedule(self) -> "Params":

@@ -1,5 +1,6 @@
 """PNG figures of the comparison, for MLflow and for readers without `dvc plots`."""
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +23,15 @@ def save_figure(figure: Figure, path: Path) -> None:
         # No timestamp in the PNG metadata, so that reruns give identical files.
         figure.savefig(temporary, dpi=100, format="png", metadata={"Software": None})
     plt.close(figure)
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG, for embedding in a self-contained HTML page."""
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=100, format="png", metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def learning_curves(histories: dict[str, pd.DataFrame], metric: str) -> Figure:
@@ -97,4 +107,52 @@ def confusion_matrices(matrices: dict[str, np.ndarray]) -> Figure:
             ylabel="actual",
             title=f"{family} (test set)",
         )
+    return figure
+
+
+def metric_intervals(
+    intervals: dict[str, dict[str, tuple[float, float, float]]], confidence: float
+) -> Figure:
+    """Each test metric of each model: the estimate and its bootstrap interval."""
+    families = list(intervals)
+    metrics = list(next(iter(intervals.values())))
+    figure, axes = plt.subplots(figsize=(6, 0.5 + 0.55 * len(metrics)))
+    offsets = np.linspace(-0.15, 0.15, len(families))
+    for offset, family in zip(offsets, families, strict=True):
+        for row, metric in enumerate(metrics):
+            estimate, low, high = intervals[family][metric]
+            axes.errorbar(
+                estimate,
+                row + offset,
+                xerr=[[estimate - low], [high - estimate]],
+                fmt="o",
+                color=COLORS[family],
+                capsize=3,
+                label=family if row == 0 else None,
+            )
+    axes.set_yticks(range(len(metrics)), metrics)
+    axes.invert_yaxis()
+    axes.set(
+        xlabel="test set value", title=f"Test metrics with {confidence:.0%} bootstrap intervals"
+    )
+    axes.legend()
+    return figure
+
+
+def bootstrap_differences(
+    differences: np.ndarray, estimate: float, interval: tuple[float, float], metric: str
+) -> Figure:
+    """The paired bootstrap distribution of keras - sklearn on one metric."""
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.hist(differences, bins=40, color="tab:grey", alpha=0.7)
+    axes.axvline(0, color="black", linestyle=":", label="no difference")
+    axes.axvline(estimate, color="tab:red", label=f"test set: {estimate:+.4f}")
+    for bound in interval:
+        axes.axvline(bound, color="tab:red", linestyle="--")
+    axes.set(
+        xlabel=f"{metric}: keras - sklearn",
+        ylabel="resamples",
+        title=f"Paired bootstrap of the {metric} difference (dashed: interval)",
+    )
+    axes.legend()
     return figure

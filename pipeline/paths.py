@@ -43,6 +43,13 @@ FIGURES = EVALUATE / "figures"
 # track
 MLFLOW_RUNS = DATA / "track" / "mlflow_runs.json"
 
+# compare: the verdict for machines (DVC metrics), and the report for people. The
+# report sits in reports/, where a user looks first, not among the stage data.
+VERDICT = DATA / "compare" / "verdict.json"
+REPORTS = Path("reports")
+REPORT_MARKDOWN = REPORTS / "comparison.md"
+REPORT_HTML = REPORTS / "comparison.html"
+
 # The embedded MLflow store, at the root of the main repository (never inside a
 # temporary `dvc exp run --queue` copy, which is deleted after the run).
 MLFLOW_DATABASE = Path("mlflow.db")

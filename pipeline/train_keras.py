@@ -51,10 +51,13 @@ class KerasResult:
 def build_model(
     n_features: int, spec: ModelSpec, kernel_initializer: KerasInitializer
 ) -> keras.Sequential:
-    """n_features -> hidden Dense layers -> Dense(1, sigmoid), compiled."""
+    """n_features -> hidden Dense layers (each followed by Dropout if set) ->
+    Dense(1, sigmoid), compiled."""
     # scikit-learn penalizes every weight matrix, the output layer's included, and
-    # no bias; the same here.
-    regularizer = keras.regularizers.L2(spec.l2) if spec.l2 > 0 else None
+    # no bias; the same here. L1 and dropout are Keras only.
+    regularizer = (
+        keras.regularizers.L1L2(l1=spec.l1, l2=spec.l2) if spec.l1 > 0 or spec.l2 > 0 else None
+    )
     layers: list[keras.layers.Layer] = [keras.Input(shape=(n_features,))]
     for units in spec.hidden_layers:
         layers.append(
@@ -65,6 +68,9 @@ def build_model(
                 kernel_regularizer=regularizer,
             )
         )
+        if spec.dropout > 0:
+            # Active only while training; at inference Keras passes values through.
+            layers.append(keras.layers.Dropout(spec.dropout))
     layers.append(
         keras.layers.Dense(
             1,

@@ -71,6 +71,18 @@ def l2_penalty(classifier: MLPClassifier, l2: float) -> float:
     return l2 * sum(float(np.sum(weights.astype(np.float64) ** 2)) for weights in classifier.coefs_)
 
 
+def keras_only_settings(spec: ModelSpec) -> list[str]:
+    """One warning per `model` key that MLPClassifier cannot honour (it has no L1
+    penalty and no dropout), so that an unequal comparison is never silent."""
+    unsupported = {"l1": "an L1 penalty", "dropout": "dropout"}
+    return [
+        f"model.{key} = {getattr(spec, key)} has no scikit-learn equivalent "
+        f"(MLPClassifier has no {feature}): the baseline trains without it, Keras with it"
+        for key, feature in unsupported.items()
+        if getattr(spec, key) > 0
+    ]
+
+
 def build_classifier(spec: ModelSpec, schedule: LearningRateSchedule, seed: int) -> MLPClassifier:
     return MLPClassifier(
         hidden_layer_sizes=tuple(spec.hidden_layers),
@@ -174,6 +186,8 @@ def load_model(path: os.PathLike = paths.SKLEARN_MODEL) -> MLPClassifier:
 def main() -> None:
     params = load_params()
     preload_mlflow("sklearn")
+    for warning in keras_only_settings(params.model):
+        logger.warning("train_sklearn: warning: %s", warning)
     columns = feature_names(params.generate.n_features)
     train_set = read_table(paths.TRAIN, columns)
     validation_set = read_table(paths.VALIDATION, columns)

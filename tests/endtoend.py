@@ -79,6 +79,20 @@ def set_params(project: Path, **changes: object) -> None:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+def set_nested_params(project: Path, changes: dict[str, object]) -> None:
+    """Change params.yaml keys given by their dotted path, at any depth
+    (`{"compare.promote.enabled": True}`)."""
+    path = project / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        section = raw
+        for key in parents:
+            section = section[key]
+        section[last] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 SECRET = "s3cret-never-logged-7f1e"
 
 

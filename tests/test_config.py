@@ -322,13 +322,16 @@ def test_flatten_gives_dotted_keys() -> None:
 
 def test_flatten_covers_every_leaf(default_raw: dict[str, Any]) -> None:
     flat = flatten(parse_params(default_raw))
-    expected = {
-        f"{section}.{key}" if isinstance(values, dict) else section
-        for section, values in default_raw.items()
-        for key in (values if isinstance(values, dict) else [None])
-    }
 
-    assert set(flat) == expected
+    def leaves(prefix: str, value: Any) -> set[str]:
+        if not isinstance(value, dict):
+            return {prefix}
+        return set().union(
+            *(leaves(f"{prefix}.{key}" if prefix else key, item) for key, item in value.items())
+        )
+
+    assert set(flat) == leaves("", default_raw)
+    assert flat["compare.promote.enabled"] is False
 
 
 @pytest.mark.parametrize("name", ["", "   "])
@@ -336,6 +339,113 @@ def test_blank_experiment_name_is_rejected(default_raw: dict[str, Any], name: st
     parse_error(
         changed(default_raw, "track.experiment_name", name),
         r"^params\.yaml: track\.experiment_name = '\s*': must contain a non-space character$",
+    )
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "message"),
+    [
+        ("model.l1", -0.1, "model.l1 = -0.1: must be greater than or equal to 0"),
+        ("model.dropout", 1.0, "model.dropout = 1.0: must be less than 1"),
+        ("model.dropout", -0.2, "model.dropout = -0.2: must be greater than or equal to 0"),
+        ("model.dropout", True, "model.dropout = True: must be a valid number"),
+    ],
+)
+def test_regularization_ranges(
+    default_raw: dict[str, Any], key_path: str, value: Any, message: str
+) -> None:
+    parse_error(changed(default_raw, key_path, value), f"^{re.escape(f'params.yaml: {message}')}$")
+
+
+def test_regularization_values_are_kept(default_raw: dict[str, Any]) -> None:
+    raw = changed(default_raw, "model.l1", 0.001)
+    raw = changed(raw, "model.dropout", 0.5)
+
+    params = parse_params(raw)
+
+    assert params.model.l1 == pytest.approx(0.001)
+    assert params.model.dropout == pytest.approx(0.5)
+
+
+def test_committed_compare_section(default_raw: dict[str, Any]) -> None:
+    compare = parse_params(default_raw).compare
+
+    assert compare.primary_metric == "roc_auc"
+    assert compare.n_bootstrap == 1000
+    assert compare.confidence == pytest.approx(0.95)
+    assert compare.alpha == pytest.approx(0.05)
+    assert compare.promote.enabled is False
+    assert compare.promote.registered_model_name == "mlp-compare"
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "message"),
+    [
+        (
+            "compare.primary_metric",
+            "auc",
+            "compare.primary_metric = 'auc': allowed: 'accuracy', 'precision', 'recall', "
+            "'f1', 'roc_auc' or 'log_loss'",
+        ),
+        (
+            "compare.n_bootstrap",
+            50,
+            "compare.n_bootstrap = 50: must be greater than or equal to 100",
+        ),
+        ("compare.n_bootstrap", 1000.0, "compare.n_bootstrap = 1000.0: must be a valid integer"),
+        ("compare.confidence", 1.0, "compare.confidence = 1.0: must be less than 1"),
+        ("compare.alpha", 0.0, "compare.alpha = 0.0: must be greater than 0"),
+        (
+            "compare.promote.enabled",
+            "yes",
+            "compare.promote.enabled = 'yes': must be a valid boolean",
+        ),
+        ("compare.promote.enabled", 1, "compare.promote.enabled = 1: must be a valid boolean"),
+        (
+            "compare.promote.min_test_roc_auc",
+            1.5,
+            "compare.promote.min_test_roc_auc = 1.5: must be less than or equal to 1",
+        ),
+        (
+            "compare.promote.min_test_accuracy",
+            -0.1,
+            "compare.promote.min_test_accuracy = -0.1: must be greater than or equal to 0",
+        ),
+        (
+            "compare.promote.registered_model_name",
+            "  ",
+            "compare.promote.registered_model_name = '  ': allowed: letters, digits, '_', '.' "
+            "and '-', starting with a letter or digit",
+        ),
+        (
+            "compare.promote.registered_model_name",
+            "it's",
+            "compare.promote.registered_model_name = \"it's\": allowed: letters, digits, '_', "
+            "'.' and '-', starting with a letter or digit",
+        ),
+    ],
+)
+def test_bad_compare_values(
+    default_raw: dict[str, Any], key_path: str, value: Any, message: str
+) -> None:
+    parse_error(changed(default_raw, key_path, value), f"^{re.escape(f'params.yaml: {message}')}$")
+
+
+def test_unknown_nested_promote_key_suggests_the_closest(default_raw: dict[str, Any]) -> None:
+    raw = changed(default_raw, "compare.promote.min_test_auc", 0.9)
+
+    error = parse_error(
+        raw,
+        re.escape("unknown key compare.promote.min_test_auc; did you mean 'min_test_roc_auc'?"),
+    )
+
+    assert "allowed here: enabled, registered_model_name, min_test_roc_auc" in str(error)
+
+
+def test_missing_promote_key(default_raw: dict[str, Any]) -> None:
+    parse_error(
+        removed(default_raw, "compare.promote.require_significant"),
+        r"^params\.yaml: compare\.promote\.require_significant is missing",
     )
 
 

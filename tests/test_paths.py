@@ -31,6 +31,12 @@ STAGE_OUTPUTS = {
     "FIGURES": paths.FIGURES,
     "METRICS": paths.METRICS,
     "MLFLOW_RUNS": paths.MLFLOW_RUNS,
+    "VERDICT": paths.VERDICT,
+}
+# The report is for people, so it sits in reports/ rather than under data/compare/.
+REPORT_OUTPUTS = {
+    "REPORT_MARKDOWN": paths.REPORT_MARKDOWN,
+    "REPORT_HTML": paths.REPORT_HTML,
 }
 
 
@@ -85,8 +91,20 @@ def test_path_is_an_output_of_its_stage(stages: dict[str, Any], name: str, path:
     assert path in produced(stages[stage_name]), f"{name} = {path} is not an output"
 
 
+@pytest.mark.parametrize(("name", "path"), REPORT_OUTPUTS.items())
+def test_report_is_an_output_of_compare(stages: dict[str, Any], name: str, path: Path) -> None:
+    assert path.parent == paths.REPORTS
+    assert path in produced(stages["compare"]), f"{name} = {path} is not an output of compare"
+
+
 def test_every_stage_output_has_a_constant(stages: dict[str, Any]) -> None:
-    assert all_produced(stages) == set(STAGE_OUTPUTS.values())
+    assert all_produced(stages) == set(STAGE_OUTPUTS.values()) | set(REPORT_OUTPUTS.values())
+
+
+def test_reports_are_ignored_by_git() -> None:
+    ignored = Path(".gitignore").read_text(encoding="utf-8").splitlines()
+    assert f"/{paths.REPORTS}/" in ignored
+    assert f"/{paths.DATA}/" in ignored
 
 
 def test_stage_runs_its_own_module(stages: dict[str, Any]) -> None:
@@ -97,6 +115,7 @@ def test_stage_runs_its_own_module(stages: dict[str, Any]) -> None:
         "train_sklearn",
         "evaluate",
         "track",
+        "compare",
     }
     for stage_name, stage in stages.items():
         assert stage["cmd"] == f"python -m pipeline.{stage_name}"

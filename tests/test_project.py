@@ -19,24 +19,27 @@ def test_ruff(command: list[str]):
 
 
 @pytest.mark.parametrize(
-    "module",
+    ("module", "uses_mlflow"),
     [
-        "pipeline.generate",
-        "pipeline.split",
-        "pipeline.train_sklearn",
-        "pipeline.evaluate",
-        "pipeline.track",
+        ("pipeline.generate", False),
+        ("pipeline.split", False),
+        ("pipeline.train_sklearn", False),
+        ("pipeline.evaluate", False),
+        ("pipeline.diagnosis", False),
+        ("pipeline.report", False),
+        ("pipeline.track", True),
+        ("pipeline.compare", True),
+        ("pipeline.rank", True),
     ],
 )
-def test_only_train_keras_imports_tensorflow(module: str):
+def test_only_train_keras_imports_tensorflow(module: str, uses_mlflow: bool):
     """`import tensorflow` costs about 6 s here: one stage pays it, no other."""
     code = f"import sys, {module}; print('tensorflow' in sys.modules, 'mlflow' in sys.modules)"
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    # MLflow (about 2 s) only where runs are logged; training stages import it
-    # lazily, at the end, to save their MLflow model.
-    uses_mlflow = module == "pipeline.track"
+    # MLflow (about 2 s) only where runs are logged or read; training stages import
+    # it lazily, at the end, to save their MLflow model.
     assert completed.stdout.split() == ["False", str(uses_mlflow)]
 
 

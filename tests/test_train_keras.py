@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -16,7 +17,8 @@ NUMPY_ACTIVATIONS = {
 def neuron_forward_pass(model, features: np.ndarray, activation: str) -> np.ndarray:
     """a_j = f(sum_i w_ij x_i + b_j), layer by layer, from the model's weights."""
     outputs = features.astype(np.float64)
-    dense_layers = model.layers
+    # Dropout layers pass values through unchanged at inference.
+    dense_layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.Dropout)]
     for index, layer in enumerate(dense_layers):
         weights, biases = (array.astype(np.float64) for array in layer.get_weights())
         pre_activation = outputs @ weights + biases
@@ -101,6 +103,55 @@ def test_saved_model_loads_in_safe_mode(tmp_path, tiny_spec: ModelSpec, tiny_spl
     np.testing.assert_array_equal(
         loaded.predict(features, verbose=0), result.model.predict(features, verbose=0)
     )
+
+
+def test_dropout_follows_every_hidden_layer(default_params):
+    spec = default_params.model.model_copy(update={"dropout": 0.25})
+    model = build_model(8, spec, "glorot_uniform")
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Dense", "Dropout", "Dense", "Dropout", "Dense"]
+    assert [layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"] == [
+        0.25,
+        0.25,
+    ]
+    # Dropout has no weights: the textbook network's 211 parameters.
+    assert model.count_params() == 211
+
+
+def test_dropout_is_off_at_inference_and_on_in_training(tiny_spec: ModelSpec, tiny_splits: Splits):
+    spec = tiny_spec.model_copy(update={"dropout": 0.5, "epochs": 2})
+    result = train(tiny_splits.train, tiny_splits.validation, spec, "glorot_uniform", seed=1)
+    features = tiny_splits.test.features
+    expected = neuron_forward_pass(result.model, features, spec.activation)
+    np.testing.assert_allclose(
+        result.model.predict(features, verbose=0)[:, 0], expected, rtol=1e-5, atol=1e-6
+    )
+    training_outputs = result.model(features, training=True).numpy()[:, 0]
+    assert not np.allclose(training_outputs, expected, atol=1e-3)
+    without = train(
+        tiny_splits.train,
+        tiny_splits.validation,
+        tiny_spec.model_copy(update={"epochs": 2}),
+        "glorot_uniform",
+        seed=1,
+    )
+    assert not result.history.equals(without.history)
+
+
+@pytest.mark.parametrize(("l1", "l2"), [(0.01, 0.0), (0.0, 0.01), (0.003, 0.02)])
+def test_penalty_is_l1_plus_l2_on_every_weight_matrix(default_params, l1: float, l2: float):
+    spec = default_params.model.model_copy(update={"l1": l1, "l2": l2})
+    model = build_model(8, spec, "glorot_uniform")
+    kernels = [layer.get_weights()[0].astype(np.float64) for layer in model.layers]
+    expected = sum(l1 * np.abs(kernel).sum() + l2 * np.square(kernel).sum() for kernel in kernels)
+    penalty = sum(float(loss) for loss in model.losses)
+    assert penalty == pytest.approx(expected, rel=1e-5)
+    assert penalty > 0.01  # large enough that a missing term would fail the test
+
+
+def test_no_penalty_by_default(default_params):
+    model = build_model(8, default_params.model, "glorot_uniform")
+    assert model.losses == []
 
 
 def test_compiled_loop_counts_the_last_partial_batch(tiny_spec: ModelSpec, tiny_splits: Splits):

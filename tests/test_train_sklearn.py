@@ -9,6 +9,7 @@ from pipeline.split import Splits
 from pipeline.train_keras import build_model
 from pipeline.train_sklearn import (
     build_classifier,
+    keras_only_settings,
     l2_penalty,
     load_model,
     save_model,
@@ -122,3 +123,21 @@ def test_skops_round_trip_and_trusted_types(tmp_path, tiny_spec: ModelSpec, tiny
     # Without our explicit list, skops refuses the optimizer object.
     with pytest.raises(UntrustedTypesFoundException):
         skops.io.load(path, trusted=[])
+
+
+def test_keras_only_settings_warn_by_key_and_value(tiny_spec: ModelSpec):
+    assert keras_only_settings(tiny_spec) == []
+    warnings = keras_only_settings(tiny_spec.model_copy(update={"l1": 0.001, "dropout": 0.2}))
+    assert len(warnings) == 2
+    assert warnings[0].startswith("model.l1 = 0.001 has no scikit-learn equivalent")
+    assert warnings[1].startswith("model.dropout = 0.2 has no scikit-learn equivalent")
+    assert all("the baseline trains without it" in warning for warning in warnings)
+
+
+def test_keras_only_settings_leave_the_classifier_unchanged(tiny_spec: ModelSpec):
+    plain = build_classifier(tiny_spec, "constant", seed=0).get_params()
+    regularized = build_classifier(
+        tiny_spec.model_copy(update={"l1": 0.001, "dropout": 0.2}), "constant", seed=0
+    ).get_params()
+    plain.pop("random_state"), regularized.pop("random_state")
+    assert plain == regularized

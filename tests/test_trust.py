@@ -181,7 +181,8 @@ def test_outage_fails_fast_and_publishes_later_without_retraining(project: Path,
         wait_for(healthy, timeout=120)
         published = execute(project, "dvc", "repro", env=server_variables)
         ran = [line for line in published.stdout.splitlines() if line.startswith("Running stage")]
-        assert ran == ["Running stage 'track':"]
+        # compare follows track: it reads the new run ids.
+        assert ran == ["Running stage 'track':", "Running stage 'compare':"]
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("end-to-end")
         runs = client.search_runs([experiment.experiment_id])

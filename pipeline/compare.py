@@ -1,0 +1,960 @@
+"""The verdict: which model won on the same test rows, by how much, and what to try next
+(`reports/comparison.{md,html}`, `data/compare/verdict.json`, tags on the MLflow parent run).
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from pipeline import figures, paths
+from pipeline.config import (
+    CompareConfig,
+    MetricName,
+    Params,
+    PromoteConfig,
+    feature_names,
+    load_params,
+)
+from pipeline.diagnosis import Finding, ModelEvidence, diagnose
+from pipeline.errors import PipelineError, run_stage
+from pipeline.evaluate import read_predictions
+from pipeline.files import read_json, read_table, write_json, write_text
+from pipeline.history import read_history
+from pipeline.report import (
+    Block,
+    Bullets,
+    Code,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from pipeline.track import open_store, redact, repository_root, resolve_store, store_lock
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = paths.MODEL_FAMILIES  # differences are always keras - sklearn
+METRICS: tuple[MetricName, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+LOWER_IS_BETTER = frozenset({"log_loss"})
+# Below this many discordant pairs McNemar's chi-squared approximation is poor, so the
+# exact binomial test is used instead (the usual rule of thumb).
+MCNEMAR_EXACT_BELOW = 25
+# Resamples are processed in chunks of at most this many (resample, row) cells.
+BOOTSTRAP_CELLS = 4_000_000
+
+Winner = Literal["keras", "sklearn", "tie"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate on the test set and its bootstrap confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """McNemar's test on the rows where exactly one of the two models is right."""
+
+    keras_only_correct: int  # b: keras right, sklearn wrong
+    sklearn_only_correct: int  # c: keras wrong, sklearn right
+    p_value: float
+    method: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    metric: MetricName
+    winner: Winner  # the better point estimate; "tie" when equal
+    difference: Interval  # keras - sklearn, on `metric`
+    test: str  # the paired test that gives `p_value`
+    p_value: float
+    alpha: float
+    significant: bool
+
+
+@dataclass(frozen=True)
+class Comparison:
+    n_rows: int
+    n_positive: int
+    n_bootstrap: int
+    confidence: float
+    intervals: dict[str, dict[str, Interval]]  # family -> metric -> interval
+    differences: dict[str, Interval]  # metric -> keras - sklearn
+    bootstrap_p_values: dict[str, float]  # metric -> paired bootstrap p-value
+    primary_samples: np.ndarray  # bootstrap differences of the primary metric
+    mcnemar: McNemar
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """One model's per-row quantities that every (weighted) metric is built from."""
+
+    labels: np.ndarray  # bool: label 1
+    predicted: np.ndarray  # bool: probability above the threshold
+    row_log_loss: np.ndarray
+    order: np.ndarray  # rows sorted by probability
+    group_starts: np.ndarray  # first sorted position of each distinct probability
+
+
+def _score(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> _Scored:
+    probabilities = np.asarray(probabilities)
+    # The same clipping as sklearn.metrics.log_loss: the dtype's machine epsilon.
+    epsilon = np.finfo(probabilities.dtype).eps
+    clipped = np.clip(probabilities, epsilon, 1 - epsilon).astype(np.float64)
+    positive = np.asarray(labels) == 1
+    order = np.argsort(probabilities, kind="stable")
+    ordered = probabilities[order]
+    return _Scored(
+        labels=positive,
+        predicted=probabilities > threshold,
+        row_log_loss=-np.where(positive, np.log(clipped), np.log1p(-clipped)),
+        order=order,
+        group_starts=np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]),
+    )
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, and 0 where the denominator is 0 (zero_division=0)."""
+    safe = np.where(denominator > 0, denominator, 1.0)
+    return np.where(denominator > 0, numerator / safe, 0.0)
+
+
+def weighted_metrics(weights: np.ndarray, scored: _Scored) -> dict[str, np.ndarray]:
+    """Every test metric under each row of `weights` (n_resamples, n_rows).
+
+    A bootstrap resample is a vector of counts: how often each test row was drawn.
+    With all weights 1 these are the plain test metrics, as sklearn.metrics computes
+    them (tests/test_compare.py checks it).
+    """
+    positive = scored.labels.astype(np.float64)
+    predicted = scored.predicted.astype(np.float64)
+    total = weights.sum(axis=1)
+    true_positives = weights @ (positive * predicted)
+    predicted_positives = weights @ predicted
+    actual_positives = weights @ positive
+    correct = (scored.labels == scored.predicted).astype(np.float64)
+    # ROC AUC as the Mann-Whitney statistic: the weighted share of (positive,
+    # negative) pairs ordered correctly, ties counting one half.
+    ordered = weights[:, scored.order]
+    ordered_positive = scored.labels[scored.order]
+    positive_weight = np.add.reduceat(ordered * ordered_positive, scored.group_starts, axis=1)
+    negative_weight = np.add.reduceat(ordered * ~ordered_positive, scored.group_starts, axis=1)
+    negatives_below = np.cumsum(negative_weight, axis=1) - negative_weight
+    ordered_pairs = (positive_weight * (negatives_below + 0.5 * negative_weight)).sum(axis=1)
+    return {
+        "accuracy": weights @ correct / total,
+        "precision": _ratio(true_positives, predicted_positives),
+        "recall": _ratio(true_positives, actual_positives),
+        "f1": _ratio(2 * true_positives, predicted_positives + actual_positives),
+        "roc_auc": ordered_pairs / (positive_weight.sum(axis=1) * negative_weight.sum(axis=1)),
+        "log_loss": weights @ scored.row_log_loss / total,
+    }
+
+
+def stratified_bootstrap_weights(
+    labels: np.ndarray, n_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(n_resamples, n_rows) draw counts; each resample keeps both class counts.
+
+    Resampling within each class keeps every resample's ROC AUC defined, also for a
+    small test set with few positives.
+    """
+    weights = np.zeros((n_resamples, len(labels)))
+    for label in (0, 1):
+        rows = np.flatnonzero(labels == label)
+        weights[:, rows] = rng.multinomial(
+            len(rows), np.full(len(rows), 1 / len(rows)), size=n_resamples
+        )
+    return weights
+
+
+def paired_bootstrap(
+    labels: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+    threshold: float,
+    n_resamples: int,
+    seed: int,
+) -> dict[str, dict[str, np.ndarray]]:
+    """family -> metric -> (n_resamples,) values, every family on the same resamples."""
+    labels = np.asarray(labels)
+    if labels.min() == labels.max():
+        raise ValueError("the test set holds one class only: ROC AUC and recall are undefined")
+    rng = np.random.default_rng(seed)
+    scored = {family: _score(labels, values, threshold) for family, values in probabilities.items()}
+    chunk = max(1, BOOTSTRAP_CELLS // len(labels))
+    parts: dict[str, list[dict[str, np.ndarray]]] = {family: [] for family in probabilities}
+    for start in range(0, n_resamples, chunk):
+        weights = stratified_bootstrap_weights(labels, min(chunk, n_resamples - start), rng)
+        for family, family_scored in scored.items():
+            parts[family].append(weighted_metrics(weights, family_scored))
+    return {
+        family: {metric: np.concatenate([part[metric] for part in chunks]) for metric in METRICS}
+        for family, chunks in parts.items()
+    }
+
+
+def point_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """The plain test metrics: every row weighted once."""
+    scored = _score(np.asarray(labels), probabilities, threshold)
+    values = weighted_metrics(np.ones((1, len(labels))), scored)
+    return {metric: float(values[metric][0]) for metric in METRICS}
+
+
+def percentile_interval(estimate: float, samples: np.ndarray, confidence: float) -> Interval:
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(samples, [tail, 1 - tail])
+    return Interval(estimate=float(estimate), low=float(low), high=float(high))
+
+
+def bootstrap_p_value(differences: np.ndarray) -> float:
+    """Two-sided p-value of "no difference" from paired bootstrap differences.
+
+    Twice the share of resamples on the far side of zero, with the +1 correction
+    that keeps a Monte Carlo p-value from being 0.
+    """
+    n_resamples = len(differences)
+    at_most_zero = (np.count_nonzero(differences <= 0) + 1) / (n_resamples + 1)
+    at_least_zero = (np.count_nonzero(differences >= 0) + 1) / (n_resamples + 1)
+    return float(min(1.0, 2 * min(at_most_zero, at_least_zero)))
+
+
+def mcnemar(keras_correct: np.ndarray, sklearn_correct: np.ndarray) -> McNemar:
+    """McNemar's test: are the rows only keras gets right as many as those only
+    sklearn gets right? Exact binomial test for few discordant rows, else the
+    continuity-corrected chi-squared test."""
+    keras_correct = np.asarray(keras_correct, dtype=bool)
+    sklearn_correct = np.asarray(sklearn_correct, dtype=bool)
+    keras_only = int(np.count_nonzero(keras_correct & ~sklearn_correct))
+    sklearn_only = int(np.count_nonzero(~keras_correct & sklearn_correct))
+    discordant = keras_only + sklearn_only
+    if discordant == 0:
+        return McNemar(keras_only, sklearn_only, 1.0, "no discordant rows")
+    if discordant < MCNEMAR_EXACT_BELOW:
+        p_value = stats.binomtest(keras_only, discordant, 0.5).pvalue
+        return McNemar(keras_only, sklearn_only, float(p_value), "exact binomial")
+    statistic = (abs(keras_only - sklearn_only) - 1) ** 2 / discordant
+    p_value = stats.chi2.sf(statistic, df=1)
+    return McNemar(
+        keras_only,
+        sklearn_only,
+        float(p_value),
+        f"chi-squared {statistic:.2f}, continuity-corrected",
+    )
+
+
+def decide(
+    metric: MetricName, difference: Interval, test: str, p_value: float, alpha: float
+) -> Verdict:
+    """The better model on `metric` (keras - sklearn = `difference`), and whether the
+    paired test calls the difference significant at level `alpha`."""
+    advantage = -difference.estimate if metric in LOWER_IS_BETTER else difference.estimate
+    if advantage == 0:
+        winner: Winner = "tie"
+    else:
+        winner = "keras" if advantage > 0 else "sklearn"
+    return Verdict(
+        metric=metric,
+        winner=winner,
+        difference=difference,
+        test=test,
+        p_value=p_value,
+        alpha=alpha,
+        significant=winner != "tie" and p_value < alpha,
+    )
+
+
+def compare_predictions(
+    labels: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+    threshold: float,
+    config: CompareConfig,
+    seed: int,
+) -> Comparison:
+    """Test metrics with bootstrap intervals, paired tests and the verdict."""
+    if set(probabilities) != set(FAMILIES):
+        raise ValueError(f"expected probabilities of {FAMILIES}, got {sorted(probabilities)}")
+    labels = np.asarray(labels)
+    samples = paired_bootstrap(labels, probabilities, threshold, config.n_bootstrap, seed)
+    estimates = {
+        family: point_metrics(labels, probabilities[family], threshold) for family in FAMILIES
+    }
+    intervals = {
+        family: {
+            metric: percentile_interval(
+                estimates[family][metric], samples[family][metric], config.confidence
+            )
+            for metric in METRICS
+        }
+        for family in FAMILIES
+    }
+    difference_samples = {
+        metric: samples["keras"][metric] - samples["sklearn"][metric] for metric in METRICS
+    }
+    differences = {
+        metric: percentile_interval(
+            estimates["keras"][metric] - estimates["sklearn"][metric],
+            difference_samples[metric],
+            config.confidence,
+        )
+        for metric in METRICS
+    }
+    p_values = {metric: bootstrap_p_value(difference_samples[metric]) for metric in METRICS}
+    correct = {
+        family: (np.asarray(probabilities[family]) > threshold) == (labels == 1)
+        for family in FAMILIES
+    }
+    mcnemar_result = mcnemar(correct["keras"], correct["sklearn"])
+    metric = config.primary_metric
+    if metric == "accuracy":
+        test, p_value = f"McNemar ({mcnemar_result.method})", mcnemar_result.p_value
+    else:
+        test, p_value = "paired bootstrap", p_values[metric]
+    return Comparison(
+        n_rows=len(labels),
+        n_positive=int(np.count_nonzero(labels == 1)),
+        n_bootstrap=config.n_bootstrap,
+        confidence=config.confidence,
+        intervals=intervals,
+        differences=differences,
+        bootstrap_p_values=p_values,
+        primary_samples=difference_samples[metric],
+        mcnemar=mcnemar_result,
+        verdict=decide(metric, differences[metric], test, p_value, config.alpha),
+    )
+
+
+def parameter_count(n_features: int, hidden_layers: list[int]) -> int:
+    """Weights and biases of n_features -> hidden_layers -> 1, the same in both
+    libraries (dropout adds none)."""
+    widths = [n_features, *hidden_layers, 1]
+    return sum(
+        fan_in * fan_out + fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
+    )
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str  # the compare.promote key, or "winner"
+    passed: bool
+    detail: str
+
+
+def check_gates(
+    verdict: Verdict, estimates: dict[str, dict[str, float]], promote: PromoteConfig
+) -> list[Gate]:
+    """Each quality gate the winner must pass before it may become the champion."""
+    if verdict.winner == "tie":
+        return [Gate("winner", False, f"the models tie on test {verdict.metric}: no winner")]
+    winner = estimates[verdict.winner]
+    gates = [Gate("winner", True, f"{verdict.winner} is better on test {verdict.metric}")]
+    for key, metric in (("min_test_roc_auc", "roc_auc"), ("min_test_accuracy", "accuracy")):
+        minimum = getattr(promote, key)
+        passed = winner[metric] >= minimum
+        relation = ">=" if passed else "<"
+        gates.append(
+            Gate(key, passed, f"test {metric} {winner[metric]:.4f} {relation} {minimum:g}")
+        )
+    if promote.require_significant:
+        gates.append(
+            Gate(
+                "require_significant",
+                verdict.significant,
+                f"{verdict.test} p = {verdict.p_value:.4g} "
+                + (f"< {verdict.alpha:g}" if verdict.significant else f">= {verdict.alpha:g}"),
+            )
+        )
+    return gates
+
+
+# ---------------------------------------------------------------------------------
+# Promotion to the MLflow Model Registry
+
+CHAMPION = "champion"
+TAG_WINNER = "winner"
+TAG_SIGNIFICANT = "significant"
+TAG_NOTE = "mlflow.note.content"  # the run description MLflow's UI shows
+
+
+@dataclass(frozen=True)
+class Promotion:
+    status: Literal["disabled", "refused", "promoted"]
+    gates: tuple[Gate, ...]
+    model_name: str
+    family: str | None = None
+    version: str | None = None
+
+    def describe(self) -> str:
+        if self.status == "disabled":
+            return "Promotion is off (`compare.promote.enabled: false`)."
+        if self.status == "refused":
+            failed = "; ".join(
+                f"`{gate.name}` ({gate.detail})" for gate in self.gates if not gate.passed
+            )
+            plural = "s" if sum(not gate.passed for gate in self.gates) > 1 else ""
+            return f"Not promoted to `{self.model_name}`: failed gate{plural} {failed}."
+        return (
+            f"Promoted **{self.family}** to the Model Registry as `{self.model_name}` "
+            f"version {self.version}, alias `{CHAMPION}` (gates: "
+            + "; ".join(gate.detail for gate in self.gates)
+            + ")."
+        )
+
+
+def register_champion(client: MlflowClient, model_id: str, name: str, tags: dict[str, str]) -> str:
+    """Register the logged model (once per parent run and family) and point the
+    `champion` alias at it; return the version."""
+    existing = [
+        version
+        for version in client.search_model_versions(f"name = '{name}'")
+        if all(version.tags.get(key) == value for key, value in tags.items())
+    ]
+    if existing:
+        # A rerun of this stage for the same runs: no second copy of the model.
+        version = existing[0].version
+    else:
+        version = mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    return str(version)
+
+
+def promote(
+    client: MlflowClient,
+    config: PromoteConfig,
+    verdict: Verdict,
+    estimates: dict[str, dict[str, float]],
+    run_ids: dict[str, str],
+) -> Promotion:
+    if not config.enabled:
+        return Promotion("disabled", (), config.registered_model_name)
+    gates = tuple(check_gates(verdict, estimates, config))
+    if not all(gate.passed for gate in gates):
+        return Promotion("refused", gates, config.registered_model_name, verdict.winner)
+    family = verdict.winner
+    tags = {
+        "parent_run_id": run_ids["parent_run_id"],
+        "model_family": family,
+        f"test_{verdict.metric}": f"{estimates[family][verdict.metric]:.6g}",
+    }
+    version = register_champion(
+        client, run_ids[f"{family}_model_id"], config.registered_model_name, tags
+    )
+    return Promotion("promoted", gates, config.registered_model_name, family, version)
+
+
+# ---------------------------------------------------------------------------------
+# The report
+
+METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+    "roc_auc": "ROC AUC",
+    "log_loss": "log-loss",
+}
+FINDING_NAMES = {
+    "no_signal": "no learnable signal",
+    "diverged": "diverged",
+    "overfitting": "over-fitting",
+    "underfitting": "under-fitting",
+    "not_converged": "not converged",
+    "plateau": "stuck on a plateau",
+}
+
+
+@dataclass(frozen=True)
+class Training:
+    """What a trainer's summary.json says about one model, plus its size."""
+
+    epochs_trained: int
+    best_epoch: int
+    stopped_early: bool
+    train_seconds: float
+    samples_per_second: float
+    parameters: int
+
+
+def _interval_text(interval: Interval, signed: bool = False) -> str:
+    form = "+.4f" if signed else ".4f"
+    return f"{interval.estimate:{form}} [{interval.low:{form}}, {interval.high:{form}}]"
+
+
+def verdict_sentence(comparison: Comparison) -> str:
+    verdict = comparison.verdict
+    name = METRIC_NAMES[verdict.metric]
+    keras, sklearn = (comparison.intervals[family][verdict.metric].estimate for family in FAMILIES)
+    difference = verdict.difference
+    level = f"{comparison.confidence:.0%} CI"
+    evidence = (
+        f"difference keras - sklearn {difference.estimate:+.4f} ({level} "
+        f"{difference.low:+.4f} to {difference.high:+.4f}); {verdict.test} "
+        f"p = {verdict.p_value:.3g}"
+    )
+    direction = " (lower is better)" if verdict.metric in LOWER_IS_BETTER else ""
+    if verdict.winner == "tie":
+        return f"**No difference**: both models score {keras:.4f} on test {name}{direction}."
+    if verdict.significant:
+        return (
+            f"**{verdict.winner} wins** on test {name}{direction}: keras {keras:.4f}, "
+            f"sklearn {sklearn:.4f}; {evidence} < alpha = {verdict.alpha:g}."
+        )
+    return (
+        f"**No significant difference** on test {name}{direction}: keras {keras:.4f}, "
+        f"sklearn {sklearn:.4f}; {evidence} >= alpha = {verdict.alpha:g}. "
+        f"{verdict.winner} is ahead on the point estimate only."
+    )
+
+
+def metrics_table(comparison: Comparison) -> Table:
+    rows = tuple(
+        (
+            METRIC_NAMES[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else ""),
+            *(_interval_text(comparison.intervals[family][metric]) for family in FAMILIES),
+            _interval_text(comparison.differences[metric], signed=True),
+        )
+        for metric in METRICS
+    )
+    return Table(("test metric", "keras", "sklearn", "keras - sklearn"), rows)
+
+
+def finding_headline(finding: Finding) -> str:
+    return f"{finding.family}: {FINDING_NAMES[finding.kind]}; try " + ", ".join(
+        f"`{suggestion.override()}`" for suggestion in finding.suggestions[:2]
+    )
+
+
+def keras_only_note(params: Params) -> str | None:
+    used = [
+        f"`model.{key}: {getattr(params.model, key):g}`"
+        for key in ("l1", "dropout")
+        if getattr(params.model, key) > 0
+    ]
+    if not used:
+        return None
+    return (
+        f"**Not like for like:** {' and '.join(used)} apply to keras only; scikit-learn's "
+        "MLPClassifier has no equivalent and trained without them."
+    )
+
+
+def scope_note(comparison: Comparison) -> Paragraph:
+    return Paragraph(
+        f"{comparison.n_rows} test rows ({comparison.n_positive} positive); [low, high]: "
+        f"{comparison.confidence:.0%} bootstrap interval from {comparison.n_bootstrap} "
+        "stratified resamples of the test rows."
+    )
+
+
+def summary_blocks(
+    comparison: Comparison, findings: list[Finding], promotion: Promotion, params: Params
+) -> list[Block]:
+    """The short version, for MLflow's run description: verdict, table, headlines."""
+    note = keras_only_note(params)
+    blocks: list[Block] = [
+        Paragraph(verdict_sentence(comparison)),
+        *([Paragraph(note)] if note else []),
+        metrics_table(comparison),
+        scope_note(comparison),
+    ]
+    if findings:
+        blocks.append(Bullets(tuple(finding_headline(finding) for finding in findings)))
+    else:
+        blocks.append(Paragraph("Diagnosis: nothing to fix in the training histories."))
+    blocks.append(Paragraph(promotion.describe()))
+    return blocks
+
+
+def next_commands(findings: list[Finding]) -> list[str]:
+    """One `dvc exp run` per finding with its first suggestions, without repeats."""
+    commands: list[str] = []
+    for finding in findings:
+        arguments = " ".join(
+            f"-S '{suggestion.override()}'" for suggestion in finding.suggestions[:1]
+        )
+        command = f"dvc exp run {arguments}"
+        if command not in commands:
+            commands.append(command)
+    return commands
+
+
+TRAINING_ROWS = {
+    "epochs trained": lambda run: str(run.epochs_trained),
+    "best epoch (weights kept)": lambda run: str(run.best_epoch),
+    "stopped early": lambda run: str(run.stopped_early).lower(),
+    "training time (s)": lambda run: f"{run.train_seconds:.2f}",
+    "throughput (training rows per second)": lambda run: f"{run.samples_per_second:,.0f}",
+    "parameters (weights and biases)": lambda run: str(run.parameters),
+}
+
+
+def training_table(training: dict[str, Training]) -> Table:
+    return Table(
+        ("", *FAMILIES),
+        tuple(
+            (name, *(render(training[family]) for family in FAMILIES))
+            for name, render in TRAINING_ROWS.items()
+        ),
+    )
+
+
+def build_report(
+    comparison: Comparison,
+    findings: list[Finding],
+    training: dict[str, Training],
+    promotion: Promotion,
+    params: Params,
+    images: dict[str, Image],
+    parent_run_id: str,
+) -> list[Block]:
+    verdict = comparison.verdict
+    mcnemar_result = comparison.mcnemar
+    tests = [
+        f"McNemar on correctness (threshold {params.evaluate.threshold:g}): keras is right "
+        f"where sklearn is wrong on {mcnemar_result.keras_only_correct} rows, the reverse on "
+        f"{mcnemar_result.sklearn_only_correct}; {mcnemar_result.method}, "
+        f"p = {mcnemar_result.p_value:.3g}.",
+    ]
+    bootstrap_metrics = ["roc_auc"]
+    if verdict.metric not in ("roc_auc", "accuracy"):
+        bootstrap_metrics.append(verdict.metric)
+    for metric in bootstrap_metrics:
+        difference = comparison.differences[metric]
+        tests.append(
+            f"Paired bootstrap on the {METRIC_NAMES[metric]} difference: "
+            f"{difference.estimate:+.4f} ({comparison.confidence:.0%} CI {difference.low:+.4f} "
+            f"to {difference.high:+.4f}), p = {comparison.bootstrap_p_values[metric]:.3g} "
+            f"from {comparison.n_bootstrap} resamples."
+        )
+    tests.append(
+        f"The verdict uses the {verdict.test} test on `compare.primary_metric: "
+        f"{verdict.metric}` at `compare.alpha: {verdict.alpha:g}`."
+    )
+    faster, slower = sorted(FAMILIES, key=lambda family: training[family].train_seconds)
+    speedup = training[slower].train_seconds / max(training[faster].train_seconds, 1e-9)
+    note = keras_only_note(params)
+    blocks: list[Block] = [
+        Heading("Keras vs scikit-learn: the verdict", 1),
+        Paragraph(verdict_sentence(comparison)),
+        *([Paragraph(note)] if note else []),
+        Heading("Test metrics"),
+        metrics_table(comparison),
+        scope_note(comparison),
+        images["intervals"],
+        Heading(f"Paired tests on the same {comparison.n_rows} test rows"),
+        Bullets(tuple(tests)),
+        images["differences"],
+        Heading("Training"),
+        training_table(training),
+        Paragraph(
+            f"{faster} trained {speedup:.1f}x faster. Keras' time includes building its "
+            "graph; scikit-learn's includes measuring train accuracy after each epoch."
+        ),
+        images["loss"],
+        images["roc"],
+        Heading("Diagnosis"),
+    ]
+    if not findings:
+        blocks.append(
+            Paragraph(
+                "No over-fitting, under-fitting or convergence problem shows in the "
+                "histories or the test results."
+            )
+        )
+    for finding in findings:
+        blocks.append(
+            Paragraph(
+                f"**{finding.family}: {FINDING_NAMES[finding.kind]}.** "
+                f"{finding.evidence[0].upper()}{finding.evidence[1:]}."
+            )
+        )
+        blocks.append(
+            Bullets(
+                tuple(
+                    f"`{suggestion.param}`: {suggestion.current} -> **{suggestion.value}**"
+                    + (f" ({suggestion.note})" if suggestion.note else "")
+                    for suggestion in finding.suggestions
+                )
+            )
+        )
+    blocks.append(Heading("What to try next"))
+    commands = next_commands(findings)
+    if commands:
+        blocks.append(Paragraph("One experiment per finding, with its first suggestion:"))
+        blocks.append(Code("\n".join(commands)))
+    blocks.append(
+        Paragraph("Or queue a grid, run it two at a time, and rank the results from MLflow:")
+    )
+    blocks.append(
+        Code(
+            "dvc exp run --queue -S 'model.learning_rate=0.001,0.01,0.1' -S 'model.l2=0,0.0001'\n"
+            "dvc queue start -j 2\n"
+            "python -m pipeline.rank"
+        )
+    )
+    blocks += [
+        Heading("Promotion"),
+        Paragraph(promotion.describe()),
+        Heading("Where this comes from"),
+        Paragraph(
+            f"MLflow parent run `{parent_run_id}` in experiment "
+            f"`{params.track.experiment_name}` (tags `winner`, `significant`; this report "
+            "is among its artifacts). Per-row test predictions: "
+            f"`{paths.KERAS_PREDICTIONS}`, `{paths.SKLEARN_PREDICTIONS}`; histories: "
+            f"`{paths.KERAS_HISTORY}`, `{paths.SKLEARN_HISTORY}`."
+        ),
+    ]
+    return blocks
+
+
+def verdict_record(
+    comparison: Comparison, findings: list[Finding], promotion: Promotion
+) -> dict[str, Any]:
+    """data/compare/verdict.json: what `dvc exp show` lists per experiment."""
+    verdict = comparison.verdict
+    record: dict[str, Any] = {
+        "winner": verdict.winner,
+        "significant": verdict.significant,
+        "primary_metric": verdict.metric,
+        "difference": verdict.difference.estimate,
+        "difference_low": verdict.difference.low,
+        "difference_high": verdict.difference.high,
+        "p_value": verdict.p_value,
+        "test": verdict.test,
+        "mcnemar_p_value": comparison.mcnemar.p_value,
+        "roc_auc_p_value": comparison.bootstrap_p_values["roc_auc"],
+        "findings": "; ".join(f"{finding.family}: {finding.kind}" for finding in findings)
+        or "none",
+        "promotion": promotion.status,
+    }
+    if promotion.version is not None:
+        record["champion_version"] = int(promotion.version)
+    return record
+
+
+# ---------------------------------------------------------------------------------
+# The stage
+
+
+def read_test_predictions(
+    test_path: Path, prediction_paths: dict[str, Path], columns: tuple[str, ...]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The test labels and each model's probability of label 1, row by row: the
+    training stages predicted the same test rows, so compare never loads a model."""
+    labels = read_table(test_path, columns).labels
+    return labels, {
+        family: read_predictions(path, len(labels)) for family, path in prediction_paths.items()
+    }
+
+
+def read_run_ids(path: os.PathLike) -> dict[str, str]:
+    try:
+        run_ids = read_json(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: missing; run the track stage first") from None
+    needed = {"parent_run_id", *(f"{family}_model_id" for family in FAMILIES)}
+    missing = needed - set(run_ids)
+    if missing:
+        raise PipelineError(f"{path}: missing keys {sorted(missing)}")
+    return run_ids
+
+
+def render_images(
+    comparison: Comparison,
+    histories: dict[str, pd.DataFrame],
+    labels: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+) -> dict[str, Image]:
+    from sklearn.metrics import roc_curve
+
+    verdict = comparison.verdict
+    level = f"{comparison.confidence:.0%}"
+    curves = {}
+    for family in FAMILIES:
+        fpr, tpr, _ = roc_curve(labels, probabilities[family])
+        curves[family] = pd.DataFrame({"fpr": fpr, "tpr": tpr})
+    intervals = {
+        family: {
+            metric: (interval.estimate, interval.low, interval.high)
+            for metric, interval in comparison.intervals[family].items()
+        }
+        for family in FAMILIES
+    }
+    aucs = {family: comparison.intervals[family]["roc_auc"].estimate for family in FAMILIES}
+    return {
+        "intervals": Image(
+            figures.png_bytes(figures.metric_intervals(intervals, comparison.confidence)),
+            f"Test metrics of both models with {level} bootstrap intervals.",
+        ),
+        "differences": Image(
+            figures.png_bytes(
+                figures.bootstrap_differences(
+                    comparison.primary_samples,
+                    verdict.difference.estimate,
+                    (verdict.difference.low, verdict.difference.high),
+                    verdict.metric,
+                )
+            ),
+            f"Paired bootstrap distribution of the {METRIC_NAMES[verdict.metric]} "
+            f"difference; the verdict asks whether it lies clearly on one side of 0.",
+        ),
+        "loss": Image(
+            figures.png_bytes(figures.learning_curves(histories, "loss")),
+            "Loss per epoch, both models overlaid: training dashed, validation solid.",
+        ),
+        "roc": Image(
+            figures.png_bytes(figures.roc_curves(curves, aucs)),
+            "ROC curves on the test set.",
+        ),
+    }
+
+
+def publish_verdict(
+    client: MlflowClient,
+    parent_run_id: str,
+    comparison: Comparison,
+    note: str,
+    files: list[os.PathLike],
+) -> None:
+    """Tags, description and report files on the parent run that track logged."""
+    verdict = comparison.verdict
+    client.set_tag(parent_run_id, TAG_WINNER, verdict.winner)
+    client.set_tag(parent_run_id, TAG_SIGNIFICANT, str(verdict.significant).lower())
+    client.set_tag(parent_run_id, "primary_metric", verdict.metric)
+    client.set_tag(parent_run_id, TAG_NOTE, note)
+    client.log_metric(
+        parent_run_id, f"test_{verdict.metric}_difference", verdict.difference.estimate
+    )
+    client.log_metric(parent_run_id, "p_value", verdict.p_value)
+    for path in files:
+        client.log_artifact(parent_run_id, str(path), artifact_path="report")
+
+
+def main() -> None:
+    params = load_params()
+    labels, probabilities = read_test_predictions(
+        paths.TEST,
+        {"keras": paths.KERAS_PREDICTIONS, "sklearn": paths.SKLEARN_PREDICTIONS},
+        feature_names(params.generate.n_features),
+    )
+    histories = {
+        "keras": read_history(paths.KERAS_HISTORY),
+        "sklearn": read_history(paths.SKLEARN_HISTORY),
+    }
+    summaries = {
+        "keras": read_json(paths.KERAS_SUMMARY),
+        "sklearn": read_json(paths.SKLEARN_SUMMARY),
+    }
+    n_features = params.generate.n_features
+    run_ids = read_run_ids(paths.MLFLOW_RUNS)
+    try:
+        comparison = compare_predictions(
+            labels, probabilities, params.evaluate.threshold, params.compare, params.seed
+        )
+    except ValueError as error:
+        raise PipelineError(f"{paths.TEST}: {error}") from None
+    findings = diagnose(
+        [
+            ModelEvidence(
+                family,
+                histories[family],
+                comparison.intervals[family]["roc_auc"].estimate,
+                (
+                    comparison.intervals[family]["roc_auc"].low,
+                    comparison.intervals[family]["roc_auc"].high,
+                ),
+                bool(summaries[family]["stopped_early"]),
+            )
+            for family in FAMILIES
+        ],
+        params.model,
+        params.generate,
+        params.compare.confidence,
+    )
+    training = {
+        family: Training(
+            epochs_trained=int(summaries[family]["epochs_trained"]),
+            best_epoch=int(summaries[family]["best_epoch"]),
+            stopped_early=bool(summaries[family]["stopped_early"]),
+            train_seconds=float(summaries[family]["train_seconds"]),
+            samples_per_second=float(summaries[family]["samples_per_second"]),
+            parameters=parameter_count(n_features, params.model.hidden_layers),
+        )
+        for family in FAMILIES
+    }
+
+    store = resolve_store(dict(os.environ), repository_root())
+    # track's connection: a bounded retry policy and one line when the store is down.
+    client = open_store(store)
+    parent_run_id = run_ids["parent_run_id"]
+    try:
+        client.get_run(parent_run_id)
+    except MlflowException:
+        raise PipelineError(
+            f"{paths.MLFLOW_RUNS}: parent run {parent_run_id} is not in "
+            f"{redact(store.tracking_uri)}; rerun the track stage (`dvc repro -f -s track`)"
+        ) from None
+    estimates = {
+        family: {metric: interval.estimate for metric, interval in intervals.items()}
+        for family, intervals in comparison.intervals.items()
+    }
+    # Parallel queued experiments write to the same SQLite store: one writer at a time.
+    with store_lock(store):
+        promotion = promote(client, params.compare.promote, comparison.verdict, estimates, run_ids)
+
+    images = render_images(comparison, histories, labels, probabilities)
+    blocks = build_report(comparison, findings, training, promotion, params, images, parent_run_id)
+    write_text(to_markdown(blocks), paths.REPORT_MARKDOWN)
+    write_text(to_html(blocks, "Keras vs scikit-learn: the verdict"), paths.REPORT_HTML)
+    write_json(verdict_record(comparison, findings, promotion), paths.VERDICT)
+    note = to_markdown(
+        [
+            Heading("Keras vs scikit-learn", 3),
+            *summary_blocks(comparison, findings, promotion, params),
+        ]
+    )
+    with store_lock(store):
+        publish_verdict(
+            client,
+            parent_run_id,
+            comparison,
+            note,
+            [paths.REPORT_MARKDOWN, paths.REPORT_HTML, paths.VERDICT],
+        )
+
+    verdict = comparison.verdict
+    logger.info("compare: %s", verdict_sentence(comparison).replace("**", ""))
+    for finding in findings:
+        logger.info("compare: %s", finding_headline(finding).replace("`", ""))
+    logger.info("compare: %s", promotion.describe().replace("`", "").replace("**", ""))
+    logger.info(
+        "compare: report -> %s, %s; tags winner=%s significant=%s on MLflow run %s",
+        paths.REPORT_MARKDOWN,
+        paths.REPORT_HTML,
+        verdict.winner,
+        str(verdict.significant).lower(),
+        parent_run_id,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

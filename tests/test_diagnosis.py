@@ -1,0 +1,319 @@
+"""Tests for `pipeline.diagnosis`: one constructed history per pattern the textbook's FAQ
+names, and the random-labels control."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import GenerateConfig, ModelSpec
+from pipeline.diagnosis import (
+    ModelEvidence,
+    Suggestion,
+    diagnose,
+    label_entropy,
+)
+
+DATA = GenerateConfig(
+    kind="classification",
+    n_samples=2000,
+    n_features=8,
+    n_informative=4,
+    noise=0.05,
+    class_sep=1.0,
+    positive_fraction=0.5,
+)
+RANDOM_LABELS = DATA.model_copy(update={"kind": "random_labels"})
+GOOD_AUC = (0.88, 0.93)
+
+
+@pytest.fixture
+def spec(default_params) -> ModelSpec:
+    return default_params.model  # learning_rate 0.001, batch 32, 10 epochs, no penalty
+
+
+def history(
+    loss: list[float],
+    val_loss: list[float],
+    accuracy: list[float] | None = None,
+    val_accuracy: list[float] | None = None,
+) -> pd.DataFrame:
+    epochs = len(loss)
+    return pd.DataFrame(
+        {
+            "epoch": range(1, epochs + 1),
+            "loss": loss,
+            "accuracy": accuracy or np.linspace(0.6, 0.88, epochs),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy or np.linspace(0.6, 0.86, epochs),
+        }
+    )
+
+
+def evidence(
+    family: str,
+    frame: pd.DataFrame,
+    interval: tuple[float, float] = GOOD_AUC,
+    stopped_early: bool = False,
+) -> ModelEvidence:
+    return ModelEvidence(family, frame, sum(interval) / 2, interval, stopped_early)
+
+
+# The training loss falls and flattens; val_loss reaches its minimum at the end.
+CONVERGED = history(
+    [0.60, 0.45, 0.38, 0.34, 0.32, 0.31, 0.305, 0.30, 0.30, 0.30],
+    [0.55, 0.44, 0.38, 0.35, 0.33, 0.32, 0.315, 0.312, 0.311, 0.311],
+)
+# val_loss bottoms out at epoch 4 and climbs while the training loss keeps falling.
+RISING = history(
+    [0.60, 0.50, 0.42, 0.36, 0.31, 0.27, 0.23, 0.20],
+    [0.58, 0.50, 0.46, 0.44, 0.45, 0.47, 0.50, 0.55],
+)
+# Both losses still fall steeply at the last epoch.
+STILL_FALLING = history(
+    [0.69, 0.66, 0.63, 0.60, 0.57, 0.54, 0.51, 0.48, 0.45, 0.42],
+    [0.68, 0.65, 0.62, 0.59, 0.56, 0.53, 0.50, 0.47, 0.44, 0.41],
+)
+# Stuck at ln 2, the loss of predicting 0.5 for every row.
+STUCK = history(
+    [0.6950, 0.6936, 0.6932, 0.6932, 0.6931, 0.6931],
+    [0.6940, 0.6935, 0.6933, 0.6932, 0.6932, 0.6932],
+)
+
+
+def kinds(findings) -> list[tuple[str, str]]:
+    return [(finding.kind, finding.family) for finding in findings]
+
+
+def test_healthy_training_has_no_findings(spec: ModelSpec):
+    models = [evidence("keras", CONVERGED), evidence("sklearn", CONVERGED)]
+    assert diagnose(models, spec, DATA, 0.95) == []
+
+
+@pytest.mark.parametrize("family", ["keras", "sklearn"])
+def test_rising_validation_loss_is_overfitting(spec: ModelSpec, family: str):
+    (finding,) = diagnose([evidence(family, RISING)], spec, DATA, 0.95)
+
+    assert (finding.kind, finding.family) == ("overfitting", family)
+    assert "val_loss rose from 0.4400 (epoch 4, its minimum) to 0.5500 (epoch 8)" in (
+        finding.evidence
+    )
+    assert "training loss fell from 0.3600 to 0.2000" in finding.evidence
+    assert finding.param == "model.l2"
+    values = {suggestion.param: suggestion.value for suggestion in finding.suggestions}
+    assert values["model.l2"] == pytest.approx(1e-4)
+    assert values["model.patience"] == 3
+    if family == "keras":
+        assert values["model.dropout"] == pytest.approx(0.2)
+        assert values["model.l1"] == pytest.approx(1e-5)
+    else:
+        # scikit-learn's MLPClassifier has neither dropout nor an L1 penalty.
+        assert "model.dropout" not in values and "model.l1" not in values
+
+
+def test_existing_regularization_is_strengthened(spec: ModelSpec):
+    stronger = spec.model_copy(update={"l2": 0.001, "l1": 0.0002, "dropout": 0.4})
+    (finding,) = diagnose([evidence("keras", RISING)], stronger, DATA, 0.95)
+    values = {suggestion.param: suggestion for suggestion in finding.suggestions}
+    assert values["model.l2"].value == pytest.approx(0.01)
+    assert values["model.l2"].current == pytest.approx(0.001)
+    assert values["model.l1"].value == pytest.approx(0.002)
+    assert values["model.dropout"].value == pytest.approx(0.5)
+    at_most = stronger.model_copy(update={"dropout": 0.5})
+    (finding,) = diagnose([evidence("keras", RISING)], at_most, DATA, 0.95)
+    assert "model.dropout" not in [suggestion.param for suggestion in finding.suggestions]
+
+
+def test_early_stopping_already_handles_a_rising_tail(spec: ModelSpec):
+    with_patience = spec.model_copy(update={"patience": 4})
+    model = evidence("keras", RISING, stopped_early=True)
+    assert diagnose([model], with_patience, DATA, 0.95) == []
+
+
+def test_train_validation_accuracy_gap_is_overfitting(spec: ModelSpec):
+    frame = history(
+        CONVERGED["loss"].tolist(),
+        CONVERGED["val_loss"].tolist(),
+        accuracy=list(np.linspace(0.8, 0.99, 10)),
+        val_accuracy=list(np.linspace(0.75, 0.80, 10)),
+    )
+    (finding,) = diagnose([evidence("sklearn", frame)], spec, DATA, 0.95)
+    assert finding.kind == "overfitting"
+    assert "train accuracy 0.9900 vs validation accuracy 0.8000 at epoch 10" in finding.evidence
+    assert "a gap of 0.190" in finding.evidence
+
+
+@pytest.mark.parametrize("family", ["keras", "sklearn"])
+def test_loss_still_falling_is_not_converged(spec: ModelSpec, family: str):
+    (finding,) = diagnose([evidence(family, STILL_FALLING)], spec, DATA, 0.95)
+
+    assert (finding.kind, finding.family) == ("not_converged", family)
+    assert "still fell by 0.0300 in the last epoch (0.4500 to 0.4200" in finding.evidence
+    assert finding.param == "model.epochs"
+    assert finding.suggestions[0].value == 20
+    assert finding.suggestions[1].param == "model.learning_rate"
+    assert finding.suggestions[1].value == pytest.approx(0.003)
+    assert ("ConvergenceWarning" in finding.evidence) == (family == "sklearn")
+
+
+def test_rising_validation_loss_is_not_called_unconverged(spec: ModelSpec):
+    findings = diagnose([evidence("keras", RISING)], spec, DATA, 0.95)
+    assert "not_converged" not in [finding.kind for finding in findings]
+
+
+def test_stuck_at_chance_loss_is_a_plateau(spec: ModelSpec):
+    (finding,) = diagnose([evidence("keras", STUCK, interval=(0.44, 0.56))], spec, DATA, 0.95)
+
+    assert finding.kind == "plateau"
+    assert "stayed at 0.6931 from epoch 3 to 6" in finding.evidence
+    assert f"chance level {math.log(2):.4f}" in finding.evidence
+    assert finding.param == "model.learning_rate"
+    assert finding.suggestions[0].value == pytest.approx(0.01)
+    assert finding.suggestions[1] == Suggestion(
+        "model.batch_size", 16, 32, "more, noisier steps per epoch"
+    )
+
+
+def test_a_low_flat_loss_is_convergence_not_a_plateau(spec: ModelSpec):
+    frame = history([0.5, 0.3, 0.2, 0.2, 0.2, 0.2], [0.5, 0.3, 0.21, 0.21, 0.21, 0.21])
+    assert diagnose([evidence("keras", frame)], spec, DATA, 0.95) == []
+
+
+def test_nan_loss_diverged(spec: ModelSpec):
+    frame = history([0.7, 0.9, math.nan, math.nan], [0.7, 1.2, math.nan, math.nan])
+
+    (finding,) = diagnose([evidence("keras", frame)], spec, DATA, 0.95)
+
+    assert finding.kind == "diverged"
+    assert "not a number from epoch 3 on" in finding.evidence
+    assert finding.param == "model.learning_rate"
+    assert finding.suggestions[0].value == pytest.approx(1e-4)
+    assert finding.suggestions[1].param == "model.batch_size"
+    assert finding.suggestions[1].value == 64
+
+
+def test_rising_training_loss_diverged(spec: ModelSpec):
+    frame = history([0.7, 1.5, 3.0, 2.6], [0.8, 1.7, 3.1, 2.9])
+    (finding,) = diagnose([evidence("sklearn", frame)], spec, DATA, 0.95)
+    assert finding.kind == "diverged"
+    assert "rose from 0.7000 (epoch 1) to 2.6000 (epoch 4)" in finding.evidence
+
+
+def test_chance_result_on_data_with_signal_is_underfitting(spec: ModelSpec):
+    frame = history([0.72, 0.70, 0.685, 0.67, 0.66, 0.655], [0.71, 0.70, 0.69, 0.685, 0.68, 0.68])
+    model = evidence("sklearn", frame, interval=(0.46, 0.58))
+
+    (finding,) = diagnose([model], spec, DATA, 0.95)
+
+    assert finding.kind == "underfitting"
+    assert "test ROC AUC 0.520 (95% CI 0.460 to 0.580) includes 0.5" in finding.evidence
+    assert finding.param == "model.hidden_layers"
+    assert finding.suggestions[0].value == [20, 20]
+    assert [suggestion.param for suggestion in finding.suggestions] == [
+        "model.hidden_layers",
+        "model.learning_rate",
+        "model.epochs",
+    ]
+
+
+def test_underfitting_logistic_regression_gets_a_hidden_layer(spec: ModelSpec):
+    linear = spec.model_copy(update={"hidden_layers": []})
+    frame = history([0.70, 0.69, 0.685, 0.683], [0.70, 0.69, 0.688, 0.687])
+    (finding,) = diagnose([evidence("keras", frame, (0.45, 0.55))], linear, DATA, 0.95)
+    assert finding.suggestions[0].override() == "model.hidden_layers=[10]"
+
+
+def test_random_labels_are_no_learnable_signal_not_a_bad_model(spec: ModelSpec):
+    """The control: both at chance, and over-fitting, as memorizing noise does."""
+    models = [
+        evidence("keras", RISING, interval=(0.44, 0.57)),
+        evidence("sklearn", STUCK, interval=(0.45, 0.58)),
+    ]
+
+    (finding,) = diagnose(models, spec, RANDOM_LABELS, 0.95)
+
+    assert (finding.kind, finding.family) == ("no_signal", "both")
+    assert "generate.kind = random_labels" in finding.evidence
+    assert "no learnable signal" in finding.evidence
+    assert "keras 0.505 (95% CI 0.440 to 0.570)" in finding.evidence
+    assert finding.param == "generate.kind"
+    assert finding.suggestions[0].override() == "generate.kind=classification"
+
+
+def test_random_labels_still_report_a_divergence(spec: ModelSpec):
+    frame = history([0.7, math.nan], [0.7, math.nan])
+    models = [evidence("keras", frame, (0.4, 0.6)), evidence("sklearn", STUCK, (0.4, 0.6))]
+    assert kinds(diagnose(models, spec, RANDOM_LABELS, 0.95)) == [
+        ("no_signal", "both"),
+        ("diverged", "keras"),
+    ]
+
+
+def test_each_model_is_diagnosed_on_its_own(spec: ModelSpec):
+    models = [evidence("keras", RISING), evidence("sklearn", STILL_FALLING)]
+    assert kinds(diagnose(models, spec, DATA, 0.95)) == [
+        ("overfitting", "keras"),
+        ("not_converged", "sklearn"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("suggestion", "override"),
+    [
+        (Suggestion("model.l2", 0.0001, 0.0), "model.l2=0.0001"),
+        (Suggestion("model.learning_rate", 1e-5, 1e-4), "model.learning_rate=1e-05"),
+        (Suggestion("model.epochs", 20, 10), "model.epochs=20"),
+        (Suggestion("model.hidden_layers", [20, 20], [10, 10]), "model.hidden_layers=[20,20]"),
+    ],
+)
+def test_suggestion_as_a_dvc_override(suggestion: Suggestion, override: str):
+    assert suggestion.override() == override
+
+
+@pytest.mark.parametrize(("fraction", "expected"), [(0.5, math.log(2)), (0.1, 0.3250829733914482)])
+def test_label_entropy(fraction: float, expected: float):
+    assert label_entropy(fraction) == pytest.approx(expected)
+
+
+def test_a_plateau_after_a_huge_learning_rate_asks_for_smaller_steps(spec: ModelSpec):
+    """Adam at 0.5 kills the ReLU units: the loss sits at chance, and larger steps
+    would not help."""
+    huge = spec.model_copy(update={"learning_rate": 0.5})
+    (finding,) = diagnose([evidence("keras", STUCK, interval=(0.5, 0.5))], huge, DATA, 0.95)
+    assert finding.kind == "plateau"
+    assert finding.suggestions[0].param == "model.learning_rate"
+    assert finding.suggestions[0].value == pytest.approx(0.05)
+    assert "0.5 is high for adam" in finding.suggestions[0].note
+
+
+def test_a_chance_result_after_a_huge_learning_rate_asks_for_smaller_steps(spec: ModelSpec):
+    huge = spec.model_copy(update={"learning_rate": 0.5})
+    frame = history([0.72, 0.70, 0.685, 0.67, 0.66, 0.655], [0.71, 0.70, 0.69, 0.685, 0.68, 0.68])
+    (finding,) = diagnose([evidence("sklearn", frame, (0.46, 0.58))], huge, DATA, 0.95)
+    assert finding.kind == "underfitting"
+    assert [suggestion.param for suggestion in finding.suggestions] == [
+        "model.learning_rate",
+        "model.hidden_layers",
+        "model.epochs",
+    ]
+    assert finding.suggestions[0].value == pytest.approx(0.05)
+
+
+def test_a_loss_that_keeps_bouncing_at_chance_diverged(spec: ModelSpec):
+    """scikit-learn at learning rate 0.5: up in half the epochs, never below chance."""
+    loss = [0.7499, 0.7043, 0.6964, 0.6973, 0.7046, 0.7034, 0.7067, 0.7192, 0.7131, 0.7157,
+            0.6953, 0.7044, 0.6959, 0.6955, 0.6999]  # fmt: skip
+    frame = history(loss, [0.69 + 0.01 * (index % 3) for index in range(15)])
+
+    (finding,) = diagnose([evidence("sklearn", frame, (0.5, 0.5))], spec, DATA, 0.95)
+
+    assert finding.kind == "diverged"
+    assert "went up in 7 of 14 epochs and ends at 0.6999" in finding.evidence
+    assert finding.param == "model.learning_rate"
+
+
+def test_small_ups_and_downs_at_a_low_loss_are_not_divergence(spec: ModelSpec):
+    loss = [0.5, 0.3, 0.25, 0.2502, 0.2498, 0.2503, 0.2497, 0.2501]
+    frame = history(loss, [0.5, 0.31, 0.26, 0.26, 0.26, 0.26, 0.26, 0.26])
+    assert diagnose([evidence("keras", frame)], spec, DATA, 0.95) == []

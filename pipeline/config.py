@@ -25,7 +25,7 @@ KerasInitializer = Literal[
 LearningRateSchedule = Literal["constant", "invscaling", "adaptive"]
 # The test metrics evaluate computes, by their names in metrics.json.
 MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
-KerasTrainer = Literal["compiled", "fit"]
+KerasTrainer = Literal["auto", "xla", "graph", "fit"]
 
 # Strict types: YAML `true` is not 1, and "10" (quoted) is not a number.
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]

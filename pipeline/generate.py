@@ -76,9 +76,11 @@ def generate_dataset(config: GenerateConfig, seed: int) -> Table:
             signal = xor_features(labels, config.noise, rng)
         padding = rng.standard_normal((n_samples, n_features - SIGNAL_FEATURES))
         features = np.hstack([signal, padding])
+    # Labels first: the int64 copy goes before the float32 features are made.
+    labels = np.asarray(labels, dtype=np.int32)
     return Table(
         features=features.astype(np.float32),
-        labels=np.asarray(labels, dtype=np.int32),
+        labels=labels,
         feature_names=feature_names(n_features),
     )
 

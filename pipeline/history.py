@@ -4,7 +4,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
@@ -48,11 +47,6 @@ class EarlyStopping:
 
     def should_stop(self, epoch: int) -> bool:
         return self.patience > 0 and epoch - self.best_epoch >= self.patience
-
-
-def best_epoch(val_losses: list[float]) -> int:
-    """1-based epoch of the first lowest validation loss (what early stopping keeps)."""
-    return int(np.argmin(val_losses)) + 1
 
 
 def log_epoch(family: str, record: dict[str, float], epochs: int) -> None:

@@ -20,6 +20,9 @@ import numpy as np
 
 from pipeline.files import atomic_path
 
+# MLflow (about 2 s and 150 MB) is imported in the background during training, when
+# the training set is small enough for that memory not to matter.
+PRELOAD_MAX_ROWS = 1_000_000
 _preloading: threading.Thread | None = None
 
 

@@ -2,6 +2,7 @@
 them with a scaler fitted on the train set only (`data/split/`)."""
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,12 @@ from pipeline.errors import PipelineError, run_stage
 from pipeline.files import Table, read_table, write_json, write_table
 
 logger = logging.getLogger(__name__)
+
+
+SPLIT_NAMES = ("train", "validation", "test")
+SPLIT_PATHS = {"train": paths.TRAIN, "validation": paths.VALIDATION, "test": paths.TEST}
+# Rows per step when fitting the scaler.
+CHUNK_ROWS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,8 @@ def stratified_indices(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row indices of the train, validation and test sets, each with the class mix
     of the whole data set."""
-    everything = np.arange(len(labels))
+    # int32 row numbers: half the memory of int64 on 10 million rows.
+    everything = np.arange(len(labels), dtype=np.int32 if len(labels) < 2**31 else np.int64)
     # Whole row counts: train_test_split rounds a fractional size up, so that
     # 0.1 / 0.7 * 350 = 50.00000000000001 would become 51 validation rows.
     n_train, n_validation, n_test = split_sizes(len(labels), config)
@@ -49,19 +57,37 @@ def stratified_indices(
     return train, validation, test
 
 
+def fit_scaler(features: np.ndarray, train_rows: np.ndarray) -> StandardScaler:
+    """A scaler fitted on the train rows only, a chunk at a time: the train set is
+    never copied whole just to compute its means and variances."""
+    scaler = StandardScaler()
+    for start in range(0, len(train_rows), CHUNK_ROWS):
+        scaler.partial_fit(features[train_rows[start : start + CHUNK_ROWS]])
+    return scaler
+
+
+def standardized(dataset: Table, rows: np.ndarray, scaler: StandardScaler) -> Table:
+    # Fancy indexing has already copied the rows: standardize that copy in place.
+    features = scaler.transform(dataset.features[rows], copy=False)
+    return Table(
+        features.astype(np.float32, copy=False), dataset.labels[rows], dataset.feature_names
+    )
+
+
+def standardized_splits(
+    dataset: Table, config: SplitConfig, seed: int
+) -> tuple[StandardScaler, Iterator[tuple[str, Table]]]:
+    """The fitted scaler, and the three standardized splits one at a time, so that a
+    caller can write each and let it go before the next is built."""
+    rows = dict(zip(SPLIT_NAMES, stratified_indices(dataset.labels, config, seed), strict=True))
+    scaler = fit_scaler(dataset.features, rows["train"])
+    return scaler, ((name, standardized(dataset, rows[name], scaler)) for name in SPLIT_NAMES)
+
+
 def split_dataset(dataset: Table, config: SplitConfig, seed: int) -> Splits:
     """Split and standardize; the scaler sees the train rows only."""
-    train, validation, test = stratified_indices(dataset.labels, config, seed)
-    scaler = StandardScaler().fit(dataset.features[train])
-
-    def subset(rows: np.ndarray) -> Table:
-        # Fancy indexing has already copied the rows: standardize that copy in place.
-        standardized = scaler.transform(dataset.features[rows], copy=False)
-        return Table(
-            standardized.astype(np.float32, copy=False), dataset.labels[rows], dataset.feature_names
-        )
-
-    return Splits(subset(train), subset(validation), subset(test), scaler)
+    scaler, splits = standardized_splits(dataset, config, seed)
+    return Splits(**dict(splits), scaler=scaler)
 
 
 def scaler_description(scaler: StandardScaler, feature_names: tuple[str, ...]) -> dict:
@@ -77,16 +103,17 @@ def main() -> None:
     params = load_params()
     columns = feature_names(params.generate.n_features)
     dataset = read_table(paths.DATASET, columns)
-    splits = split_dataset(dataset, params.split, params.seed)
-    write_table(splits.train, paths.TRAIN)
-    write_table(splits.validation, paths.VALIDATION)
-    write_table(splits.test, paths.TEST)
-    write_json(scaler_description(splits.scaler, dataset.feature_names), paths.SCALER)
+    scaler, splits = standardized_splits(dataset, params.split, params.seed)
+    sizes = {}
+    for name, table in splits:
+        write_table(table, SPLIT_PATHS[name])
+        sizes[name] = len(table.labels)
+    write_json(scaler_description(scaler, dataset.feature_names), paths.SCALER)
     logger.info(
         "split: %d train, %d validation, %d test rows -> %s",
-        len(splits.train.labels),
-        len(splits.validation.labels),
-        len(splits.test.labels),
+        sizes["train"],
+        sizes["validation"],
+        sizes["test"],
         paths.SPLIT,
     )
 

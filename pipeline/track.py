@@ -294,18 +294,51 @@ def prepare(params: Params, revision: Revision, key: str) -> Publication:
 
 
 class Terminated(BaseException):
-    """SIGTERM or SIGINT arrived: the runs end as KILLED, not FAILED or FINISHED."""
+    """SIGTERM or SIGINT arrived: the runs end as KILLED, not FAILED or FINISHED.
+
+    Its message is the signal's name, e.g. "SIGTERM".
+    """
 
 
-def _raise_terminated(signal_number: int, frame: object) -> None:
+class _Signals:
+    """SIGTERM/SIGINT handling that never interrupts a store write halfway.
+
+    A signal raised inside SQLAlchemy can leave its session unusable, and then the
+    runs cannot be marked KILLED. While publishing, a signal is only recorded and
+    `checkpoint()` raises it between two writes.
+    """
+
+    deferring = False
+    received: int | None = None
+
+
+def _on_signal(signal_number: int, frame: object) -> None:
+    if _Signals.deferring:
+        _Signals.received = signal_number
+        return
     raise Terminated(signal.Signals(signal_number).name)
 
 
 def install_signal_handlers() -> None:
     # MLflow's exit hook does not run on signals; without these, a `dvc queue kill`
     # or Ctrl-C would leave the runs RUNNING forever.
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    signal.signal(signal.SIGINT, _raise_terminated)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    _Signals.deferring, _Signals.received = True, None
+    try:
+        yield
+    finally:
+        _Signals.deferring = False
+
+
+def checkpoint() -> None:
+    """Raise a signal that arrived during the last write, now that it is complete."""
+    if _Signals.received is not None:
+        raise Terminated(signal.Signals(_Signals.received).name)
 
 
 def _process_alive(pid: int) -> bool:
@@ -381,48 +414,59 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
     }
     run_ids = {"experiment_id": experiment_id}
     try:
-        parent = mlflow.start_run(
-            experiment_id=experiment_id, run_name=parent_run_name(revision), tags=common_tags
-        )
-        run_ids["parent_run_id"] = parent.info.run_id
-        mlflow.log_params(flat_params)
-        mlflow.log_artifacts(str(paths.FIGURES), "figures")
-        mlflow.log_artifact(str(paths.METRICS))
-        mlflow.log_artifact(str(paths.SCALER))
-        for family, results in publication.families.items():
-            child = mlflow.start_run(
-                experiment_id=experiment_id,
-                run_name=family,
-                nested=True,
-                tags={**common_tags, TAG_FAMILY: family},
+        with signals_deferred():
+            parent = mlflow.start_run(
+                experiment_id=experiment_id, run_name=parent_run_name(revision), tags=common_tags
             )
-            run_ids[f"{family}_run_id"] = child.info.run_id
+            run_ids["parent_run_id"] = parent.info.run_id
             mlflow.log_params(flat_params)
-            final_metrics = {
-                f"test_{name}": value for name, value in publication.test_metrics[family].items()
-            }
-            final_metrics.update(
-                {
-                    name: float(value)
-                    for name, value in results.summary.items()
-                    if name != "stopped_early"
+            checkpoint()
+            mlflow.log_artifacts(str(paths.FIGURES), "figures")
+            mlflow.log_artifact(str(paths.METRICS))
+            mlflow.log_artifact(str(paths.SCALER))
+            checkpoint()
+            for family, results in publication.families.items():
+                child = mlflow.start_run(
+                    experiment_id=experiment_id,
+                    run_name=family,
+                    nested=True,
+                    tags={**common_tags, TAG_FAMILY: family},
+                )
+                run_ids[f"{family}_run_id"] = child.info.run_id
+                mlflow.log_params(flat_params)
+                checkpoint()
+                final_metrics = {
+                    f"test_{name}": value
+                    for name, value in publication.test_metrics[family].items()
                 }
-            )
-            now = int(time.time() * 1000)
-            # One batch instead of hundreds of single calls.
-            client.log_batch(
-                child.info.run_id,
-                metrics=epoch_metrics(results.history)
-                + [Metric(name, value, now, 0) for name, value in final_metrics.items()],
-            )
-            for name, (path, table) in publication.splits.items():
-                mlflow.log_input(dataset_input(name, path, table), context=DATASET_CONTEXTS[name])
-            mlflow.log_artifact(str(results.history_path))
-            model_id = log_saved_model(results.mlflow_model, results.flavor)
-            run_ids[f"{family}_model_id"] = model_id
-            mlflow.set_tag(TAG_MODEL_ID, model_id)
+                final_metrics.update(
+                    {
+                        name: float(value)
+                        for name, value in results.summary.items()
+                        if name != "stopped_early"
+                    }
+                )
+                now = int(time.time() * 1000)
+                # One batch instead of hundreds of single calls.
+                client.log_batch(
+                    child.info.run_id,
+                    metrics=epoch_metrics(results.history)
+                    + [Metric(name, value, now, 0) for name, value in final_metrics.items()],
+                )
+                for name, (path, table) in publication.splits.items():
+                    mlflow.log_input(
+                        dataset_input(name, path, table), context=DATASET_CONTEXTS[name]
+                    )
+                mlflow.log_artifact(str(results.history_path))
+                checkpoint()
+                model_id = log_saved_model(results.mlflow_model, results.flavor)
+                run_ids[f"{family}_model_id"] = model_id
+                mlflow.set_tag(TAG_MODEL_ID, model_id)
+                checkpoint()
+                mlflow.end_run()
             mlflow.end_run()
-        mlflow.end_run()
+        # A signal after the last write: the runs are complete, but the user asked to stop.
+        checkpoint()
     except Terminated:
         end_active_runs("KILLED")
         raise
@@ -538,7 +582,11 @@ def main() -> None:
     environment = dict(os.environ)
     store = resolve_store(environment, repository_root())
     install_signal_handlers()
-    run_ids, created = publish_once(params, store, current_revision(environment))
+    try:
+        run_ids, created = publish_once(params, store, current_revision(environment))
+    except Terminated as stop:
+        logger.error("track: stopped by %s; unfinished runs are marked KILLED", stop)
+        sys.exit(128 + signal.Signals[str(stop)].value)
     write_json(run_ids, paths.MLFLOW_RUNS)
     logger.info(
         "track: %s parent run %s in experiment %r at %s",

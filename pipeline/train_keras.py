@@ -4,7 +4,9 @@
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +19,10 @@ from pipeline.files import Table, atomic_path, read_table, write_csv, write_json
 from pipeline.history import (
     EarlyStopping,
     TrainingSummary,
-    best_epoch,
     history_frame,
     log_epoch,
 )
-from pipeline.mlflow_models import preload_mlflow, save_mlflow_model
+from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
 from pipeline.tensorflow_import import import_tensorflow
 
 tf, keras = import_tensorflow()
@@ -127,7 +128,7 @@ class CompiledLoop:
         self, model: keras.Model, train_set: Table, batch_size: int, jit_compile: bool = True
     ) -> None:
         self.model = model
-        self.features = tf.constant(train_set.features)
+        self.features = tf.convert_to_tensor(train_set.features)  # no copy if a tensor
         self.targets = tf.constant(train_set.labels.astype(np.float32)[:, None])
         self.batch_size = batch_size
         self.full_batches = len(train_set.labels) // batch_size
@@ -199,20 +200,19 @@ def validation_metrics(model: keras.Model, validation_set: Table, forward) -> tu
     return float(loss), float(accuracy)
 
 
-def train_compiled(
-    train_set: Table,
+EpochRunner = Callable[[np.ndarray], tuple[float, float]]
+
+
+def train_epochs(
+    model: keras.Model,
+    run_epoch: EpochRunner,
+    n_rows: int,
     validation_set: Table,
     spec: ModelSpec,
-    kernel_initializer: KerasInitializer,
     seed: int,
 ) -> KerasResult:
-    """Train with `CompiledLoop`, keeping the best weights when early stopping."""
-    set_deterministic(seed)
-    model = build_model(train_set.features.shape[1], spec, kernel_initializer)
-    # XLA compilation costs about 3 s here and then runs 10x faster: worth it only
-    # when there is enough training to pay it back.
-    jit_compile = len(train_set.labels) * spec.epochs >= XLA_MIN_SAMPLE_EPOCHS
-    loop = CompiledLoop(model, train_set, spec.batch_size, jit_compile)
+    """The epoch loop both Keras trainers share: a seeded shuffle per epoch, the
+    validation metrics, progress, and early stopping that keeps the best weights."""
     forward = forward_function(model)
     rng = np.random.default_rng(seed)
     stopping = EarlyStopping(spec.patience)
@@ -220,8 +220,8 @@ def train_compiled(
     records: list[dict[str, float]] = []
     started = time.perf_counter()
     for epoch in range(1, spec.epochs + 1):
-        order = rng.permutation(len(train_set.labels)).astype(np.int32)
-        loss, accuracy = loop.run_epoch(order)
+        order = rng.permutation(n_rows).astype(np.int32)
+        loss, accuracy = run_epoch(order)
         val_loss, val_accuracy = validation_metrics(model, validation_set, forward)
         record = {
             "epoch": epoch,
@@ -241,22 +241,33 @@ def train_compiled(
     train_seconds = time.perf_counter() - started
     if best_weights is not None:
         model.set_weights(best_weights)
-    return KerasResult(
-        model=model,
-        history=history_frame(records),
-        summary=summarize(records, spec, stopping.best_epoch, train_seconds, train_set),
+    epochs_trained = len(records)
+    summary = TrainingSummary(
+        epochs_trained=epochs_trained,
+        best_epoch=stopping.best_epoch if spec.patience > 0 else epochs_trained,
+        stopped_early=epochs_trained < spec.epochs,
+        train_seconds=train_seconds,
+        samples_per_second=n_rows * epochs_trained / train_seconds,
     )
+    return KerasResult(model=model, history=history_frame(records), summary=summary)
 
 
-class EpochProgress(keras.callbacks.Callback):
-    """One terminal line per epoch, the same format as the other trainers."""
-
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        log_epoch("keras", {"epoch": epoch + 1, **(logs or {})}, self.epochs)
+def train_compiled(
+    train_set: Table,
+    validation_set: Table,
+    spec: ModelSpec,
+    kernel_initializer: KerasInitializer,
+    seed: int,
+    jit_compile: bool | None = None,
+) -> KerasResult:
+    """Train with `CompiledLoop`; XLA by default when the training repays its compile."""
+    set_deterministic(seed)
+    model = build_model(train_set.features.shape[1], spec, kernel_initializer)
+    n_rows = len(train_set.labels)
+    if jit_compile is None:
+        jit_compile = n_rows * spec.epochs >= XLA_MIN_SAMPLE_EPOCHS
+    loop = CompiledLoop(model, train_set, spec.batch_size, jit_compile)
+    return train_epochs(model, loop.run_epoch, n_rows, validation_set, spec, seed)
 
 
 def train_fit(
@@ -266,61 +277,33 @@ def train_fit(
     kernel_initializer: KerasInitializer,
     seed: int,
 ) -> KerasResult:
-    """Train with Keras' own `model.fit`: the reference the compiled loop is held to."""
+    """Train with Keras' own `model.fit`, one call per epoch on the same shuffled
+    order as the compiled loop: the reference that loop is held to."""
     set_deterministic(seed)
     model = build_model(train_set.features.shape[1], spec, kernel_initializer)
-    callbacks: list[keras.callbacks.Callback] = [EpochProgress(spec.epochs)]
-    if spec.patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=spec.patience, restore_best_weights=True
-            )
-        )
-    started = time.perf_counter()
-    fitted = model.fit(
-        train_set.features,
-        train_set.labels.astype(np.float32),
-        batch_size=spec.batch_size,
-        epochs=spec.epochs,
-        validation_data=(validation_set.features, validation_set.labels.astype(np.float32)),
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=0,
-    )
-    train_seconds = time.perf_counter() - started
-    records = [
-        {
-            "epoch": epoch + 1,
-            **{key: float(values[epoch]) for key, values in fitted.history.items()},
-        }
-        for epoch in range(len(fitted.history["loss"]))
-    ]
-    best = best_epoch([record["val_loss"] for record in records])
-    return KerasResult(
-        model=model,
-        history=history_frame(records),
-        summary=summarize(records, spec, best, train_seconds, train_set),
-    )
+    features = np.asarray(train_set.features)
+    targets = train_set.labels.astype(np.float32)
+
+    def run_epoch(order: np.ndarray) -> tuple[float, float]:
+        logs = model.fit(
+            features[order],
+            targets[order],
+            batch_size=spec.batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        ).history
+        return float(logs["loss"][-1]), float(logs["accuracy"][-1])
+
+    return train_epochs(model, run_epoch, len(targets), validation_set, spec, seed)
 
 
-def summarize(
-    records: list[dict[str, float]],
-    spec: ModelSpec,
-    best: int,
-    train_seconds: float,
-    train_set: Table,
-) -> TrainingSummary:
-    epochs_trained = len(records)
-    return TrainingSummary(
-        epochs_trained=epochs_trained,
-        best_epoch=best if spec.patience > 0 else epochs_trained,
-        stopped_early=epochs_trained < spec.epochs,
-        train_seconds=train_seconds,
-        samples_per_second=len(train_set.labels) * epochs_trained / train_seconds,
-    )
-
-
-TRAINERS = {"compiled": train_compiled, "fit": train_fit}
+TRAINERS: dict[KerasTrainer, Callable[..., KerasResult]] = {
+    "auto": train_compiled,
+    "xla": partial(train_compiled, jit_compile=True),
+    "graph": partial(train_compiled, jit_compile=False),
+    "fit": train_fit,
+}
 
 
 def train(
@@ -329,7 +312,7 @@ def train(
     spec: ModelSpec,
     kernel_initializer: KerasInitializer,
     seed: int,
-    trainer: KerasTrainer = "compiled",
+    trainer: KerasTrainer = "auto",
 ) -> KerasResult:
     return TRAINERS[trainer](train_set, validation_set, spec, kernel_initializer, seed)
 
@@ -344,11 +327,21 @@ def save_model(model: keras.Model, path: Path) -> None:
         model.save(temporary)
 
 
+def to_device(table: Table) -> Table:
+    """The table with its features as a TensorFlow tensor. The compiled loop uses the
+    tensor as it is, and the NumPy copy is freed once nothing else holds it."""
+    return replace(table, features=tf.constant(table.features))
+
+
 def main() -> None:
     params = load_params()
-    preload_mlflow("keras")
     columns = feature_names(params.generate.n_features)
     train_set = read_table(paths.TRAIN, columns)
+    if len(train_set.labels) <= PRELOAD_MAX_ROWS:
+        preload_mlflow("keras")
+    if params.train_keras.trainer != "fit":
+        # Held once, on the device, instead of once there and once in NumPy.
+        train_set = to_device(train_set)
     validation_set = read_table(paths.VALIDATION, columns)
     result = train(
         train_set,

@@ -29,7 +29,7 @@ from pipeline.files import (
     write_parquet,
 )
 from pipeline.history import EarlyStopping, TrainingSummary, history_frame, log_epoch
-from pipeline.mlflow_models import preload_mlflow, save_mlflow_model
+from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
 
 logger = logging.getLogger(__name__)
 
@@ -185,11 +185,12 @@ def load_model(path: os.PathLike = paths.SKLEARN_MODEL) -> MLPClassifier:
 
 def main() -> None:
     params = load_params()
-    preload_mlflow("sklearn")
     for warning in keras_only_settings(params.model):
         logger.warning("train_sklearn: warning: %s", warning)
     columns = feature_names(params.generate.n_features)
     train_set = read_table(paths.TRAIN, columns)
+    if len(train_set.labels) <= PRELOAD_MAX_ROWS:
+        preload_mlflow("sklearn")
     validation_set = read_table(paths.VALIDATION, columns)
     result = train(
         train_set,

@@ -26,7 +26,7 @@ def measurement(trainer: str, steady: float, with_compile: float, val_loss: floa
 def test_ratios_compare_keras_with_sklearn_and_fit():
     (row,) = ratios(
         [
-            measurement("keras compiled", 2_000_000, 500_000, 0.303),
+            measurement("keras xla", 2_000_000, 500_000, 0.303),
             measurement("sklearn", 100_000, 80_000, 0.31),
             measurement("keras fit", 20_000, 15_000, 0.300),
         ]
@@ -49,14 +49,14 @@ def test_throughput_run_writes_json(tmp_path: Path):
     )  # fmt: skip
     results = json.loads(output.read_text())
     trainers = {item["trainer"]: item for item in results["throughput"]}
-    assert set(trainers) == {"keras compiled", "sklearn"}
+    assert set(trainers) == {"keras xla", "keras graph", "sklearn"}
     for item in trainers.values():
         assert item["rows"] == 1000 and item["train_rows"] == 600 and item["epochs"] == 2
         assert item["samples_per_second_steady"] > 0
         assert 0 < item["final_val_loss"] < 5
     (row,) = results["ratios"]
     assert row["keras_over_sklearn_steady"] == pytest.approx(
-        trainers["keras compiled"]["samples_per_second_steady"]
+        trainers["keras xla"]["samples_per_second_steady"]
         / trainers["sklearn"]["samples_per_second_steady"]
     )
     assert row["keras_over_fit_steady"] is None

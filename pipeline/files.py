@@ -149,7 +149,11 @@ def write_table(table: Table, path: Path) -> None:
 
 def read_table(path: Path, expected_features: tuple[str, ...] | None = None) -> Table:
     """Read and check a Parquet table: readable, the expected columns, finite numeric
-    features and 0/1 labels. Any problem is one `PipelineError` line naming the file."""
+    features and 0/1 labels. Any problem is one `PipelineError` line naming the file.
+
+    Rows are read and checked one row group at a time, so that no second copy of
+    a large table is ever held.
+    """
     if not path.exists():
         raise PipelineError(f"{path}: missing; run the stages before this one (`dvc repro`)")
     if path.stat().st_size == 0:
@@ -181,7 +185,8 @@ def read_table(path: Path, expected_features: tuple[str, ...] | None = None) -> 
         raise PipelineError(
             f"{path}: not a readable Parquet file, truncated or corrupt? ({reason})"
         ) from None
-    check_values(path, features, feature_names, labels)
+    check_finite(path, features, feature_names)
+    check_labels(path, labels)
     return Table(features=features, labels=labels, feature_names=feature_names)
 
 
@@ -216,9 +221,7 @@ def check_columns(path: Path, schema: pa.Schema, expected_features: tuple[str, .
         )
 
 
-def check_values(
-    path: Path, features: np.ndarray, feature_names: tuple[str, ...], labels: np.ndarray
-) -> None:
+def check_finite(path: Path, features: np.ndarray, feature_names: tuple[str, ...]) -> None:
     for index, name in enumerate(feature_names):
         finite = np.isfinite(features[:, index])
         if not finite.all():
@@ -226,6 +229,9 @@ def check_values(
                 f"{path}: column {name!r} has {int((~finite).sum())} NaN or infinite values "
                 f"(first at row {int(np.argmin(finite))}); allowed: finite numbers"
             )
+
+
+def check_labels(path: Path, labels: np.ndarray) -> None:
     valid = (labels == 0) | (labels == 1)
     if not valid.all():
         bad = sorted(set(labels[~valid].tolist()))

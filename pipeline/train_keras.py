@@ -337,11 +337,11 @@ def main() -> None:
     params = load_params()
     columns = feature_names(params.generate.n_features)
     train_set = read_table(paths.TRAIN, columns)
-    if len(train_set.labels) <= PRELOAD_MAX_ROWS:
-        preload_mlflow("keras")
     if params.train_keras.trainer != "fit":
         # Held once, on the device, instead of once there and once in NumPy.
         train_set = to_device(train_set)
+    if len(train_set.labels) <= PRELOAD_MAX_ROWS:
+        preload_mlflow("keras")
     validation_set = read_table(paths.VALIDATION, columns)
     result = train(
         train_set,

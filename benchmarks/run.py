@@ -72,11 +72,11 @@ class EpochClock(logging.Handler):
 def measure_trainer(trainer: str, rows: int, batch_size: int, epochs: int, seed: int = 42):
     """Train one model on `rows` generated rows; its throughput and final val_loss."""
     from pipeline.config import load_params
-    from pipeline.generate import generate_dataset
+    from pipeline.dataset import generate_dataset
     from pipeline.split import split_dataset
 
     params = load_params(ROOT / "params.yaml")
-    dataset = generate_dataset(params.generate.model_copy(update={"n_samples": rows}), seed)
+    dataset = generate_dataset(params.dataset.model_copy(update={"n_samples": rows}), seed)
     splits = split_dataset(dataset, params.split, seed)
     spec = params.model.model_copy(update={"batch_size": batch_size, "epochs": epochs})
     # Imported before the clock starts: TensorFlow's import is not training time.
@@ -280,12 +280,12 @@ def memory_section(rows: int) -> dict:
         copy_repository(project)
         params_path = project / "params.yaml"
         params = yaml.safe_load(params_path.read_text())
-        params["generate"]["n_samples"] = rows
+        params["dataset"]["n_samples"] = rows
         params["model"]["epochs"] = 1
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        data_bytes = rows * params["generate"]["n_features"] * 4
+        data_bytes = rows * params["dataset"]["n_features"] * 4
         stages = {}
-        for stage in ("generate", "split", "train_keras", "train_sklearn", "evaluate"):
+        for stage in ("dataset", "split", "train_keras", "train_sklearn", "evaluate"):
             started = time.perf_counter()
             completed = subprocess.run(
                 [sys.executable, "-c", PEAK_RSS, "-m", f"pipeline.{stage}"],

@@ -854,7 +854,7 @@ def main() -> None:
     labels, probabilities = read_test_predictions(
         paths.TEST,
         {"keras": paths.KERAS_PREDICTIONS, "sklearn": paths.SKLEARN_PREDICTIONS},
-        feature_names(params.generate.n_features),
+        feature_names(params.dataset.n_features),
     )
     histories = {
         "keras": read_history(paths.KERAS_HISTORY),
@@ -864,7 +864,7 @@ def main() -> None:
         "keras": read_json(paths.KERAS_SUMMARY),
         "sklearn": read_json(paths.SKLEARN_SUMMARY),
     }
-    n_features = params.generate.n_features
+    n_features = params.dataset.n_features
     run_ids = read_run_ids(paths.MLFLOW_RUNS)
     try:
         comparison = compare_predictions(
@@ -887,7 +887,7 @@ def main() -> None:
             for family in FAMILIES
         ],
         params.model,
-        params.generate,
+        params.dataset,
         params.compare.confidence,
     )
     training = {

@@ -61,7 +61,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class GenerateConfig(Section):
+class DatasetConfig(Section):
     kind: DataKind
     n_samples: PositiveInt
     n_features: PositiveInt
@@ -71,21 +71,21 @@ class GenerateConfig(Section):
     positive_fraction: Fraction
 
     @model_validator(mode="after")
-    def _check_shape(self) -> "GenerateConfig":
+    def _check_shape(self) -> "DatasetConfig":
         if self.kind in ("moons", "circles", "xor") and self.n_features < 2:
             raise ValueError(
-                f"generate.n_features = {self.n_features}: kind {self.kind!r} "
+                f"dataset.n_features = {self.n_features}: kind {self.kind!r} "
                 "needs at least 2 features"
             )
         if self.kind == "classification":
             if self.n_informative > self.n_features:
                 raise ValueError(
-                    f"generate.n_informative = {self.n_informative}: must be at most "
-                    f"generate.n_features ({self.n_features})"
+                    f"dataset.n_informative = {self.n_informative}: must be at most "
+                    f"dataset.n_features ({self.n_features})"
                 )
             if self.noise >= 1:
                 raise ValueError(
-                    f"generate.noise = {self.noise}: for kind 'classification' it is "
+                    f"dataset.noise = {self.noise}: for kind 'classification' it is "
                     "the fraction of flipped labels, allowed: 0 <= noise < 1"
                 )
         return self
@@ -195,7 +195,7 @@ class Params(Section):
     """All of `params.yaml`."""
 
     seed: Annotated[int, Field(ge=0, lt=2**32, strict=True)]
-    generate: GenerateConfig
+    dataset: DatasetConfig
     split: SplitConfig
     model: ModelSpec
     train_keras: TrainKerasConfig
@@ -217,7 +217,7 @@ class Params(Section):
     @model_validator(mode="after")
     def _check_rows(self) -> "Params":
         """Enough rows of each class for every split, and for one batch."""
-        n_samples = self.generate.n_samples
+        n_samples = self.dataset.n_samples
         n_train, n_validation, n_test = split_sizes(n_samples, self.split)
         for keys, name, rows in (
             ("split.test_size", "test", n_test),
@@ -226,14 +226,14 @@ class Params(Section):
         ):
             if rows < MIN_SPLIT_ROWS:
                 raise ValueError(
-                    f"{keys}: leaves {rows} {name} rows of generate.n_samples = "
+                    f"{keys}: leaves {rows} {name} rows of dataset.n_samples = "
                     f"{n_samples}; each split needs at least {MIN_SPLIT_ROWS} (one per class)"
                 )
-        minority = min(round(n_samples * self.generate.positive_fraction), n_samples - 1)
+        minority = min(round(n_samples * self.dataset.positive_fraction), n_samples - 1)
         minority = min(max(minority, 1), n_samples - minority)
         if minority < MIN_CLASS_ROWS:
             raise ValueError(
-                f"generate.positive_fraction = {self.generate.positive_fraction}: gives "
+                f"dataset.positive_fraction = {self.dataset.positive_fraction}: gives "
                 f"{minority} rows of one class in {n_samples}; a stratified split needs "
                 f"at least {MIN_CLASS_ROWS}"
             )

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from pipeline.config import GenerateConfig, ModelSpec
+from pipeline.config import DatasetConfig, ModelSpec
 
 FindingKind = Literal[
     "no_signal", "diverged", "overfitting", "underfitting", "not_converged", "plateau"
@@ -330,14 +330,14 @@ def _not_converged(
     )
 
 
-def _no_signal(models: list[ModelEvidence], data: GenerateConfig, confidence: float) -> Finding:
+def _no_signal(models: list[ModelEvidence], data: DatasetConfig, confidence: float) -> Finding:
     results = ", ".join(
         f"{model.family} {model.test_roc_auc:.3f} ({confidence:.0%} CI "
         f"{model.roc_auc_interval[0]:.3f} to {model.roc_auc_interval[1]:.3f})"
         for model in models
     )
     evidence = (
-        f"generate.kind = {data.kind}: the labels are drawn independently of the "
+        f"dataset.kind = {data.kind}: the labels are drawn independently of the "
         f"features, so there is no learnable signal. Test ROC AUC {results}. This is the "
         "control run: no model setting can beat chance here, and a model that seemed to "
         "would point to a leak. Judge the models on data with signal"
@@ -348,7 +348,7 @@ def _no_signal(models: list[ModelEvidence], data: GenerateConfig, confidence: fl
         evidence,
         (
             Suggestion(
-                "generate.kind",
+                "dataset.kind",
                 "classification",
                 data.kind,
                 "data with signal, to compare the models on",
@@ -358,7 +358,7 @@ def _no_signal(models: list[ModelEvidence], data: GenerateConfig, confidence: fl
 
 
 def diagnose(
-    models: list[ModelEvidence], spec: ModelSpec, data: GenerateConfig, confidence: float
+    models: list[ModelEvidence], spec: ModelSpec, data: DatasetConfig, confidence: float
 ) -> list[Finding]:
     """Findings for each model, most severe first; none when training looks healthy."""
     findings: list[Finding] = []

@@ -68,7 +68,7 @@ def read_predictions(path: Path, n_rows: int) -> np.ndarray:
 
 def main() -> None:
     params = load_params()
-    columns = feature_names(params.generate.n_features)
+    columns = feature_names(params.dataset.n_features)
     test_set = read_table(paths.TEST, columns)
     # The training stages predicted the test set; TensorFlow does not load here.
     predictions = {

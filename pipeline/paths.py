@@ -8,8 +8,8 @@ from pathlib import Path
 PARAMS = Path("params.yaml")
 DATA = Path("data")
 
-# generate
-DATASET = DATA / "generate" / "dataset.parquet"
+# dataset
+DATASET = DATA / "dataset" / "dataset.parquet"
 
 # split
 SPLIT = DATA / "split"

@@ -124,7 +124,7 @@ def scaler_description(scaler: StandardScaler, feature_names: tuple[str, ...]) -
 
 def main() -> None:
     params = load_params()
-    columns = feature_names(params.generate.n_features)
+    columns = feature_names(params.dataset.n_features)
     dataset = read_table(paths.DATASET, columns)
     scaler, splits = standardized_splits(dataset, params.split, params.seed)
     sizes = {}

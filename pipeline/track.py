@@ -270,7 +270,7 @@ def publish_key(params: Params, files: tuple[Path, ...] = PUBLISHED_FILES) -> st
 
 def prepare(params: Params, revision: Revision, key: str) -> Publication:
     """Read every result before writing anything."""
-    columns = feature_names(params.generate.n_features)
+    columns = feature_names(params.dataset.n_features)
     splits = {
         "train": (paths.TRAIN, read_table(paths.TRAIN, columns)),
         "validation": (paths.VALIDATION, read_table(paths.VALIDATION, columns)),

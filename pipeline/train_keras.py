@@ -335,7 +335,7 @@ def to_device(table: Table) -> Table:
 
 def main() -> None:
     params = load_params()
-    columns = feature_names(params.generate.n_features)
+    columns = feature_names(params.dataset.n_features)
     train_set = read_table(paths.TRAIN, columns)
     if params.train_keras.trainer != "fit":
         # Held once, on the device, instead of once there and once in NumPy.

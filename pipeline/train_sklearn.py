@@ -187,7 +187,7 @@ def main() -> None:
     params = load_params()
     for warning in keras_only_settings(params.model):
         logger.warning("train_sklearn: warning: %s", warning)
-    columns = feature_names(params.generate.n_features)
+    columns = feature_names(params.dataset.n_features)
     train_set = read_table(paths.TRAIN, columns)
     if len(train_set.labels) <= PRELOAD_MAX_ROWS:
         preload_mlflow("sklearn")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import GenerateConfig, ModelSpec, Params, SplitConfig, load_params
-from pipeline.generate import generate_dataset
+from pipeline.config import DatasetConfig, ModelSpec, Params, SplitConfig, load_params
+from pipeline.dataset import generate_dataset
 from pipeline.split import Splits, split_dataset
 from tests.endtoend import (
     END_TO_END_EPOCHS,
@@ -35,7 +35,7 @@ def tiny_spec(default_params: Params) -> ModelSpec:
 def tiny_splits() -> Splits:
     """300 rows of learnable data: 180 train, 60 validation, 60 test."""
     dataset = generate_dataset(
-        GenerateConfig(
+        DatasetConfig(
             kind="classification",
             n_samples=300,
             n_features=8,
@@ -57,7 +57,7 @@ def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy_repository(project)
     set_params(
         project,
-        generate__n_samples=400,
+        dataset__n_samples=400,
         model__epochs=END_TO_END_EPOCHS,
         track__experiment_name=END_TO_END_EXPERIMENT,
     )

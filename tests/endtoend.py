@@ -118,7 +118,7 @@ def tiny_project(destination: Path, experiment_name: str, epochs: int) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     copy_repository(destination)
     raw = yaml.safe_load((destination / "params.yaml").read_text())
-    raw["generate"]["n_samples"] = 400
+    raw["dataset"]["n_samples"] = 400
     raw["model"]["epochs"] = epochs
     raw["track"]["experiment_name"] = experiment_name
     (destination / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -55,7 +55,7 @@ def test_committed_params_load() -> None:
 
     assert isinstance(params, Params)
     assert params.seed == 42
-    assert params.generate.kind == "classification"
+    assert params.dataset.kind == "classification"
     assert params.model.hidden_layers == [10, 10]
     assert params.model.learning_rate == pytest.approx(0.001)
     assert params.evaluate.threshold == pytest.approx(0.5)
@@ -69,7 +69,7 @@ def test_default_dict_parses(default_raw: dict[str, Any]) -> None:
     ("key_path", "suggestion"),
     [
         ("model.learning_rte", "learning_rate"),
-        ("generate.n_sample", "n_samples"),
+        ("dataset.n_sample", "n_samples"),
         ("split.tests_size", "test_size"),
         ("modell", "model"),
     ],
@@ -94,7 +94,7 @@ def test_unknown_key_without_close_match_lists_allowed(default_raw: dict[str, An
     assert "learning_rate" in str(error)
 
 
-@pytest.mark.parametrize("key_path", ["model.epochs", "generate.kind", "seed", "split.test_size"])
+@pytest.mark.parametrize("key_path", ["model.epochs", "dataset.kind", "seed", "split.test_size"])
 def test_missing_key(default_raw: dict[str, Any], key_path: str) -> None:
     parse_error(
         removed(default_raw, key_path),
@@ -112,7 +112,7 @@ def test_missing_section(default_raw: dict[str, Any], section: str) -> None:
     [
         ("model.epochs", "10", "model.epochs = '10': must be a valid integer"),
         ("model.epochs", True, "model.epochs = True: must be a valid integer"),
-        ("generate.n_samples", 10.0, "generate.n_samples = 10.0: must be a valid integer"),
+        ("dataset.n_samples", 10.0, "dataset.n_samples = 10.0: must be a valid integer"),
         ("model.learning_rate", True, "model.learning_rate = True: must be a valid number"),
         ("model.learning_rate", "0.01", "model.learning_rate = '0.01': must be a valid number"),
         ("model.hidden_layers", 10, "model.hidden_layers = 10: must be a valid list"),
@@ -126,8 +126,8 @@ def test_wrong_type(default_raw: dict[str, Any], key_path: str, value: Any, mess
 @pytest.mark.parametrize(
     ("key_path", "value"),
     [
-        ("generate.n_samples", 0),
-        ("generate.n_features", -3),
+        ("dataset.n_samples", 0),
+        ("dataset.n_features", -3),
         ("model.batch_size", 0),
         ("model.batch_size", -1),
         ("model.epochs", 0),
@@ -151,7 +151,7 @@ def test_non_positive_sizes(default_raw: dict[str, Any], key_path: str, value: A
         ("model.activation", "sigmoid", "'relu', 'tanh', 'logistic' or 'identity'"),
         ("model.optimizer", "rmsprop", "'adam' or 'sgd'"),
         (
-            "generate.kind",
+            "dataset.kind",
             "blobs",
             "'classification', 'moons', 'circles', 'xor' or 'random_labels'",
         ),
@@ -196,14 +196,14 @@ def test_split_fraction_out_of_range(default_raw: dict[str, Any], fraction: floa
 
 
 def test_n_informative_above_n_features(default_raw: dict[str, Any]) -> None:
-    raw = changed(default_raw, "generate.n_informative", 9)
-    raw = changed(raw, "generate.n_features", 8)
+    raw = changed(default_raw, "dataset.n_informative", 9)
+    raw = changed(raw, "dataset.n_features", 8)
 
     parse_error(
         raw,
         "^"
         + re.escape(
-            "params.yaml: generate.n_informative = 9: must be at most generate.n_features (8)"
+            "params.yaml: dataset.n_informative = 9: must be at most dataset.n_features (8)"
         )
         + "$",
     )
@@ -263,7 +263,7 @@ def test_top_level_not_a_mapping(raw: Any, type_name: str) -> None:
 
 
 def test_section_not_a_mapping(default_raw: dict[str, Any]) -> None:
-    parse_error(changed(default_raw, "generate", [1, 2]), r"^params\.yaml: generate = \[1, 2\]: ")
+    parse_error(changed(default_raw, "dataset", [1, 2]), r"^params\.yaml: dataset = \[1, 2\]: ")
 
 
 def test_error_names_the_source_file(default_raw: dict[str, Any]) -> None:
@@ -273,7 +273,7 @@ def test_error_names_the_source_file(default_raw: dict[str, Any]) -> None:
 
 def test_malformed_yaml(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
-    path.write_text("seed: 42\ngenerate:\n  kind: moons\n   n_samples: 10\n", encoding="utf-8")
+    path.write_text("seed: 42\ndataset:\n  kind: moons\n   n_samples: 10\n", encoding="utf-8")
 
     with pytest.raises(PipelineError, match=r"malformed YAML at line 4, column \d+: ") as caught:
         load_params(path)
@@ -314,7 +314,7 @@ def test_flatten_gives_dotted_keys() -> None:
     assert flat["seed"] == 42
     assert flat["model.learning_rate"] == pytest.approx(0.001)
     assert flat["model.hidden_layers"] == [10, 10]
-    assert flat["generate.kind"] == "classification"
+    assert flat["dataset.kind"] == "classification"
     assert flat["split.test_size"] == pytest.approx(0.2)
     assert flat["track.experiment_name"] == "mlp-comparison"
     assert all(not isinstance(value, dict) for value in flat.values())
@@ -459,20 +459,20 @@ def test_missing_promote_key(default_raw: dict[str, Any]) -> None:
         ),
         (
             {"split.test_size": 0.0001},
-            r"^params\.yaml: split\.test_size: leaves 0 test rows of generate\.n_samples = "
+            r"^params\.yaml: split\.test_size: leaves 0 test rows of dataset\.n_samples = "
             r"2000; each split needs at least 2 \(one per class\)$",
         ),
         (
-            {"generate.n_samples": 5},
-            r"^params\.yaml: split\.test_size: leaves 1 test rows of generate\.n_samples = 5",
+            {"dataset.n_samples": 5},
+            r"^params\.yaml: split\.test_size: leaves 1 test rows of dataset\.n_samples = 5",
         ),
         (
             {"split.test_size": 0.5, "split.validation_size": 0.4999},
             r"split\.test_size \+ split\.validation_size: leaves 0 train rows",
         ),
         (
-            {"generate.positive_fraction": 0.001},
-            r"^params\.yaml: generate\.positive_fraction = 0\.001: gives 2 rows of one class "
+            {"dataset.positive_fraction": 0.001},
+            r"^params\.yaml: dataset\.positive_fraction = 0\.001: gives 2 rows of one class "
             r"in 2000; a stratified split needs at least 3$",
         ),
     ],

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import GenerateConfig, ModelSpec
+from pipeline.config import DatasetConfig, ModelSpec
 from pipeline.diagnosis import (
     ModelEvidence,
     Suggestion,
@@ -15,7 +15,7 @@ from pipeline.diagnosis import (
     label_entropy,
 )
 
-DATA = GenerateConfig(
+DATA = DatasetConfig(
     kind="classification",
     n_samples=2000,
     n_features=8,
@@ -234,11 +234,11 @@ def test_random_labels_are_no_learnable_signal_not_a_bad_model(spec: ModelSpec):
     (finding,) = diagnose(models, spec, RANDOM_LABELS, 0.95)
 
     assert (finding.kind, finding.family) == ("no_signal", "both")
-    assert "generate.kind = random_labels" in finding.evidence
+    assert "dataset.kind = random_labels" in finding.evidence
     assert "no learnable signal" in finding.evidence
     assert "keras 0.505 (95% CI 0.440 to 0.570)" in finding.evidence
-    assert finding.param == "generate.kind"
-    assert finding.suggestions[0].override() == "generate.kind=classification"
+    assert finding.param == "dataset.kind"
+    assert finding.suggestions[0].override() == "dataset.kind=classification"
 
 
 def test_random_labels_still_report_a_divergence(spec: ModelSpec):

@@ -109,7 +109,7 @@ def test_reports_are_ignored_by_git() -> None:
 
 def test_stage_runs_its_own_module(stages: dict[str, Any]) -> None:
     assert set(stages) == {
-        "generate",
+        "dataset",
         "split",
         "train_keras",
         "train_sklearn",

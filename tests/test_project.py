@@ -21,7 +21,7 @@ def test_ruff(command: list[str]):
 @pytest.mark.parametrize(
     ("module", "uses_mlflow"),
     [
-        ("pipeline.generate", False),
+        ("pipeline.dataset", False),
         ("pipeline.split", False),
         ("pipeline.train_sklearn", False),
         ("pipeline.evaluate", False),

@@ -1,4 +1,4 @@
-"""Generate the synthetic binary-classification data set (`data/generate/`)."""
+"""Generate the synthetic binary-classification data set (`data/dataset/`)."""
 
 import logging
 
@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.datasets import make_circles, make_classification, make_moons
 
 from pipeline import paths
-from pipeline.config import GenerateConfig, feature_names, load_params
+from pipeline.config import DatasetConfig, feature_names, load_params
 from pipeline.errors import run_stage
 from pipeline.files import Table, write_table
 
@@ -40,7 +40,7 @@ def xor_features(labels: np.ndarray, noise: float, rng: np.random.Generator) -> 
     return points + rng.normal(0.0, noise, size=points.shape)
 
 
-def generate_dataset(config: GenerateConfig, seed: int) -> Table:
+def generate_dataset(config: DatasetConfig, seed: int) -> Table:
     """Draw `config.n_samples` rows of `config.kind` data, reproducibly from `seed`."""
     rng = np.random.default_rng(seed)
     n_samples, n_features = config.n_samples, config.n_features
@@ -87,14 +87,14 @@ def generate_dataset(config: GenerateConfig, seed: int) -> Table:
 
 def main() -> None:
     params = load_params()
-    dataset = generate_dataset(params.generate, params.seed)
+    dataset = generate_dataset(params.dataset, params.seed)
     write_table(dataset, paths.DATASET)
     logger.info(
-        "generate: %d rows, %d features, %.1f%% positive (%s) -> %s",
+        "dataset: %d rows, %d features, %.1f%% positive (%s) -> %s",
         len(dataset.labels),
         len(dataset.feature_names),
         100 * dataset.labels.mean(),
-        params.generate.kind,
+        params.dataset.kind,
         paths.DATASET,
     )
 

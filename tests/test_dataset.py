@@ -1,4 +1,4 @@
-"""Tests for `pipeline.generate`: shapes, types, class balance, reproducibility, signal."""
+"""Tests for `pipeline.dataset`: shapes, types, class balance, reproducibility, signal."""
 
 from typing import Any
 
@@ -7,15 +7,15 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from pipeline.config import GenerateConfig
-from pipeline.generate import class_counts, generate_dataset
+from pipeline.config import DatasetConfig
+from pipeline.dataset import class_counts, generate_dataset
 
 KINDS = ["classification", "moons", "circles", "xor", "random_labels"]
 # The kinds whose labels are drawn to exact class counts.
 EXACT_KINDS = ["moons", "circles", "xor", "random_labels"]
 
 
-def make_config(**changes: Any) -> GenerateConfig:
+def make_config(**changes: Any) -> DatasetConfig:
     fields = {
         "kind": "classification",
         "n_samples": 200,
@@ -25,7 +25,7 @@ def make_config(**changes: Any) -> GenerateConfig:
         "class_sep": 1.0,
         "positive_fraction": 0.5,
     }
-    return GenerateConfig(**{**fields, **changes})
+    return DatasetConfig(**{**fields, **changes})
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -118,7 +118,7 @@ def test_xor_without_noise_labels_by_quadrant(n_features: int) -> None:
     assert np.abs(dataset.features[:, :2]).max() <= 1.0
 
 
-def mean_cross_validated_accuracy(config: GenerateConfig, seed: int) -> float:
+def mean_cross_validated_accuracy(config: DatasetConfig, seed: int) -> float:
     dataset = generate_dataset(config, seed)
     scores = cross_val_score(LogisticRegression(), dataset.features, dataset.labels, cv=5)
     return float(scores.mean())

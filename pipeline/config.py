@@ -25,6 +25,11 @@ KerasInitializer = Literal[
 LearningRateSchedule = Literal["constant", "invscaling", "adaptive"]
 # The test metrics evaluate computes, by their names in metrics.json.
 MetricName = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
+DataSource = Literal["synthetic", "breast_cancer", "wine", "iris", "digits", "file"]
+CategoricalPolicy = Literal["one_hot", "reject"]
+MissingPolicy = Literal["impute", "reject"]
+ClassWeight = Literal["none", "balanced"]
+FILE_SUFFIXES = (".csv", ".parquet")
 KerasTrainer = Literal["auto", "xla", "graph", "fit"]
 
 # Strict types: YAML `true` is not 1, and "10" (quoted) is not a number.
@@ -62,6 +67,10 @@ class Section(BaseModel):
 
 
 class DatasetConfig(Section):
+    """Where the rows come from: generated, a bundled scikit-learn set, or a file."""
+
+    source: DataSource
+    # source: synthetic
     kind: DataKind
     n_samples: PositiveInt
     n_features: PositiveInt
@@ -69,6 +78,27 @@ class DatasetConfig(Section):
     noise: NonNegativeFloat
     class_sep: PositiveFloat
     positive_fraction: Fraction
+    # source: file
+    path: Annotated[str, Field(strict=True)]
+    target: Annotated[str, Field(strict=True)]
+    categorical: CategoricalPolicy
+    missing: MissingPolicy
+
+    @model_validator(mode="after")
+    def _check_file(self) -> "DatasetConfig":
+        if self.source != "file":
+            return self
+        if Path(self.path).suffix.lower() not in FILE_SUFFIXES:
+            raise ValueError(
+                f"dataset.path = {self.path!r}: with dataset.source = 'file', allowed: "
+                f"a {' or '.join(FILE_SUFFIXES)} file"
+            )
+        if not self.target.strip():
+            raise ValueError(
+                f"dataset.target = {self.target!r}: with dataset.source = 'file', name "
+                "the column to predict"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_shape(self) -> "DatasetConfig":
@@ -122,6 +152,8 @@ class ModelSpec(Section):
     patience: Annotated[int, Field(ge=0, strict=True)]
     momentum: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
     nesterov: bool
+    # balanced: each row weighs n_rows / (n_classes * rows of its class) in the loss.
+    class_weight: ClassWeight
 
     @model_validator(mode="after")
     def _check_momentum(self) -> "ModelSpec":
@@ -216,7 +248,10 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _check_rows(self) -> "Params":
-        """Enough rows of each class for every split, and for one batch."""
+        """Enough rows of each class for every split, and for one batch. Known here for
+        generated data; for files and bundled sets the stages check the real rows."""
+        if self.dataset.source != "synthetic":
+            return self
         n_samples = self.dataset.n_samples
         n_train, n_validation, n_test = split_sizes(n_samples, self.split)
         for keys, name, rows in (
@@ -255,6 +290,16 @@ def split_sizes(n_samples: int, config: SplitConfig) -> tuple[int, int, int]:
     n_test = round(config.test_size * n_samples)
     n_validation = round(config.validation_size * n_samples)
     return n_samples - n_test - n_validation, n_validation, n_test
+
+
+def check_batch_size(spec: ModelSpec, n_train: int) -> None:
+    """A batch cannot hold more rows than the train split has (the training stages
+    check it on the real rows, also for files and bundled sets)."""
+    if spec.batch_size > n_train:
+        raise PipelineError(
+            f"model.batch_size = {spec.batch_size}: larger than the {n_train} training rows; "
+            f"allowed: 1 to {n_train}"
+        )
 
 
 def feature_names(n_features: int) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from pipeline import paths
 from pipeline.errors import PipelineError
 
 LABEL = "label"
@@ -147,9 +148,12 @@ def write_table(table: Table, path: Path) -> None:
                 writer.close()
 
 
-def read_table(path: Path, expected_features: tuple[str, ...] | None = None) -> Table:
+def read_table(
+    path: Path, expected_features: tuple[str, ...] | None = None, n_classes: int = 2
+) -> Table:
     """Read and check a Parquet table: readable, the expected columns, finite numeric
-    features and 0/1 labels. Any problem is one `PipelineError` line naming the file.
+    features and labels 0..n_classes-1. Any problem is one `PipelineError` line naming
+    the file.
 
     Rows are read and checked one row group at a time, so that no second copy of
     a large table is ever held.
@@ -186,7 +190,7 @@ def read_table(path: Path, expected_features: tuple[str, ...] | None = None) -> 
             f"{path}: not a readable Parquet file, truncated or corrupt? ({reason})"
         ) from None
     check_finite(path, features, feature_names)
-    check_labels(path, labels)
+    check_labels(path, labels, n_classes)
     return Table(features=features, labels=labels, feature_names=feature_names)
 
 
@@ -231,10 +235,51 @@ def check_finite(path: Path, features: np.ndarray, feature_names: tuple[str, ...
             )
 
 
-def check_labels(path: Path, labels: np.ndarray) -> None:
-    valid = (labels == 0) | (labels == 1)
+def check_labels(path: Path, labels: np.ndarray, n_classes: int = 2) -> None:
+    valid = (labels >= 0) & (labels < n_classes)
     if not valid.all():
         bad = sorted(set(labels[~valid].tolist()))
+        allowed = "0 and 1" if n_classes == 2 else f"0 to {n_classes - 1}"
         raise PipelineError(
-            f"{path}: column {LABEL!r} has values {bad[:5]}; allowed: the integers 0 and 1"
+            f"{path}: column {LABEL!r} has values {bad[:5]}; allowed: the integers {allowed}"
         )
+
+
+def read_classes(path: Path = paths.CLASSES) -> list[Any]:
+    """The target's classes, by code, as the dataset stage recorded them."""
+    try:
+        return list(read_json(path)["classes"])
+    except (OSError, KeyError, ValueError, TypeError):
+        raise PipelineError(f"{path}: missing or unreadable; run `dvc repro`") from None
+
+
+def write_predictions(probabilities: np.ndarray, path: Path) -> None:
+    """Test-set class probabilities, one column per class code ("0", "1", ...)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        probabilities, columns=[str(code) for code in range(probabilities.shape[1])]
+    )
+    write_parquet(frame, path)
+
+
+def read_predictions(path: Path, n_rows: int, n_classes: int) -> np.ndarray:
+    """(n_rows, n_classes) probabilities a training stage wrote, checked."""
+    try:
+        table = pq.read_table(path)
+        probabilities = np.column_stack(
+            [table.column(str(code)).to_numpy() for code in range(n_classes)]
+        )
+    except (OSError, KeyError, ValueError, pa.ArrowException) as error:
+        raise PipelineError(f"{path}: unreadable predictions ({error}); run `dvc repro`") from None
+    in_range = np.all((probabilities >= 0) & (probabilities <= 1))
+    if (
+        len(probabilities) != n_rows
+        or not in_range
+        or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)
+    ):
+        raise PipelineError(
+            f"{path}: expected {n_rows} rows of {n_classes} class probabilities in [0, 1] "
+            "summing to 1, one per test row; run `dvc repro` to rebuild it"
+        )
+    return probabilities

@@ -10,13 +10,15 @@ DATA = Path("data")
 
 # dataset
 DATASET = DATA / "dataset" / "dataset.parquet"
+CLASSES = DATA / "dataset" / "classes.json"  # the target's name and its classes, by code
 
 # split
 SPLIT = DATA / "split"
 TRAIN = SPLIT / "train.parquet"
 VALIDATION = SPLIT / "validation.parquet"
 TEST = SPLIT / "test.parquet"
-SCALER = SPLIT / "scaler.json"
+PREPROCESSING = SPLIT / "preprocessing.json"  # what was fitted on the train rows, readable
+PREPROCESSOR = SPLIT / "preprocessor.skops"  # the same, as a scikit-learn transformer
 
 # train_keras
 KERAS = DATA / "train_keras"
@@ -37,6 +39,7 @@ SKLEARN_MLFLOW_MODEL = SKLEARN / "mlflow_model.zip"
 # evaluate
 EVALUATE = DATA / "evaluate"
 METRICS = EVALUATE / "metrics.json"
+CLASS_REPORT = EVALUATE / "class_report.json"  # precision, recall, F1 per class
 CURVES = EVALUATE / "curves"
 FIGURES = EVALUATE / "figures"
 

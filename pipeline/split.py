@@ -1,17 +1,32 @@
-"""Split the data set into stratified train / validation / test sets and standardize
-them with a scaler fitted on the train set only (`data/split/`)."""
+"""Split the data set into stratified train / validation / test sets and turn them
+into standardized numbers with a preprocessor fitted on the train rows only
+(`data/split/`)."""
 
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sklearn.preprocessing import StandardScaler
+import pandas as pd
+import skops.io
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from pipeline import paths
-from pipeline.config import SplitConfig, feature_names, load_params, split_sizes
+from pipeline.config import SplitConfig, load_params, split_sizes
 from pipeline.errors import PipelineError, run_stage
-from pipeline.files import Table, read_table, write_json, write_table
+from pipeline.files import (
+    LABEL,
+    Table,
+    atomic_path,
+    read_classes,
+    read_table,
+    write_json,
+    write_table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +37,15 @@ SPLIT_PATHS = {"train": paths.TRAIN, "validation": paths.VALIDATION, "test": pat
 CHUNK_ROWS = 1 << 20
 
 
+Preprocessor = StandardScaler | ColumnTransformer
+
+
 @dataclass(frozen=True)
 class Splits:
     train: Table
     validation: Table
     test: Table
-    scaler: StandardScaler
+    preprocessor: Preprocessor
 
 
 def apportion(total: int, sizes: np.ndarray) -> np.ndarray:
@@ -110,33 +128,120 @@ def standardized_splits(
 def split_dataset(dataset: Table, config: SplitConfig, seed: int) -> Splits:
     """Split and standardize; the scaler sees the train rows only."""
     scaler, splits = standardized_splits(dataset, config, seed)
-    return Splits(**dict(splits), scaler=scaler)
+    return Splits(**dict(splits), preprocessor=scaler)
 
 
-def scaler_description(scaler: StandardScaler, feature_names: tuple[str, ...]) -> dict:
-    """The fitted scaler as plain JSON: x_standardized = (x - mean) / scale."""
+def fit_preprocessor(features: pd.DataFrame) -> ColumnTransformer:
+    """For a table as users bring it: numbers imputed with the median and
+    standardized, text imputed with the most frequent value and one-hot encoded.
+    Categories seen only outside the train rows encode as all zeros."""
+    numeric = [name for name in features if pd.api.types.is_numeric_dtype(features[name])]
+    text = [name for name in features if name not in numeric]
+    steps: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        numbers = Pipeline(
+            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        )
+        steps.append(("numeric", numbers, numeric))
+    if text:
+        categories = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="most_frequent")),
+                ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            ]
+        )
+        steps.append(("categorical", categories, text))
+    return ColumnTransformer(steps, verbose_feature_names_out=False).fit(features)
+
+
+def frame_splits(
+    features: pd.DataFrame, labels: np.ndarray, config: SplitConfig, seed: int
+) -> tuple[ColumnTransformer, Iterator[tuple[str, Table]]]:
+    """Like `standardized_splits`, for a table with text columns or empty cells."""
+    rows = dict(zip(SPLIT_NAMES, stratified_indices(labels, config, seed), strict=True))
+    preprocessor = fit_preprocessor(features.iloc[rows["train"]])
+    names = tuple(str(name) for name in preprocessor.get_feature_names_out())
+
+    def transformed(name: str) -> Table:
+        values = preprocessor.transform(features.iloc[rows[name]]).astype(np.float32)
+        return Table(values, labels[rows[name]], names)
+
+    return preprocessor, ((name, transformed(name)) for name in SPLIT_NAMES)
+
+
+def read_frame(path: Any) -> tuple[pd.DataFrame, np.ndarray]:
+    """The data set as loaded (text and empty cells kept), and its class codes."""
+    frame = pd.read_parquet(path)
+    labels = frame.pop(LABEL).to_numpy().astype(np.int32)
+    for name in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[name]):
+            # scikit-learn's imputer recognizes NaN, not pandas' own missing marker.
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
+    return frame, labels
+
+
+def preprocessing_description(preprocessor: Preprocessor, input_columns: list[str]) -> dict:
+    """What was fitted on the train rows, as plain JSON."""
+    numeric: dict[str, dict[str, Any]] = {}
+    categorical: dict[str, dict[str, Any]] = {}
+    if isinstance(preprocessor, StandardScaler):
+        for name, mean, scale in zip(
+            input_columns, preprocessor.mean_, preprocessor.scale_, strict=True
+        ):
+            numeric[name] = {"mean": float(mean), "scale": float(scale)}
+        outputs = list(input_columns)
+    else:
+        for step, fitted, columns in preprocessor.transformers_:
+            if step == "numeric":
+                imputer, scaler = fitted.named_steps["impute"], fitted.named_steps["scale"]
+                for index, name in enumerate(columns):
+                    numeric[name] = {
+                        "impute_empty_with": float(imputer.statistics_[index]),
+                        "mean": float(scaler.mean_[index]),
+                        "scale": float(scaler.scale_[index]),
+                    }
+            elif step == "categorical":
+                imputer, encoder = fitted.named_steps["impute"], fitted.named_steps["one_hot"]
+                for index, name in enumerate(columns):
+                    categorical[name] = {
+                        "impute_empty_with": str(imputer.statistics_[index]),
+                        "categories": [str(value) for value in encoder.categories_[index]],
+                    }
+        outputs = [str(name) for name in preprocessor.get_feature_names_out()]
     return {
-        "feature_names": list(feature_names),
-        "mean": scaler.mean_.tolist(),
-        "scale": scaler.scale_.tolist(),
+        "input_columns": list(input_columns),
+        "output_features": outputs,
+        "numeric": numeric,
+        "categorical": categorical,
     }
 
 
 def main() -> None:
     params = load_params()
-    columns = feature_names(params.dataset.n_features)
-    dataset = read_table(paths.DATASET, columns)
-    scaler, splits = standardized_splits(dataset, params.split, params.seed)
+    n_classes = len(read_classes())
+    if params.dataset.source == "file":
+        features, labels = read_frame(paths.DATASET)
+        input_columns = [str(name) for name in features.columns]
+        preprocessor, splits = frame_splits(features, labels, params.split, params.seed)
+    else:
+        # Generated or bundled: numbers only, possibly 10M rows, so no data frame.
+        dataset = read_table(paths.DATASET, n_classes=n_classes)
+        input_columns = list(dataset.feature_names)
+        preprocessor, splits = standardized_splits(dataset, params.split, params.seed)
     sizes = {}
     for name, table in splits:
         write_table(table, SPLIT_PATHS[name])
         sizes[name] = len(table.labels)
-    write_json(scaler_description(scaler, dataset.feature_names), paths.SCALER)
+    description = preprocessing_description(preprocessor, input_columns)
+    write_json(description, paths.PREPROCESSING)
+    with atomic_path(paths.PREPROCESSOR) as temporary:
+        skops.io.dump(preprocessor, temporary)
     logger.info(
-        "split: %d train, %d validation, %d test rows -> %s",
+        "split: %d train, %d validation, %d test rows, %d features -> %s",
         sizes["train"],
         sizes["validation"],
         sizes["test"],
+        len(description["output_features"]),
         paths.SPLIT,
     )
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DatasetConfig, ModelSpec, Params, SplitConfig, load_params
+from pipeline.config import ModelSpec, Params, SplitConfig, load_params
 from pipeline.dataset import generate_dataset
 from pipeline.split import Splits, split_dataset
 from tests.endtoend import (
@@ -16,6 +16,7 @@ from tests.endtoend import (
     execute,
     set_params,
 )
+from tests.factories import synthetic_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def tiny_spec(default_params: Params) -> ModelSpec:
 def tiny_splits() -> Splits:
     """300 rows of learnable data: 180 train, 60 validation, 60 test."""
     dataset = generate_dataset(
-        DatasetConfig(
+        synthetic_config(
             kind="classification",
             n_samples=300,
             n_features=8,
@@ -69,3 +70,25 @@ def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A password in the environment must never reach the store (checked later).
     execute(project, "dvc", "repro", env=environment({"MLFLOW_TRACKING_PASSWORD": SECRET}))
     return project
+
+
+@pytest.fixture(scope="session")
+def three_class_splits() -> Splits:
+    """300 rows of three unbalanced classes (60% / 30% / 10%)."""
+    from sklearn.datasets import make_classification
+
+    from pipeline.files import Table
+
+    features, labels = make_classification(
+        n_samples=300,
+        n_features=6,
+        n_informative=4,
+        n_classes=3,
+        weights=[0.6, 0.3, 0.1],
+        class_sep=1.5,
+        random_state=11,
+    )
+    table = Table(
+        features.astype("float32"), labels.astype("int32"), ("a", "b", "c", "d", "e", "f")
+    )
+    return split_dataset(table, SplitConfig(test_size=0.2, validation_size=0.2), seed=11)

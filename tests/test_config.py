@@ -484,3 +484,48 @@ def test_rows_must_suffice_for_the_split_and_a_batch(
     for key_path, value in changes.items():
         raw = changed(raw, key_path, value)
     parse_error(raw, message)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"dataset.source": "file", "dataset.path": "data/table.xlsx"},
+            r"^params\.yaml: dataset\.path = 'data/table\.xlsx': with dataset\.source = "
+            r"'file', allowed: a \.csv or \.parquet file$",
+        ),
+        (
+            {"dataset.source": "file", "dataset.target": " "},
+            r"^params\.yaml: dataset\.target = ' ': with dataset\.source = 'file', name the "
+            r"column to predict$",
+        ),
+        (
+            {"dataset.source": "mnist"},
+            r"^params\.yaml: dataset\.source = 'mnist': allowed: 'synthetic', "
+            r"'breast_cancer', 'wine', 'iris', 'digits' or 'file'$",
+        ),
+        (
+            {"dataset.categorical": "ordinal"},
+            r"^params\.yaml: dataset\.categorical = 'ordinal': allowed: 'one_hot' or 'reject'$",
+        ),
+        (
+            {"dataset.missing": "drop"},
+            r"^params\.yaml: dataset\.missing = 'drop': allowed: 'impute' or 'reject'$",
+        ),
+        (
+            {"model.class_weight": "auto"},
+            r"^params\.yaml: model\.class_weight = 'auto': allowed: 'none' or 'balanced'$",
+        ),
+    ],
+)
+def test_data_source_keys(default_raw: dict[str, Any], changes: dict[str, Any], message: str):
+    raw = default_raw
+    for key_path, value in changes.items():
+        raw = changed(raw, key_path, value)
+    parse_error(raw, message)
+
+
+def test_rows_are_checked_by_the_stages_for_files_and_bundled_sets(default_raw):
+    # 5 synthetic rows cannot be split, but the setting is ignored for a bundled set.
+    raw = changed(changed(default_raw, "dataset.n_samples", 5), "dataset.source", "iris")
+    assert parse_params(raw).dataset.source == "iris"

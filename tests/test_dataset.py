@@ -1,15 +1,23 @@
-"""Tests for `pipeline.dataset`: shapes, types, class balance, reproducibility, signal."""
+"""Tests for `pipeline.dataset`: generated data (shapes, balance, signal), the bundled
+sets, and users' files with every bad case as one clear line."""
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
+from pipeline import dataset, paths
 from pipeline.config import DatasetConfig
-from pipeline.dataset import class_counts, generate_dataset
+from pipeline.dataset import bundled_dataset, class_counts, generate_dataset, load_file
+from pipeline.errors import PipelineError
+from tests.factories import synthetic_config
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 KINDS = ["classification", "moons", "circles", "xor", "random_labels"]
 # The kinds whose labels are drawn to exact class counts.
 EXACT_KINDS = ["moons", "circles", "xor", "random_labels"]
@@ -25,7 +33,7 @@ def make_config(**changes: Any) -> DatasetConfig:
         "class_sep": 1.0,
         "positive_fraction": 0.5,
     }
-    return DatasetConfig(**{**fields, **changes})
+    return synthetic_config(**{**fields, **changes})
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -141,3 +149,196 @@ def test_classification_can_be_learned(seed: int) -> None:
     accuracy = mean_cross_validated_accuracy(config, seed)
 
     assert accuracy > 0.7
+
+
+# Bundled and user data (dataset.source other than synthetic).
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "features", "classes"),
+    [
+        ("breast_cancer", 569, 30, ["malignant", "benign"]),
+        ("wine", 178, 13, ["class_0", "class_1", "class_2"]),
+        ("iris", 150, 4, ["setosa", "versicolor", "virginica"]),
+        ("digits", 1797, 64, list(range(10))),
+    ],
+)
+def test_bundled_datasets(name: str, rows: int, features: int, classes: list) -> None:
+    data = bundled_dataset(name)
+    assert data.features.shape == (rows, features)
+    assert (data.features.dtypes == np.float32).all()
+    assert data.classes == classes
+    np.testing.assert_array_equal(np.unique(data.labels), np.arange(len(classes)))
+
+
+def file_config(path: Path, target: str = "approved", **changes: Any) -> DatasetConfig:
+    return synthetic_config(
+        kind="classification",
+        n_samples=100,
+        n_features=4,
+        n_informative=2,
+        noise=0.0,
+        class_sep=1.0,
+        positive_fraction=0.5,
+    ).model_copy(update={"source": "file", "path": str(path), "target": target, **changes})
+
+
+def test_user_csv_with_text_and_gaps_loads() -> None:
+    data = load_file(file_config(Path("examples/loans.csv")))
+    assert data.classes == ["no", "yes"]
+    assert data.target == "approved"
+    assert list(data.features.columns) == [
+        "age", "income", "region", "employment", "years_employed", "debt_ratio",
+    ]  # fmt: skip
+    assert data.features["region"].dtype == object
+    assert data.features["age"].dtype == np.float32
+    assert data.features["income"].isna().sum() > 0
+    # Codes follow the sorted classes: "no" -> 0, "yes" -> 1.
+    raw = pd.read_csv("examples/loans.csv")["approved"]
+    np.testing.assert_array_equal(data.labels, (raw == "yes").astype(int))
+
+
+def test_user_parquet_and_integer_target_load(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [1, 0, 1, 0], "kind": [3, 7, 3, 9]})
+    path = tmp_path / "data.parquet"
+    frame.to_parquet(path)
+    data = load_file(file_config(path, target="kind"))
+    assert data.classes == [3, 7, 9]
+    np.testing.assert_array_equal(data.labels, [0, 1, 0, 2])
+
+
+def test_identifier_like_text_column_is_warned_about(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "data.csv"
+    rows = [f"customer{index},{'ab'[index % 2]},{index},{'yes' if index % 3 else 'no'}"
+            for index in range(10)]  # fmt: skip
+    path.write_text("customer,group,a,approved\n" + "\n".join(rows) + "\n")
+    with caplog.at_level("WARNING", logger="pipeline.dataset"):
+        data = load_file(file_config(path))
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    assert "text column 'customer' has 10 distinct values in 10 rows" in warnings[0]
+    # A warning only: the column is still a feature.
+    assert list(data.features.columns) == ["customer", "group", "a"]
+
+
+BAD_FILES = [
+    pytest.param("a,b,approved\n", {}, r"has a header but no rows", id="header only"),
+    pytest.param("", {}, r"the file is empty", id="empty file"),
+    pytest.param(
+        "a,a,approved\n1,2,yes\n3,4,no\n",
+        {},
+        r"column names appear more than once: a",
+        id="duplicate columns",
+    ),
+    pytest.param(
+        "a,b,outcome\n1,2,yes\n3,4,no\n",
+        {},
+        r"no column dataset\.target = 'approved'",
+        id="missing target",
+    ),
+    pytest.param(
+        "a,b,aproved\n1,2,yes\n3,4,no\n",
+        {},
+        r"no column dataset\.target = 'approved'; did you mean 'aproved'\?",
+        id="misspelt target",
+    ),
+    pytest.param(
+        "a,b,approved\n1,2,yes\n3,4,yes\n",
+        {},
+        r"target column 'approved' has one class only",
+        id="one class",
+    ),
+    pytest.param(
+        "a,b,approved\n1,2,yes\n3,4,\n5,6,no\n",
+        {},
+        r"target column 'approved' is empty in 1 rows \(first at row 1\)",
+        id="empty target cell",
+    ),
+    pytest.param(
+        "a,b,approved\n1,7,yes\n3,7,no\n",
+        {},
+        r"column 'b' has a single value \(7\)",
+        id="constant column",
+    ),
+    pytest.param(
+        "a,b,approved\n1,,yes\n3,,no\n", {}, r"column 'b' has no values", id="empty column"
+    ),
+    pytest.param(
+        "a,b,approved\n1,inf,yes\n3,4,no\n",
+        {},
+        r"column 'b' has infinite values",
+        id="infinity",
+    ),
+    pytest.param(
+        "a,colour,approved\n1,red,yes\n3,blue,no\n",
+        {"categorical": "reject"},
+        r"column 'colour' holds text \('red', 'blue', \.\.\.\); set dataset\.categorical: "
+        r"one_hot",
+        id="text rejected",
+    ),
+    pytest.param(
+        "a,b,approved\n1,,yes\n3,4,no\n5,6,no\n",
+        {"missing": "reject"},
+        r"column 'b' has 1 empty cells \(first at row 0\); set dataset\.missing: impute",
+        id="gap rejected",
+    ),
+    pytest.param(
+        "a,label,approved\n1,2,yes\n3,4,no\n",
+        {},
+        r"a feature column is named 'label'",
+        id="reserved name",
+    ),
+    pytest.param("approved\nyes\nno\n", {}, r"no columns besides the target", id="no features"),
+    pytest.param(
+        'a,b,approved\n1,2,"yes\n3,4,no\n', {}, r"cannot be read as csv", id="broken quoting"
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "changes", "message"), BAD_FILES)
+def test_bad_user_file_is_one_clear_line(
+    tmp_path: Path, content: str, changes: dict, message: str
+) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(PipelineError, match=message) as caught:
+        load_file(file_config(path, **changes))
+    assert str(caught.value).startswith(f"{path}: ")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("content", "changes", "message"), BAD_FILES)
+def test_bad_user_file_keeps_the_previous_outputs(
+    tmp_path: Path, monkeypatch, content: str, changes: dict, message: str
+) -> None:
+    params = yaml.safe_load((REPOSITORY / paths.PARAMS).read_text())
+    params["dataset"] |= {"source": "file", "path": "table.csv", **changes}
+    monkeypatch.chdir(tmp_path)
+    paths.PARAMS.write_text(yaml.safe_dump(params))
+    Path("table.csv").write_text(content, encoding="utf-8")
+    paths.DATASET.parent.mkdir(parents=True)
+    paths.DATASET.write_bytes(b"the previous data set")
+    paths.CLASSES.write_text('{"target": "approved", "classes": ["no", "yes"]}')
+    with pytest.raises(PipelineError, match=message):
+        dataset.main()
+    assert paths.DATASET.read_bytes() == b"the previous data set"
+    assert paths.CLASSES.read_text() == '{"target": "approved", "classes": ["no", "yes"]}'
+    # Nothing half-written beside them either.
+    assert sorted(path.name for path in paths.DATASET.parent.iterdir()) == [
+        "classes.json",
+        "dataset.parquet",
+    ]
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.csv"
+    with pytest.raises(PipelineError, match=r"absent\.csv: no such file \(dataset\.path\)"):
+        load_file(file_config(missing))
+    binary = tmp_path / "data.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage\x81")
+    with pytest.raises(PipelineError, match=r"cannot be read as csv"):
+        load_file(file_config(binary))
+    corrupt = tmp_path / "data.parquet"
+    corrupt.write_bytes(b"PAR1 not really")
+    with pytest.raises(PipelineError, match=r"cannot be read as parquet"):
+        load_file(file_config(corrupt))

@@ -16,7 +16,10 @@ STAGE_OUTPUTS = {
     "TRAIN": paths.TRAIN,
     "VALIDATION": paths.VALIDATION,
     "TEST": paths.TEST,
-    "SCALER": paths.SCALER,
+    "CLASSES": paths.CLASSES,
+    "PREPROCESSING": paths.PREPROCESSING,
+    "PREPROCESSOR": paths.PREPROCESSOR,
+    "CLASS_REPORT": paths.CLASS_REPORT,
     "KERAS_MODEL": paths.KERAS_MODEL,
     "KERAS_HISTORY": paths.KERAS_HISTORY,
     "KERAS_SUMMARY": paths.KERAS_SUMMARY,
@@ -146,8 +149,11 @@ def test_stage_params_exist_in_params_yaml(stages: dict[str, Any]) -> None:
 
 def test_stage_deps_are_produced_upstream_or_in_the_repo(stages: dict[str, Any]) -> None:
     outputs = all_produced(stages)
+    params = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
     for stage_name, stage in stages.items():
-        for dependency in map(Path, stage.get("deps", [])):
+        # DVC fills ${dataset.path} from params.yaml: the user's file, or the example.
+        deps = [dep.replace("${dataset.path}", params["dataset"]["path"]) for dep in stage["deps"]]
+        for dependency in map(Path, deps):
             if dependency.parts[0] == str(paths.DATA):
                 assert dependency in outputs, f"{stage_name}: {dependency} is never produced"
             else:

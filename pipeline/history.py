@@ -3,7 +3,9 @@
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import PipelineError
@@ -75,3 +77,17 @@ def read_history(path: Path) -> pd.DataFrame:
     if missing:
         raise PipelineError(f"{path}: missing columns {sorted(missing)}")
     return history
+
+
+def class_count(*tables: Any) -> int:
+    """Classes in the data: codes run 0..k-1 and every class is in the train split."""
+    return int(max(int(table.labels.max()) for table in tables)) + 1
+
+
+def row_weights(labels: np.ndarray, n_classes: int, class_weight: str) -> np.ndarray:
+    """Each row's weight in the loss: 1, or for "balanced" n_rows / (n_classes *
+    rows of its class), so that every class weighs the same in total."""
+    if class_weight == "none":
+        return np.ones(len(labels), dtype=np.float32)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return (len(labels) / (n_classes * counts[labels])).astype(np.float32)

@@ -13,14 +13,30 @@ import numpy as np
 import pandas as pd
 
 from pipeline import paths
-from pipeline.config import KerasInitializer, KerasTrainer, ModelSpec, feature_names, load_params
+from pipeline.config import (
+    KerasInitializer,
+    KerasTrainer,
+    ModelSpec,
+    check_batch_size,
+    load_params,
+)
 from pipeline.errors import run_stage
-from pipeline.files import Table, atomic_path, read_table, write_csv, write_json, write_parquet
+from pipeline.files import (
+    Table,
+    atomic_path,
+    read_classes,
+    read_table,
+    write_csv,
+    write_json,
+    write_predictions,
+)
 from pipeline.history import (
     EarlyStopping,
     TrainingSummary,
+    class_count,
     history_frame,
     log_epoch,
+    row_weights,
 )
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
 from pipeline.tensorflow_import import import_tensorflow
@@ -50,10 +66,11 @@ class KerasResult:
 
 
 def build_model(
-    n_features: int, spec: ModelSpec, kernel_initializer: KerasInitializer
+    n_features: int, spec: ModelSpec, kernel_initializer: KerasInitializer, n_classes: int = 2
 ) -> keras.Sequential:
-    """n_features -> hidden Dense layers (each followed by Dropout if set) ->
-    Dense(1, sigmoid), compiled."""
+    """n_features -> hidden Dense layers (each followed by Dropout if set) -> the
+    output: Dense(1, sigmoid) for two classes, Dense(n_classes, softmax) for more;
+    compiled with the matching cross-entropy."""
     # scikit-learn penalizes every weight matrix, the output layer's included, and
     # no bias; the same here. L1 and dropout are Keras only.
     regularizer = (
@@ -72,10 +89,11 @@ def build_model(
         if spec.dropout > 0:
             # Active only while training; at inference Keras passes values through.
             layers.append(keras.layers.Dropout(spec.dropout))
+    binary = n_classes == 2
     layers.append(
         keras.layers.Dense(
-            1,
-            activation="sigmoid",
+            1 if binary else n_classes,
+            activation="sigmoid" if binary else "softmax",
             kernel_initializer=kernel_initializer,
             kernel_regularizer=regularizer,
         )
@@ -83,10 +101,23 @@ def build_model(
     model = keras.Sequential(layers, name="mlp")
     model.compile(
         optimizer=build_optimizer(spec),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+        loss=(
+            keras.losses.BinaryCrossentropy()
+            if binary
+            else keras.losses.SparseCategoricalCrossentropy()
+        ),
+        metrics=[
+            keras.metrics.BinaryAccuracy(name="accuracy")
+            if binary
+            else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
     )
     return model
+
+
+def keras_targets(labels: np.ndarray, binary: bool) -> np.ndarray:
+    """Labels as the loss wants them: a float column for two classes, codes for more."""
+    return labels.astype(np.float32)[:, None] if binary else labels.astype(np.int32)
 
 
 def build_optimizer(spec: ModelSpec) -> keras.optimizers.Optimizer:
@@ -125,13 +156,23 @@ class CompiledLoop:
     """
 
     def __init__(
-        self, model: keras.Model, train_set: Table, batch_size: int, jit_compile: bool = True
+        self,
+        model: keras.Model,
+        train_set: Table,
+        batch_size: int,
+        jit_compile: bool = True,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.model = model
+        n_rows = len(train_set.labels)
+        self.binary = model.output_shape[-1] == 1
         self.features = tf.convert_to_tensor(train_set.features)  # no copy if a tensor
-        self.targets = tf.constant(train_set.labels.astype(np.float32)[:, None])
+        self.targets = tf.constant(keras_targets(train_set.labels, self.binary))
+        self.weights = tf.constant(
+            np.ones(n_rows, np.float32) if weights is None else weights.astype(np.float32)
+        )
         self.batch_size = batch_size
-        self.full_batches = len(train_set.labels) // batch_size
+        self.full_batches = n_rows // batch_size
         model.optimizer.build(model.trainable_variables)
         # Full batches share one shape: one compilation for all of them. The last,
         # partial batch (rows % batch_size) has its own, compiled once.
@@ -139,39 +180,45 @@ class CompiledLoop:
         self._last_batch = tf.function(self._step, jit_compile=jit_compile)
 
     def _step(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """One gradient step on the given rows: (loss * rows, correct predictions)."""
+        """One gradient step on the given rows: (loss * rows, correct predictions), as
+        Keras' loss tracker and (unweighted) accuracy metric count them."""
         features = tf.gather(self.features, rows)
         targets = tf.gather(self.targets, rows)
+        weights = tf.gather(self.weights, rows)
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             probabilities = self.model(features, training=True)
-            loss = self.model.loss(targets, probabilities) + regularization_loss(self.model)
+            loss = self.model.loss(targets, probabilities, sample_weight=weights)
+            loss += regularization_loss(self.model)
         gradients = tape.gradient(loss, variables)
         self.model.optimizer.apply(gradients, variables)
-        predicted = tf.cast(probabilities > 0.5, tf.float32)
+        if self.binary:
+            correct = tf.cast(probabilities > 0.5, tf.float32)[:, 0] == targets[:, 0]
+        else:
+            correct = tf.argmax(probabilities, axis=1, output_type=tf.int32) == targets
         count = tf.cast(tf.shape(rows)[0], tf.float32)
-        return loss * count, tf.reduce_sum(tf.cast(predicted == targets, tf.float32))
+        return loss * count, tf.reduce_sum(tf.cast(correct, tf.float32))
 
     def _run_full_batches(self, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         batches = tf.reshape(order, (self.full_batches, self.batch_size))
-        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
+        totals = (tf.constant(0.0), tf.constant(0.0))
         for index in tf.range(self.full_batches):
-            batch_loss, batch_correct = self._step(batches[index])
-            loss_sum += batch_loss
-            correct += batch_correct
-        return loss_sum, correct
+            step = self._step(batches[index])
+            totals = tuple(total + part for total, part in zip(totals, step, strict=True))
+        return totals
 
     def run_epoch(self, order: np.ndarray) -> tuple[float, float]:
         """Train on every row once, in `order`; return (mean loss, accuracy)."""
         split = self.full_batches * self.batch_size
         loss_sum, correct = 0.0, 0.0
+        parts = []
         if self.full_batches:
-            full_loss, full_correct = self._full_epoch(tf.constant(order[:split]))
-            loss_sum, correct = float(full_loss), float(full_correct)
+            parts.append(self._full_epoch(tf.constant(order[:split])))
         if split < len(order):
-            last_loss, last_correct = self._last_batch(tf.constant(order[split:]))
-            loss_sum += float(last_loss)
-            correct += float(last_correct)
+            parts.append(self._last_batch(tf.constant(order[split:])))
+        for part_loss, part_correct in parts:
+            loss_sum += float(part_loss)
+            correct += float(part_correct)
         return loss_sum / len(order), correct / len(order)
 
 
@@ -181,23 +228,33 @@ def forward_function(model: keras.Model):
 
 
 def predict_probabilities(model: keras.Model, features: np.ndarray, forward=None) -> np.ndarray:
-    """P(label = 1) for every row, computed in chunks."""
+    """(n_rows, n_classes) class probabilities, computed in chunks; for two classes
+    the sigmoid's P(1) becomes the columns [1 - P(1), P(1)]."""
     forward = forward or forward_function(model)
-    return np.concatenate(
+    outputs = np.concatenate(
         [
-            forward(tf.constant(features[start : start + PREDICTION_CHUNK])).numpy()[:, 0]
+            forward(tf.constant(features[start : start + PREDICTION_CHUNK])).numpy()
             for start in range(0, len(features), PREDICTION_CHUNK)
         ]
     )
+    return np.hstack([1 - outputs, outputs]) if outputs.shape[1] == 1 else outputs
+
+
+def keras_loss(model: keras.Model, labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """The compiled loss of `model` on these rows, plus its regularization penalty."""
+    if probabilities.shape[1] == 2 and model.output_shape[-1] == 1:
+        loss = model.loss(keras_targets(labels, binary=True), probabilities[:, 1:])
+    else:
+        loss = model.loss(labels.astype(np.int32), probabilities)
+    return float(loss + regularization_loss(model))
 
 
 def validation_metrics(model: keras.Model, validation_set: Table, forward) -> tuple[float, float]:
     """(val_loss, val_accuracy) as `model.fit` reports them: loss with the penalty."""
     probabilities = predict_probabilities(model, validation_set.features, forward)
-    labels = validation_set.labels.astype(np.float32)
-    loss = model.loss(labels[:, None], probabilities[:, None]) + regularization_loss(model)
-    accuracy = np.mean((probabilities > 0.5) == (labels > 0.5))
-    return float(loss), float(accuracy)
+    labels = validation_set.labels
+    accuracy = np.mean(np.argmax(probabilities, axis=1) == labels)
+    return keras_loss(model, labels, probabilities), float(accuracy)
 
 
 EpochRunner = Callable[[np.ndarray], tuple[float, float]]
@@ -262,11 +319,13 @@ def train_compiled(
 ) -> KerasResult:
     """Train with `CompiledLoop`; XLA by default when the training repays its compile."""
     set_deterministic(seed)
-    model = build_model(train_set.features.shape[1], spec, kernel_initializer)
+    n_classes = class_count(train_set, validation_set)
+    model = build_model(train_set.features.shape[1], spec, kernel_initializer, n_classes)
     n_rows = len(train_set.labels)
     if jit_compile is None:
         jit_compile = n_rows * spec.epochs >= XLA_MIN_SAMPLE_EPOCHS
-    loop = CompiledLoop(model, train_set, spec.batch_size, jit_compile)
+    weights = row_weights(train_set.labels, n_classes, spec.class_weight)
+    loop = CompiledLoop(model, train_set, spec.batch_size, jit_compile, weights)
     return train_epochs(model, loop.run_epoch, n_rows, validation_set, spec, seed)
 
 
@@ -280,14 +339,17 @@ def train_fit(
     """Train with Keras' own `model.fit`, one call per epoch on the same shuffled
     order as the compiled loop: the reference that loop is held to."""
     set_deterministic(seed)
-    model = build_model(train_set.features.shape[1], spec, kernel_initializer)
+    n_classes = class_count(train_set, validation_set)
+    model = build_model(train_set.features.shape[1], spec, kernel_initializer, n_classes)
     features = np.asarray(train_set.features)
-    targets = train_set.labels.astype(np.float32)
+    targets = keras_targets(train_set.labels, binary=n_classes == 2)
+    weights = row_weights(train_set.labels, n_classes, spec.class_weight)
 
     def run_epoch(order: np.ndarray) -> tuple[float, float]:
         logs = model.fit(
             features[order],
             targets[order],
+            sample_weight=weights[order],
             batch_size=spec.batch_size,
             epochs=1,
             shuffle=False,
@@ -335,14 +397,16 @@ def to_device(table: Table) -> Table:
 
 def main() -> None:
     params = load_params()
-    columns = feature_names(params.dataset.n_features)
-    train_set = read_table(paths.TRAIN, columns)
+    n_classes = len(read_classes())
+    train_set = read_table(paths.TRAIN, n_classes=n_classes)
+    columns = train_set.feature_names
     if params.train_keras.trainer != "fit":
         # Held once, on the device, instead of once there and once in NumPy.
         train_set = to_device(train_set)
     if len(train_set.labels) <= PRELOAD_MAX_ROWS:
         preload_mlflow("keras")
-    validation_set = read_table(paths.VALIDATION, columns)
+    check_batch_size(params.model, len(train_set.labels))
+    validation_set = read_table(paths.VALIDATION, columns, n_classes)
     result = train(
         train_set,
         validation_set,
@@ -354,17 +418,18 @@ def main() -> None:
     del train_set, validation_set
     # The test set is predicted here, while TensorFlow is loaded, so that no other
     # stage has to load it (about 6 s per process).
-    test_set = read_table(paths.TEST, columns)
+    test_set = read_table(paths.TEST, columns, n_classes)
     probabilities = predict_probabilities(result.model, test_set.features)
     save_model(result.model, paths.KERAS_MODEL)
-    write_parquet(pd.DataFrame({"probability": probabilities}), paths.KERAS_PREDICTIONS)
+    write_predictions(probabilities, paths.KERAS_PREDICTIONS)
     write_csv(result.history, paths.KERAS_HISTORY)
     write_json(asdict(result.summary), paths.KERAS_SUMMARY)
+    sample = test_set.features[:5]
     save_mlflow_model(
         "keras",
         result.model,
-        sample=test_set.features[:5],
-        sample_output=probabilities[:5, None],
+        sample=sample,
+        sample_output=result.model(sample, training=False).numpy(),
         requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
         path=paths.KERAS_MLFLOW_MODEL,
     )

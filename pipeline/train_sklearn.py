@@ -18,17 +18,25 @@ from sklearn.metrics import accuracy_score, log_loss
 from sklearn.neural_network import MLPClassifier
 
 from pipeline import paths
-from pipeline.config import LearningRateSchedule, ModelSpec, feature_names, load_params
+from pipeline.config import LearningRateSchedule, ModelSpec, check_batch_size, load_params
 from pipeline.errors import run_stage
 from pipeline.files import (
     Table,
     atomic_path,
+    read_classes,
     read_table,
     write_csv,
     write_json,
-    write_parquet,
+    write_predictions,
 )
-from pipeline.history import EarlyStopping, TrainingSummary, history_frame, log_epoch
+from pipeline.history import (
+    EarlyStopping,
+    TrainingSummary,
+    class_count,
+    history_frame,
+    log_epoch,
+    row_weights,
+)
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
 
 logger = logging.getLogger(__name__)
@@ -114,7 +122,10 @@ def train(
 ) -> SklearnResult:
     """One `partial_fit` per epoch, with the same history and early stopping as Keras."""
     classifier = build_classifier(spec, schedule, seed)
-    classes = np.array([0, 1])
+    classes = np.arange(class_count(train_set, validation_set))
+    # Balanced class weights, if asked for, as sample weights: scikit-learn's loss is
+    # then sum(w * loss) / sum(w) per batch, Keras' sum(w * loss) / batch size.
+    weights = row_weights(train_set.labels, len(classes), spec.class_weight)
     records: list[dict[str, float]] = []
     stopping = EarlyStopping(spec.patience)
     best_weights = None
@@ -123,8 +134,10 @@ def train(
         with warnings.catch_warnings():
             # One epoch per call is the point; "not converged yet" is expected.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            classifier.partial_fit(train_set.features, train_set.labels, classes=classes)
-        validation_probability = classifier.predict_proba(validation_set.features)[:, 1]
+            classifier.partial_fit(
+                train_set.features, train_set.labels, sample_weight=weights, classes=classes
+            )
+        validation_probabilities = classifier.predict_proba(validation_set.features)
         record = {
             "epoch": epoch,
             "loss": float(classifier.loss_curve_[-1]),
@@ -132,11 +145,11 @@ def train(
                 accuracy_score(train_set.labels, classifier.predict(train_set.features))
             ),
             "val_loss": float(
-                log_loss(validation_set.labels, validation_probability, labels=classes)
+                log_loss(validation_set.labels, validation_probabilities, labels=classes)
                 + l2_penalty(classifier, spec.l2)
             ),
             "val_accuracy": float(
-                accuracy_score(validation_set.labels, validation_probability > 0.5)
+                accuracy_score(validation_set.labels, validation_probabilities.argmax(axis=1))
             ),
         }
         records.append(record)
@@ -170,10 +183,10 @@ def save_model(classifier: MLPClassifier, path: os.PathLike) -> None:
 
 
 def predict_probabilities(classifier: MLPClassifier, features: np.ndarray) -> np.ndarray:
-    """P(label = 1) for every row, in chunks so that activations stay small."""
+    """(n_rows, n_classes) class probabilities, in chunks so that activations stay small."""
     return np.concatenate(
         [
-            classifier.predict_proba(features[start : start + PREDICTION_CHUNK])[:, 1]
+            classifier.predict_proba(features[start : start + PREDICTION_CHUNK])
             for start in range(0, len(features), PREDICTION_CHUNK)
         ]
     )
@@ -187,11 +200,13 @@ def main() -> None:
     params = load_params()
     for warning in keras_only_settings(params.model):
         logger.warning("train_sklearn: warning: %s", warning)
-    columns = feature_names(params.dataset.n_features)
-    train_set = read_table(paths.TRAIN, columns)
+    n_classes = len(read_classes())
+    train_set = read_table(paths.TRAIN, n_classes=n_classes)
+    columns = train_set.feature_names
     if len(train_set.labels) <= PRELOAD_MAX_ROWS:
         preload_mlflow("sklearn")
-    validation_set = read_table(paths.VALIDATION, columns)
+    check_batch_size(params.model, len(train_set.labels))
+    validation_set = read_table(paths.VALIDATION, columns, n_classes)
     result = train(
         train_set,
         validation_set,
@@ -200,10 +215,10 @@ def main() -> None:
         params.seed,
     )
     del train_set, validation_set
-    test_set = read_table(paths.TEST, columns)
+    test_set = read_table(paths.TEST, columns, n_classes)
     probabilities = predict_probabilities(result.model, test_set.features)
     save_model(result.model, paths.SKLEARN_MODEL)
-    write_parquet(pd.DataFrame({"probability": probabilities}), paths.SKLEARN_PREDICTIONS)
+    write_predictions(probabilities, paths.SKLEARN_PREDICTIONS)
     write_csv(result.history, paths.SKLEARN_HISTORY)
     write_json(asdict(result.summary), paths.SKLEARN_SUMMARY)
     save_mlflow_model(

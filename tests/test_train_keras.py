@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.config import ModelSpec
 from pipeline.split import Splits
-from pipeline.train_keras import build_model, load_model, train
+from pipeline.train_keras import build_model, load_model, predict_probabilities, train
 
 NUMPY_ACTIVATIONS = {
     "relu": lambda z: np.maximum(z, 0.0),
@@ -187,3 +187,39 @@ def test_compiled_loop_trains_like_model_fit(
     np.testing.assert_allclose(ours.history[columns], reference.history[columns], rtol=1e-4)
     for mine, theirs in zip(ours.model.get_weights(), reference.model.get_weights(), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)
+
+
+def test_more_than_two_classes_use_softmax(tiny_spec: ModelSpec, three_class_splits: Splits):
+    model = build_model(6, tiny_spec, "glorot_uniform", n_classes=3)
+    assert model.layers[-1].units == 3
+    assert model.layers[-1].activation.__name__ == "softmax"
+    assert model.loss.name == "sparse_categorical_crossentropy"
+    result = train(
+        three_class_splits.train, three_class_splits.validation, tiny_spec, "glorot_uniform", 1
+    )
+    probabilities = predict_probabilities(result.model, three_class_splits.test.features)
+    assert probabilities.shape == (len(three_class_splits.test.labels), 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("class_weight", ["none", "balanced"])
+def test_compiled_loop_trains_like_model_fit_on_three_classes(
+    class_weight: str, tiny_spec: ModelSpec, three_class_splits: Splits
+):
+    """Softmax, sparse cross-entropy and class weights: still step for step model.fit."""
+    spec = tiny_spec.model_copy(update={"epochs": 2, "class_weight": class_weight})
+    splits = three_class_splits
+    ours = train(splits.train, splits.validation, spec, "glorot_uniform", 5, "graph")
+    reference = train(splits.train, splits.validation, spec, "glorot_uniform", 5, "fit")
+    columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
+    np.testing.assert_allclose(ours.history[columns], reference.history[columns], rtol=1e-4)
+
+
+def test_balanced_class_weights_change_the_training(
+    tiny_spec: ModelSpec, three_class_splits: Splits
+):
+    splits = three_class_splits
+    plain = train(splits.train, splits.validation, tiny_spec, "glorot_uniform", 5)
+    balanced_spec = tiny_spec.model_copy(update={"class_weight": "balanced"})
+    balanced = train(splits.train, splits.validation, balanced_spec, "glorot_uniform", 5)
+    assert not plain.history["loss"].equals(balanced.history["loss"])

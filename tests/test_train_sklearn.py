@@ -141,3 +141,23 @@ def test_keras_only_settings_leave_the_classifier_unchanged(tiny_spec: ModelSpec
     ).get_params()
     plain.pop("random_state"), regularized.pop("random_state")
     assert plain == regularized
+
+
+def test_three_classes(tiny_spec: ModelSpec, three_class_splits: Splits):
+    splits = three_class_splits
+    result = train(splits.train, splits.validation, tiny_spec, "constant", seed=2)
+    probabilities = result.model.predict_proba(splits.validation.features)
+    assert probabilities.shape == (len(splits.validation.labels), 3)
+    expected = log_loss(splits.validation.labels, probabilities, labels=[0, 1, 2])
+    assert result.history["val_loss"].iloc[-1] == pytest.approx(expected, rel=1e-5)
+    assert result.history["val_accuracy"].iloc[-1] == pytest.approx(
+        np.mean(probabilities.argmax(axis=1) == splits.validation.labels)
+    )
+
+
+def test_balanced_weights_reach_partial_fit(tiny_spec: ModelSpec, three_class_splits: Splits):
+    splits = three_class_splits
+    spec = tiny_spec.model_copy(update={"class_weight": "balanced"})
+    plain = train(splits.train, splits.validation, tiny_spec, "constant", seed=2)
+    balanced = train(splits.train, splits.validation, spec, "constant", seed=2)
+    assert not plain.history["loss"].equals(balanced.history["loss"])

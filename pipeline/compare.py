@@ -2,6 +2,7 @@
 (`reports/comparison.{md,html}`, `data/compare/verdict.json`, tags on the MLflow parent run).
 """
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -21,13 +22,18 @@ from pipeline.config import (
     MetricName,
     Params,
     PromoteConfig,
-    feature_names,
     load_params,
 )
 from pipeline.diagnosis import Finding, ModelEvidence, diagnose
 from pipeline.errors import PipelineError, run_stage
-from pipeline.evaluate import read_predictions
-from pipeline.files import read_json, read_table, write_json, write_text
+from pipeline.files import (
+    read_classes,
+    read_json,
+    read_predictions,
+    read_table,
+    write_json,
+    write_text,
+)
 from pipeline.history import read_history
 from pipeline.report import (
     Block,
@@ -92,7 +98,7 @@ class Verdict:
 @dataclass(frozen=True)
 class Comparison:
     n_rows: int
-    n_positive: int
+    n_positive: int  # rows of class 1 (two classes)
     n_bootstrap: int
     confidence: float
     intervals: dict[str, dict[str, Interval]]  # family -> metric -> interval
@@ -101,6 +107,7 @@ class Comparison:
     primary_samples: np.ndarray  # bootstrap differences of the primary metric
     mcnemar: McNemar
     verdict: Verdict
+    n_classes: int = 2
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,12 @@ class _Scored:
     group_starts: np.ndarray  # first sorted position of each distinct probability
 
 
-def _score(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> _Scored:
+def _score(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    predicted: np.ndarray | None = None,
+) -> _Scored:
     probabilities = np.asarray(probabilities)
     # The same clipping as sklearn.metrics.log_loss: the dtype's machine epsilon.
     epsilon = np.finfo(probabilities.dtype).eps
@@ -124,7 +136,7 @@ def _score(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> _
     ordered = probabilities[order]
     return _Scored(
         labels=positive,
-        predicted=probabilities > threshold,
+        predicted=probabilities > threshold if predicted is None else predicted,
         row_log_loss=-np.where(positive, np.log(clipped), np.log1p(-clipped)),
         order=order,
         group_starts=np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]),
@@ -169,6 +181,74 @@ def weighted_metrics(weights: np.ndarray, scored: _Scored) -> dict[str, np.ndarr
     }
 
 
+@dataclass(frozen=True)
+class _ScoredMulticlass:
+    """More than two classes: one binary problem per class (one-vs-rest) for the
+    macro-averaged precision, recall, F1 and ROC AUC; accuracy and log loss whole."""
+
+    per_class: list[_Scored]
+    correct: np.ndarray  # bool: most probable class is the label
+    row_log_loss: np.ndarray
+
+
+def score_model(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float
+) -> _Scored | _ScoredMulticlass:
+    """Per-row quantities of one model. `probabilities` is P(class 1) per row, or
+    (n_rows, n_classes) class probabilities."""
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim == 2 and probabilities.shape[1] == 2:
+        probabilities = probabilities[:, 1]
+    if probabilities.ndim == 1:
+        return _score(labels, probabilities, threshold)
+    predicted = probabilities.argmax(axis=1)
+    epsilon = np.finfo(probabilities.dtype).eps
+    return _ScoredMulticlass(
+        per_class=[
+            _score(
+                (labels == code).astype(np.int32),
+                probabilities[:, code],
+                threshold,
+                predicted == code,
+            )
+            for code in range(probabilities.shape[1])
+        ],
+        correct=predicted == labels,
+        row_log_loss=-np.log(
+            np.clip(probabilities[np.arange(len(labels)), labels], epsilon, 1).astype(np.float64)
+        ),
+    )
+
+
+def model_metrics(
+    weights: np.ndarray, scored: _Scored | _ScoredMulticlass
+) -> dict[str, np.ndarray]:
+    """`weighted_metrics` for either kind of scored model."""
+    if isinstance(scored, _Scored):
+        return weighted_metrics(weights, scored)
+    per_class = [weighted_metrics(weights, one) for one in scored.per_class]
+    total = weights.sum(axis=1)
+    macro = {
+        metric: np.mean([values[metric] for values in per_class], axis=0)
+        for metric in ("precision", "recall", "f1", "roc_auc")
+    }
+    return {
+        "accuracy": weights @ scored.correct.astype(np.float64) / total,
+        **macro,
+        "log_loss": weights @ scored.row_log_loss / total,
+    }
+
+
+def correct_rows(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """Whether each row's prediction is right: P(1) above the threshold for two
+    classes, the most probable class for more."""
+    scored = score_model(labels, probabilities, threshold)
+    if isinstance(scored, _ScoredMulticlass):
+        return scored.correct
+    return scored.predicted == scored.labels
+
+
 def stratified_bootstrap_weights(
     labels: np.ndarray, n_resamples: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -178,7 +258,7 @@ def stratified_bootstrap_weights(
     small test set with few positives.
     """
     weights = np.zeros((n_resamples, len(labels)))
-    for label in (0, 1):
+    for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
         weights[:, rows] = rng.multinomial(
             len(rows), np.full(len(rows), 1 / len(rows)), size=n_resamples
@@ -198,13 +278,15 @@ def paired_bootstrap(
     if labels.min() == labels.max():
         raise ValueError("the test set holds one class only: ROC AUC and recall are undefined")
     rng = np.random.default_rng(seed)
-    scored = {family: _score(labels, values, threshold) for family, values in probabilities.items()}
+    scored = {
+        family: score_model(labels, values, threshold) for family, values in probabilities.items()
+    }
     chunk = max(1, BOOTSTRAP_CELLS // len(labels))
     parts: dict[str, list[dict[str, np.ndarray]]] = {family: [] for family in probabilities}
     for start in range(0, n_resamples, chunk):
         weights = stratified_bootstrap_weights(labels, min(chunk, n_resamples - start), rng)
         for family, family_scored in scored.items():
-            parts[family].append(weighted_metrics(weights, family_scored))
+            parts[family].append(model_metrics(weights, family_scored))
     return {
         family: {metric: np.concatenate([part[metric] for part in chunks]) for metric in METRICS}
         for family, chunks in parts.items()
@@ -215,8 +297,8 @@ def point_metrics(
     labels: np.ndarray, probabilities: np.ndarray, threshold: float
 ) -> dict[str, float]:
     """The plain test metrics: every row weighted once."""
-    scored = _score(np.asarray(labels), probabilities, threshold)
-    values = weighted_metrics(np.ones((1, len(labels))), scored)
+    scored = score_model(np.asarray(labels), probabilities, threshold)
+    values = model_metrics(np.ones((1, len(labels))), scored)
     return {metric: float(values[metric][0]) for metric in METRICS}
 
 
@@ -320,8 +402,7 @@ def compare_predictions(
     }
     p_values = {metric: bootstrap_p_value(difference_samples[metric]) for metric in METRICS}
     correct = {
-        family: (np.asarray(probabilities[family]) > threshold) == (labels == 1)
-        for family in FAMILIES
+        family: correct_rows(labels, probabilities[family], threshold) for family in FAMILIES
     }
     mcnemar_result = mcnemar(correct["keras"], correct["sklearn"])
     metric = config.primary_metric
@@ -332,6 +413,9 @@ def compare_predictions(
     return Comparison(
         n_rows=len(labels),
         n_positive=int(np.count_nonzero(labels == 1)),
+        n_classes=int(max(2, np.asarray(probabilities["keras"]).shape[-1]))
+        if np.asarray(probabilities["keras"]).ndim == 2
+        else 2,
         n_bootstrap=config.n_bootstrap,
         confidence=config.confidence,
         intervals=intervals,
@@ -343,13 +427,11 @@ def compare_predictions(
     )
 
 
-def parameter_count(n_features: int, hidden_layers: list[int]) -> int:
-    """Weights and biases of n_features -> hidden_layers -> 1, the same in both
-    libraries (dropout adds none)."""
-    widths = [n_features, *hidden_layers, 1]
-    return sum(
-        fan_in * fan_out + fan_out for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
-    )
+def parameter_count(n_features: int, hidden_layers: list[int], n_classes: int = 2) -> int:
+    """Weights and biases of n_features -> hidden_layers -> the output (one unit for
+    two classes, one per class for more), the same in both libraries."""
+    widths = [n_features, *hidden_layers, 1 if n_classes == 2 else n_classes]
+    return sum((fan_in + 1) * fan_out for fan_in, fan_out in itertools.pairwise(widths))
 
 
 @dataclass(frozen=True)
@@ -558,8 +640,14 @@ def keras_only_note(params: Params) -> str | None:
 
 
 def scope_note(comparison: Comparison) -> Paragraph:
+    rows = (
+        f"{comparison.n_positive} positive"
+        if comparison.n_classes == 2
+        else f"{comparison.n_classes} classes; precision, recall, F1 and ROC AUC are "
+        "macro averages of one-vs-rest scores"
+    )
     return Paragraph(
-        f"{comparison.n_rows} test rows ({comparison.n_positive} positive); [low, high]: "
+        f"{comparison.n_rows} test rows ({rows}); [low, high]: "
         f"{comparison.confidence:.0%} bootstrap interval from {comparison.n_bootstrap} "
         "stratified resamples of the test rows."
     )
@@ -756,13 +844,14 @@ def verdict_record(
 
 
 def read_test_predictions(
-    test_path: Path, prediction_paths: dict[str, Path], columns: tuple[str, ...]
+    test_path: Path, prediction_paths: dict[str, Path], n_classes: int
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The test labels and each model's probability of label 1, row by row: the
-    training stages predicted the same test rows, so compare never loads a model."""
-    labels = read_table(test_path, columns).labels
+    """The test labels and each model's (n_rows, n_classes) probabilities, row by row:
+    the training stages predicted the same test rows, so compare never loads a model."""
+    labels = read_table(test_path, n_classes=n_classes).labels
     return labels, {
-        family: read_predictions(path, len(labels)) for family, path in prediction_paths.items()
+        family: read_predictions(path, len(labels), n_classes)
+        for family, path in prediction_paths.items()
     }
 
 
@@ -790,7 +879,13 @@ def render_images(
     level = f"{comparison.confidence:.0%}"
     curves = {}
     for family in FAMILIES:
-        fpr, tpr, _ = roc_curve(labels, probabilities[family])
+        values = np.asarray(probabilities[family])
+        if values.ndim == 2 and values.shape[1] > 2:
+            # Micro-average: every (row, class) pair one binary decision.
+            truth, scores = np.eye(values.shape[1], dtype=np.int32)[labels].ravel(), values.ravel()
+        else:
+            truth, scores = labels, values[:, 1] if values.ndim == 2 else values
+        fpr, tpr, _ = roc_curve(truth, scores)
         curves[family] = pd.DataFrame({"fpr": fpr, "tpr": tpr})
     intervals = {
         family: {
@@ -851,10 +946,11 @@ def publish_verdict(
 
 def main() -> None:
     params = load_params()
+    classes = read_classes()
     labels, probabilities = read_test_predictions(
         paths.TEST,
         {"keras": paths.KERAS_PREDICTIONS, "sklearn": paths.SKLEARN_PREDICTIONS},
-        feature_names(params.dataset.n_features),
+        len(classes),
     )
     histories = {
         "keras": read_history(paths.KERAS_HISTORY),
@@ -864,7 +960,7 @@ def main() -> None:
         "keras": read_json(paths.KERAS_SUMMARY),
         "sklearn": read_json(paths.SKLEARN_SUMMARY),
     }
-    n_features = params.dataset.n_features
+    n_features = len(read_table(paths.TEST, n_classes=len(classes)).feature_names)
     run_ids = read_run_ids(paths.MLFLOW_RUNS)
     try:
         comparison = compare_predictions(
@@ -889,6 +985,7 @@ def main() -> None:
         params.model,
         params.dataset,
         params.compare.confidence,
+        (np.bincount(labels, minlength=len(classes)) / len(labels)).tolist(),
     )
     training = {
         family: Training(
@@ -897,7 +994,7 @@ def main() -> None:
             stopped_early=bool(summaries[family]["stopped_early"]),
             train_seconds=float(summaries[family]["train_seconds"]),
             samples_per_second=float(summaries[family]["samples_per_second"]),
-            parameters=parameter_count(n_features, params.model.hidden_layers),
+            parameters=parameter_count(n_features, params.model.hidden_layers, len(classes)),
         )
         for family in FAMILIES
     }

@@ -357,14 +357,32 @@ def _no_signal(models: list[ModelEvidence], data: DatasetConfig, confidence: flo
     )
 
 
+def class_entropy(class_fractions: list[float]) -> float:
+    """Log-loss of always predicting the class frequencies, for any number of classes."""
+    return -sum(p * math.log(p) for p in class_fractions if p > 0)
+
+
 def diagnose(
-    models: list[ModelEvidence], spec: ModelSpec, data: DatasetConfig, confidence: float
+    models: list[ModelEvidence],
+    spec: ModelSpec,
+    data: DatasetConfig,
+    confidence: float,
+    class_fractions: list[float] | None = None,
 ) -> list[Finding]:
-    """Findings for each model, most severe first; none when training looks healthy."""
+    """Findings for each model, most severe first; none when training looks healthy.
+
+    `class_fractions` (the share of each class in the data) sets the chance-level
+    loss; without it, generated data's `positive_fraction` does.
+    """
     findings: list[Finding] = []
-    if data.kind == "random_labels":
+    no_signal = data.source == "synthetic" and data.kind == "random_labels"
+    if no_signal:
         findings.append(_no_signal(models, data, confidence))
-    chance = label_entropy(data.positive_fraction)
+    chance = (
+        class_entropy(class_fractions)
+        if class_fractions is not None
+        else label_entropy(data.positive_fraction)
+    )
     for model in models:
         history = model.history
         diverged = _diverged(history, model.family, spec, chance)
@@ -372,7 +390,7 @@ def diagnose(
             # The rest of a blown-up history says nothing.
             findings.append(diverged)
             continue
-        if data.kind == "random_labels":
+        if no_signal:
             # Without signal, over- and under-fitting are what the control shows.
             continue
         plateau = _plateau(history, model.family, spec, chance)

@@ -3,16 +3,16 @@
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics
 
 from pipeline import figures, paths
-from pipeline.config import feature_names, load_params
-from pipeline.errors import PipelineError, run_stage
-from pipeline.files import read_table, write_csv, write_json
+from pipeline.config import load_params
+from pipeline.errors import run_stage
+from pipeline.files import read_classes, read_predictions, read_table, write_csv, write_json
 from pipeline.history import read_history
 
 logger = logging.getLogger(__name__)
@@ -21,62 +21,101 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Evaluation:
     metrics: dict[str, float]
-    roc: pd.DataFrame  # fpr, tpr, threshold
-    precision_recall: pd.DataFrame  # recall, precision
-    confusion: pd.DataFrame  # one row per test row: actual, predicted
-    confusion_matrix: np.ndarray  # 2 x 2: rows actual, columns predicted
+    roc: pd.DataFrame  # fpr, tpr, threshold (micro-averaged over classes beyond two)
+    precision_recall: pd.DataFrame  # recall, precision (likewise)
+    confusion: pd.DataFrame  # one row per test row: actual, predicted (class names)
+    confusion_matrix: np.ndarray  # k x k: rows actual, columns predicted
+    class_report: dict[str, Any]  # precision, recall, f1 and support per class
+
+
+def predicted_classes(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """Two classes: class 1 when its probability is above `threshold`. More: the
+    most probable class."""
+    if probabilities.shape[1] == 2:
+        return (probabilities[:, 1] > threshold).astype(np.int32)
+    return probabilities.argmax(axis=1).astype(np.int32)
 
 
 def evaluate_probabilities(
-    labels: np.ndarray, probabilities: np.ndarray, threshold: float
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    classes: list[Any] | None = None,
 ) -> Evaluation:
-    """Metrics and curves of predicted probabilities of the positive class."""
-    predicted = (probabilities > threshold).astype(np.int32)
-    fpr, tpr, roc_thresholds = metrics.roc_curve(labels, probabilities)
-    precision, recall, _ = metrics.precision_recall_curve(labels, probabilities)
+    """Metrics and curves of (n_rows, n_classes) predicted class probabilities, or of
+    P(class 1) per row for two classes. Confusion rows name the classes when given."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim == 1:
+        probabilities = np.column_stack([1 - probabilities, probabilities])
+    n_classes = probabilities.shape[1]
+    codes = list(range(n_classes))
+    names = [str(name) for name in classes] if classes is not None else codes
+    predicted = predicted_classes(probabilities, threshold)
     scores = {
         "accuracy": metrics.accuracy_score(labels, predicted),
-        "precision": metrics.precision_score(labels, predicted, zero_division=0),
-        "recall": metrics.recall_score(labels, predicted, zero_division=0),
-        "f1": metrics.f1_score(labels, predicted, zero_division=0),
-        "roc_auc": metrics.roc_auc_score(labels, probabilities),
-        "log_loss": metrics.log_loss(labels, probabilities, labels=[0, 1]),
+        "balanced_accuracy": metrics.balanced_accuracy_score(labels, predicted),
     }
+    if n_classes == 2:
+        positive = probabilities[:, 1]
+        scores |= {
+            "precision": metrics.precision_score(labels, predicted, zero_division=0),
+            "recall": metrics.recall_score(labels, predicted, zero_division=0),
+            "f1": metrics.f1_score(labels, predicted, zero_division=0),
+            "roc_auc": metrics.roc_auc_score(labels, positive),
+        }
+        curve_truth, curve_scores = labels, positive
+    else:
+        for average in ("macro", "weighted"):
+            precision, recall, f1, _ = metrics.precision_recall_fscore_support(
+                labels, predicted, labels=codes, average=average, zero_division=0
+            )
+            scores |= {
+                f"precision_{average}": precision,
+                f"recall_{average}": recall,
+                f"f1_{average}": f1,
+            }
+        scores["roc_auc"] = metrics.roc_auc_score(
+            labels, probabilities, multi_class="ovr", average="macro", labels=codes
+        )
+        # One curve for all classes: every (row, class) pair is one binary decision.
+        curve_truth = np.eye(n_classes, dtype=np.int32)[labels].ravel()
+        curve_scores = probabilities.ravel()
+    scores["log_loss"] = metrics.log_loss(labels, probabilities, labels=codes)
+    fpr, tpr, roc_thresholds = metrics.roc_curve(curve_truth, curve_scores)
+    precision_curve, recall_curve, _ = metrics.precision_recall_curve(curve_truth, curve_scores)
+    name_of = np.asarray(names, dtype=object if classes is not None else np.int64)
     return Evaluation(
         metrics={name: float(value) for name, value in scores.items()},
         # The first ROC threshold is +inf, which JSON and CSV readers dislike.
         roc=pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(roc_thresholds, 1.0)}),
-        precision_recall=pd.DataFrame({"recall": recall, "precision": precision}),
-        confusion=pd.DataFrame({"actual": labels, "predicted": predicted}),
-        confusion_matrix=metrics.confusion_matrix(labels, predicted, labels=[0, 1]),
+        precision_recall=pd.DataFrame({"recall": recall_curve, "precision": precision_curve}),
+        confusion=pd.DataFrame({"actual": name_of[labels], "predicted": name_of[predicted]}),
+        confusion_matrix=metrics.confusion_matrix(labels, predicted, labels=codes),
+        class_report=metrics.classification_report(
+            labels,
+            predicted,
+            labels=codes,
+            target_names=[str(name) for name in names],
+            output_dict=True,
+            zero_division=0,
+        ),
     )
-
-
-def read_predictions(path: Path, n_rows: int) -> np.ndarray:
-    """The test-set probabilities a training stage wrote, one per test row."""
-    try:
-        probabilities = pd.read_parquet(path)["probability"].to_numpy()
-    except (OSError, KeyError, ValueError) as error:
-        raise PipelineError(f"{path}: unreadable predictions ({error}); run `dvc repro`") from None
-    if len(probabilities) != n_rows or not np.all((probabilities >= 0) & (probabilities <= 1)):
-        raise PipelineError(
-            f"{path}: expected {n_rows} probabilities in [0, 1], one per test row; "
-            "run `dvc repro` to rebuild it"
-        )
-    return probabilities
 
 
 def main() -> None:
     params = load_params()
-    columns = feature_names(params.dataset.n_features)
-    test_set = read_table(paths.TEST, columns)
+    classes = read_classes()
+    test_set = read_table(paths.TEST, n_classes=len(classes))
+    n_rows = len(test_set.labels)
     # The training stages predicted the test set; TensorFlow does not load here.
     predictions = {
-        "keras": read_predictions(paths.KERAS_PREDICTIONS, len(test_set.labels)),
-        "sklearn": read_predictions(paths.SKLEARN_PREDICTIONS, len(test_set.labels)),
+        "keras": read_predictions(paths.KERAS_PREDICTIONS, n_rows, len(classes)),
+        "sklearn": read_predictions(paths.SKLEARN_PREDICTIONS, n_rows, len(classes)),
     }
     evaluations = {
-        family: evaluate_probabilities(test_set.labels, probabilities, params.evaluate.threshold)
+        family: evaluate_probabilities(
+            test_set.labels, probabilities, params.evaluate.threshold, classes
+        )
         for family, probabilities in predictions.items()
     }
     for family, evaluation in evaluations.items():
@@ -106,9 +145,14 @@ def main() -> None:
     )
     figures.save_figure(
         figures.confusion_matrices(
-            {family: evaluation.confusion_matrix for family, evaluation in evaluations.items()}
+            {family: evaluation.confusion_matrix for family, evaluation in evaluations.items()},
+            [str(name) for name in classes],
         ),
         paths.FIGURES / "confusion.png",
+    )
+    write_json(
+        {family: evaluation.class_report for family, evaluation in evaluations.items()},
+        paths.CLASS_REPORT,
     )
     # The metrics file is written last: it is what `dvc metrics show` reads.
     write_json(

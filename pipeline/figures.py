@@ -91,22 +91,26 @@ def precision_recall_curves(curves: dict[str, pd.DataFrame]) -> Figure:
     return figure
 
 
-def confusion_matrices(matrices: dict[str, np.ndarray]) -> Figure:
-    figure, all_axes = plt.subplots(1, len(matrices), figsize=(4.5 * len(matrices), 4))
+def confusion_matrices(
+    matrices: dict[str, np.ndarray], class_names: list[str] | None = None
+) -> Figure:
+    size = matrices[next(iter(matrices))].shape[0]
+    names = class_names or [str(code) for code in range(size)]
+    # Larger for many classes, so that every count stays readable.
+    side = max(4.0, 0.45 * size + 2)
+    figure, all_axes = plt.subplots(1, len(matrices), figsize=(side * len(matrices), side))
     for axes, (family, matrix) in zip(np.atleast_1d(all_axes), matrices.items(), strict=True):
         axes.imshow(matrix, cmap="Blues")
         for (actual, predicted), count in np.ndenumerate(matrix):
             # imshow spans the colour map from the smallest to the largest count.
             color = "white" if count > (matrix.min() + matrix.max()) / 2 else "black"
             axes.text(predicted, actual, str(count), ha="center", va="center", color=color)
-        ticks = range(matrix.shape[0])
-        axes.set(
-            xticks=ticks,
-            yticks=ticks,
-            xlabel="predicted",
-            ylabel="actual",
-            title=f"{family} (test set)",
+        ticks = range(size)
+        axes.set_xticks(
+            ticks, names, rotation=45 if size > 4 else 0, ha="right" if size > 4 else "center"
         )
+        axes.set_yticks(ticks, names)
+        axes.set(xlabel="predicted", ylabel="actual", title=f"{family} (test set)")
     return figure
 
 

@@ -32,12 +32,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, Schema
 
 from pipeline import paths
-from pipeline.config import Params, feature_names, flatten, load_params
+from pipeline.config import Params, flatten, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.files import (
     Table,
     atomic_path,
     file_md5,
+    read_classes,
     read_json,
     read_table,
     verify_recorded_hash,
@@ -253,7 +254,8 @@ PUBLISHED_FILES = (
     paths.TRAIN,
     paths.VALIDATION,
     paths.TEST,
-    paths.SCALER,
+    paths.PREPROCESSING,
+    paths.CLASSES,
     paths.KERAS_HISTORY,
     paths.SKLEARN_HISTORY,
     paths.METRICS,
@@ -270,11 +272,15 @@ def publish_key(params: Params, files: tuple[Path, ...] = PUBLISHED_FILES) -> st
 
 def prepare(params: Params, revision: Revision, key: str) -> Publication:
     """Read every result before writing anything."""
-    columns = feature_names(params.dataset.n_features)
+    n_classes = len(read_classes())
+    train = read_table(paths.TRAIN, n_classes=n_classes)
     splits = {
-        "train": (paths.TRAIN, read_table(paths.TRAIN, columns)),
-        "validation": (paths.VALIDATION, read_table(paths.VALIDATION, columns)),
-        "test": (paths.TEST, read_table(paths.TEST, columns)),
+        "train": (paths.TRAIN, train),
+        "validation": (
+            paths.VALIDATION,
+            read_table(paths.VALIDATION, train.feature_names, n_classes),
+        ),
+        "test": (paths.TEST, read_table(paths.TEST, train.feature_names, n_classes)),
     }
     return Publication(
         params=params,
@@ -423,7 +429,8 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
             checkpoint()
             mlflow.log_artifacts(str(paths.FIGURES), "figures")
             mlflow.log_artifact(str(paths.METRICS))
-            mlflow.log_artifact(str(paths.SCALER))
+            for path in (paths.PREPROCESSING, paths.PREPROCESSOR, paths.CLASSES):
+                mlflow.log_artifact(str(path))
             checkpoint()
             for family, results in publication.families.items():
                 child = mlflow.start_run(

@@ -557,22 +557,19 @@ def write_test_inputs(folder: Path, keras: list[float], sklearn: list[float]) ->
     prediction_paths = {}
     for family, values in (("keras", keras), ("sklearn", sklearn)):
         prediction_paths[family] = folder / f"{family}.parquet"
-        pd.DataFrame({"probability": np.array(values, np.float32)}).to_parquet(
-            prediction_paths[family]
-        )
+        positive = np.array(values, np.float32)
+        pd.DataFrame({"0": 1 - positive, "1": positive}).to_parquet(prediction_paths[family])
     return prediction_paths
 
 
 def test_read_test_predictions_pairs_labels_and_probabilities(tmp_path: Path):
     prediction_paths = write_test_inputs(tmp_path, [0.2, 0.9], [0.1, 0.7])
 
-    labels, probabilities = read_test_predictions(
-        tmp_path / "test.parquet", prediction_paths, ("x1", "x2")
-    )
+    labels, probabilities = read_test_predictions(tmp_path / "test.parquet", prediction_paths, 2)
 
     np.testing.assert_array_equal(labels, [0, 1])
-    np.testing.assert_allclose(probabilities["keras"], [0.2, 0.9])
-    np.testing.assert_allclose(probabilities["sklearn"], [0.1, 0.7])
+    np.testing.assert_allclose(probabilities["keras"][:, 1], [0.2, 0.9])
+    np.testing.assert_allclose(probabilities["sklearn"][:, 1], [0.1, 0.7])
 
 
 @pytest.mark.parametrize(
@@ -581,8 +578,8 @@ def test_read_test_predictions_pairs_labels_and_probabilities(tmp_path: Path):
 )
 def test_read_test_predictions_rejects_bad_rows(tmp_path: Path, keras, sklearn):
     prediction_paths = write_test_inputs(tmp_path, keras, sklearn)
-    with pytest.raises(PipelineError, match=r"expected 2 probabilities in \[0, 1\]"):
-        read_test_predictions(tmp_path / "test.parquet", prediction_paths, ("x1", "x2"))
+    with pytest.raises(PipelineError, match=r"expected 2 rows of 2 class probabilities"):
+        read_test_predictions(tmp_path / "test.parquet", prediction_paths, 2)
 
 
 # End to end: the real `dvc repro` with promotion on, in a temporary repository.

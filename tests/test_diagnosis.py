@@ -7,15 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import DatasetConfig, ModelSpec
+from pipeline.config import ModelSpec
 from pipeline.diagnosis import (
     ModelEvidence,
     Suggestion,
     diagnose,
     label_entropy,
 )
+from tests.factories import synthetic_config
 
-DATA = DatasetConfig(
+DATA = synthetic_config(
     kind="classification",
     n_samples=2000,
     n_features=8,

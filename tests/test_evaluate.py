@@ -25,6 +25,7 @@ def test_metrics_match_sklearn(threshold: float, seed: int) -> None:
 
     expected = {
         "accuracy": metrics.accuracy_score(labels, predicted),
+        "balanced_accuracy": metrics.balanced_accuracy_score(labels, predicted),
         "precision": metrics.precision_score(labels, predicted, zero_division=0),
         "recall": metrics.recall_score(labels, predicted, zero_division=0),
         "f1": metrics.f1_score(labels, predicted, zero_division=0),
@@ -148,3 +149,37 @@ def test_precision_recall_frame_matches_sklearn() -> None:
     assert list(evaluation.precision_recall.columns) == ["recall", "precision"]
     np.testing.assert_allclose(evaluation.precision_recall["precision"], precision)
     np.testing.assert_allclose(evaluation.precision_recall["recall"], recall)
+
+
+def test_multiclass_metrics_match_sklearn() -> None:
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 4, size=200)
+    logits = rng.normal(size=(200, 4)) + 2.0 * np.eye(4)[labels]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    predicted = probabilities.argmax(axis=1)
+
+    evaluation = evaluate_probabilities(labels, probabilities, 0.5, ["a", "b", "c", "d"])
+
+    expected = {
+        "accuracy": metrics.accuracy_score(labels, predicted),
+        "balanced_accuracy": metrics.balanced_accuracy_score(labels, predicted),
+        "precision_macro": metrics.precision_score(labels, predicted, average="macro"),
+        "recall_macro": metrics.recall_score(labels, predicted, average="macro"),
+        "f1_macro": metrics.f1_score(labels, predicted, average="macro"),
+        "precision_weighted": metrics.precision_score(labels, predicted, average="weighted"),
+        "recall_weighted": metrics.recall_score(labels, predicted, average="weighted"),
+        "f1_weighted": metrics.f1_score(labels, predicted, average="weighted"),
+        "roc_auc": metrics.roc_auc_score(labels, probabilities, multi_class="ovr"),
+        "log_loss": metrics.log_loss(labels, probabilities),
+    }
+    assert set(evaluation.metrics) == set(expected)
+    for name, value in expected.items():
+        assert evaluation.metrics[name] == pytest.approx(value, rel=1e-12), name
+    # Class names, not codes, in the confusion rows and the per-class report.
+    assert set(evaluation.confusion["actual"]) == {"a", "b", "c", "d"}
+    assert evaluation.confusion_matrix.shape == (4, 4)
+    assert evaluation.confusion_matrix.sum() == 200
+    assert evaluation.class_report["c"]["support"] == int(np.sum(labels == 2))
+    # One micro-averaged ROC curve: every (row, class) pair is one decision.
+    micro_auc = metrics.roc_auc_score(np.eye(4)[labels].ravel(), probabilities.ravel())
+    assert np.trapezoid(evaluation.roc["tpr"], evaluation.roc["fpr"]) == pytest.approx(micro_auc)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 EPOCHS = END_TO_END_EPOCHS
 EXPERIMENT = END_TO_END_EXPERIMENT
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-TEST_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+TEST_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_metrics_and_plots_for_both_models(project: Path):
     assert set(metrics) == {"keras", "sklearn"}
     for family in ("keras", "sklearn"):
         assert set(metrics[family]) == set(TEST_METRICS)
-        for name in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        for name in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc"):
             assert 0.0 <= metrics[family][name] <= 1.0
         history = (project / f"data/train_{family}/history.csv").read_text().splitlines()
         assert len(history) == 1 + EPOCHS

@@ -581,6 +581,16 @@ def _interval_text(interval: Interval, signed: bool = False) -> str:
     return f"{interval.estimate:{form}} [{interval.low:{form}}, {interval.high:{form}}]"
 
 
+def p_value_text(p_value: float, alpha: float) -> str:
+    """p to three significant digits, or more where three would round it across alpha
+    (p = 0.04995 is not "0.05 < alpha = 0.05")."""
+    for digits in range(3, 10):
+        text = f"{p_value:.{digits}g}"
+        if (float(text) < alpha) == (p_value < alpha):
+            return text
+    return repr(p_value)
+
+
 def verdict_sentence(comparison: Comparison) -> str:
     verdict = comparison.verdict
     name = METRIC_NAMES[verdict.metric]
@@ -590,7 +600,7 @@ def verdict_sentence(comparison: Comparison) -> str:
     evidence = (
         f"difference keras - sklearn {difference.estimate:+.4f} ({level} "
         f"{difference.low:+.4f} to {difference.high:+.4f}); {verdict.test} "
-        f"p = {verdict.p_value:.3g}"
+        f"p = {p_value_text(verdict.p_value, verdict.alpha)}"
     )
     direction = " (lower is better)" if verdict.metric in LOWER_IS_BETTER else ""
     if verdict.winner == "tie":
@@ -720,7 +730,7 @@ def build_report(
         f"McNemar on correctness (threshold {params.evaluate.threshold:g}): keras is right "
         f"where sklearn is wrong on {mcnemar_result.keras_only_correct} rows, the reverse on "
         f"{mcnemar_result.sklearn_only_correct}; {mcnemar_result.method}, "
-        f"p = {mcnemar_result.p_value:.3g}.",
+        f"p = {p_value_text(mcnemar_result.p_value, verdict.alpha)}.",
     ]
     bootstrap_metrics = ["roc_auc"]
     if verdict.metric not in ("roc_auc", "accuracy"):
@@ -730,7 +740,8 @@ def build_report(
         tests.append(
             f"Paired bootstrap on the {METRIC_NAMES[metric]} difference: "
             f"{difference.estimate:+.4f} ({comparison.confidence:.0%} CI {difference.low:+.4f} "
-            f"to {difference.high:+.4f}), p = {comparison.bootstrap_p_values[metric]:.3g} "
+            f"to {difference.high:+.4f}), "
+            f"p = {p_value_text(comparison.bootstrap_p_values[metric], verdict.alpha)} "
             f"from {comparison.n_bootstrap} resamples."
         )
     tests.append(

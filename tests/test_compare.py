@@ -31,6 +31,7 @@ from pipeline.compare import (
     keras_only_note,
     mcnemar,
     next_commands,
+    p_value_text,
     paired_bootstrap,
     parameter_count,
     point_metrics,
@@ -185,6 +186,23 @@ def test_mcnemar_without_discordant_rows():
     result = mcnemar(correct, correct)
     assert result.p_value == 1.0
     assert (result.keras_only_correct, result.sklearn_only_correct) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("p_value", "alpha", "text"),
+    [
+        (0.0123456, 0.05, "0.0123"),
+        (50 / 1001, 0.05, "0.04995"),  # 25 of 1000 resamples: not "0.05 < alpha = 0.05"
+        (0.050049, 0.05, "0.05"),  # shown as ">= alpha = 0.05": still true
+        (0.05, 0.05, "0.05"),
+        (0.867, 0.05, "0.867"),
+        (1.26e-05, 0.05, "1.26e-05"),
+        (0.0099999, 0.01, "0.0099999"),
+    ],
+)
+def test_p_value_text_never_rounds_across_alpha(p_value: float, alpha: float, text: str):
+    assert p_value_text(p_value, alpha) == text
+    assert (float(text) < alpha) == (p_value < alpha)
 
 
 def test_bootstrap_p_value_by_hand():

@@ -726,8 +726,13 @@ def build_report(
 ) -> list[Block]:
     verdict = comparison.verdict
     mcnemar_result = comparison.mcnemar
+    decision = (
+        f"threshold {params.evaluate.threshold:g}"
+        if comparison.n_classes == 2
+        else "the most probable class"
+    )
     tests = [
-        f"McNemar on correctness (threshold {params.evaluate.threshold:g}): keras is right "
+        f"McNemar on correctness ({decision}): keras is right "
         f"where sklearn is wrong on {mcnemar_result.keras_only_correct} rows, the reverse on "
         f"{mcnemar_result.sklearn_only_correct}; {mcnemar_result.method}, "
         f"p = {p_value_text(mcnemar_result.p_value, verdict.alpha)}.",

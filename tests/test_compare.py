@@ -285,6 +285,56 @@ def test_a_clearly_better_model_wins_significantly():
     assert len(comparison.primary_samples) == 500
 
 
+def three_class_example(signal: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of three classes and (n, 3) probabilities leaning towards them."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=240)
+    scores = rng.uniform(0, 1, size=(240, 3)) + signal * np.eye(3)[labels]
+    return labels, scores / scores.sum(axis=1, keepdims=True)
+
+
+def test_three_classes_are_scored_by_macro_averages(default_params: Params):
+    labels, good = three_class_example(1.5, seed=1)
+    _, poor = three_class_example(0.1, seed=2)
+
+    comparison = compare_predictions(
+        labels, {"keras": good, "sklearn": poor}, 0.5, compare_config(), seed=0
+    )
+
+    assert comparison.n_classes == 3
+    predicted = good.argmax(axis=1)
+    expected = {
+        "accuracy": metrics.accuracy_score(labels, predicted),
+        "precision": metrics.precision_score(labels, predicted, average="macro"),
+        "recall": metrics.recall_score(labels, predicted, average="macro"),
+        "f1": metrics.f1_score(labels, predicted, average="macro"),
+        "roc_auc": metrics.roc_auc_score(labels, good, multi_class="ovr", average="macro"),
+        "log_loss": metrics.log_loss(labels, good),
+    }
+    for metric, value in expected.items():
+        assert comparison.intervals["keras"][metric].estimate == pytest.approx(value), metric
+    assert comparison.verdict.winner == "keras"
+    assert comparison.verdict.significant
+    # Correct means the most probable class: the threshold plays no part.
+    keras_right = predicted == labels
+    sklearn_right = poor.argmax(axis=1) == labels
+    assert comparison.mcnemar.keras_only_correct == np.count_nonzero(keras_right & ~sklearn_right)
+    run = Training(10, 10, False, 1.0, 1000.0, 100)
+    text = to_markdown(
+        build_report(
+            comparison,
+            [],
+            {"keras": run, "sklearn": run},
+            Promotion("disabled", (), "mlp-compare"),
+            default_params,
+            {name: Image(b"png", name) for name in ("intervals", "differences", "loss", "roc")},
+            "abc123",
+        )
+    )
+    assert "240 test rows (3 classes; precision, recall, F1 and ROC AUC are macro" in text
+    assert "McNemar on correctness (the most probable class)" in text
+
+
 def test_identical_models_tie():
     labels, probabilities = scored_example(100, 0.3, seed=9)
 

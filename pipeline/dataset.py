@@ -34,6 +34,8 @@ SIGNAL_FEATURES = 2
 # A text column with more distinct values than this share of its rows looks like an
 # identifier (names, ids, free text) rather than a category.
 IDENTIFIER_SHARE = 0.5
+# A row of each class in each of train, validation and test.
+MIN_CLASS_ROWS = 3
 
 
 def class_counts(n_samples: int, positive_fraction: float) -> tuple[int, int]:
@@ -187,6 +189,21 @@ def encode_target(values: pd.Series, path: Path) -> tuple[np.ndarray, list[Any]]
     return codes.astype(np.int32), classes.tolist()
 
 
+def check_class_sizes(labels: np.ndarray, classes: list[Any], target: str, path: Path) -> None:
+    """Enough rows of every class for the stratified split."""
+    counts = np.bincount(labels, minlength=len(classes))
+    rare = np.flatnonzero(counts < MIN_CLASS_ROWS)
+    if len(rare):
+        # Most often a number to predict (a regression target), not a class.
+        examples = ", ".join(repr(classes[code]) for code in rare[:3])
+        raise PipelineError(
+            f"{path}: target column {target!r} has {len(classes)} classes, "
+            f"{len(rare)} of them in fewer than {MIN_CLASS_ROWS} rows ({examples}"
+            f"{', ...' if len(rare) > 3 else ''}); the stratified split needs "
+            f"{MIN_CLASS_ROWS} rows of each class (one per split)"
+        )
+
+
 def check_features(frame: pd.DataFrame, config: DatasetConfig, path: Path) -> pd.DataFrame:
     """Numbers as float32 and text as text; constant columns, infinities, and (by the
     params) text or empty cells refused, each in one line naming the column."""
@@ -256,7 +273,9 @@ def load_file(config: DatasetConfig) -> RawData:
     features = frame.drop(columns=config.target)
     if features.shape[1] == 0:
         raise PipelineError(f"{path}: no columns besides the target {config.target!r}")
-    return RawData(check_features(features, config, path), labels, classes, config.target)
+    checked = check_features(features, config, path)
+    check_class_sizes(labels, classes, config.target, path)
+    return RawData(checked, labels, classes, config.target)
 
 
 def load_dataset(config: DatasetConfig, seed: int) -> Table | RawData:

@@ -199,12 +199,13 @@ def test_user_csv_with_text_and_gaps_loads() -> None:
 
 
 def test_user_parquet_and_integer_target_load(tmp_path: Path) -> None:
-    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [1, 0, 1, 0], "kind": [3, 7, 3, 9]})
+    kinds = [3, 7, 3, 9, 9, 7, 3, 9, 7]
+    frame = pd.DataFrame({"a": np.arange(9.0), "b": [1, 0] * 4 + [1], "kind": kinds})
     path = tmp_path / "data.parquet"
     frame.to_parquet(path)
     data = load_file(file_config(path, target="kind"))
     assert data.classes == [3, 7, 9]
-    np.testing.assert_array_equal(data.labels, [0, 1, 0, 2])
+    np.testing.assert_array_equal(data.labels, [0, 1, 0, 2, 2, 1, 0, 2, 1])
 
 
 def test_identifier_like_text_column_is_warned_about(tmp_path: Path, caplog) -> None:
@@ -247,6 +248,20 @@ BAD_FILES = [
         {},
         r"target column 'approved' has one class only",
         id="one class",
+    ),
+    pytest.param(
+        "a,b,approved\n1,2,yes\n3,4,no\n5,6,yes\n7,8,no\n9,1,yes\n2,3,maybe\n4,4,no\n",
+        {},
+        r"target column 'approved' has 3 classes, 1 of them in fewer than 3 rows "
+        r"\('maybe'\); the stratified split needs 3 rows of each class",
+        id="rare class",
+    ),
+    pytest.param(
+        "a,b,price\n1,2,10.5\n3,4,11.25\n5,6,12.0\n7,8,13.5\n9,1,14.0\n",
+        {"target": "price"},
+        r"target column 'price' has 5 classes, 5 of them in fewer than 3 rows "
+        r"\(10\.5, 11\.25, 12\.0, \.\.\.\)",
+        id="continuous target",
     ),
     pytest.param(
         "a,b,approved\n1,2,yes\n3,4,\n5,6,no\n",

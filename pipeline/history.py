@@ -1,6 +1,9 @@
-"""The per-epoch training history both trainers record, in the same shape."""
+"""What both trainers share: the per-epoch history they record in the same shape,
+early stopping, the summary, the optimizer's constants, class weights and chunked
+prediction."""
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,13 @@ logger = logging.getLogger(__name__)
 # both libraries report it; `val_loss` is the loss on the validation set after the
 # epoch, penalty included, as Keras reports it.
 COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+
+# Keras' Adam defaults (scikit-learn's own epsilon is 1e-8), so that both libraries
+# run the same optimizer.
+ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
+# Rows per forward pass when predicting: large enough to amortize the call, small
+# enough that a big test set never sits in memory as activations.
+PREDICTION_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,35 @@ class EarlyStopping:
 
     def should_stop(self, epoch: int) -> bool:
         return self.patience > 0 and epoch - self.best_epoch >= self.patience
+
+
+def training_summary(
+    epochs_planned: int,
+    epochs_trained: int,
+    stopping: EarlyStopping,
+    train_seconds: float,
+    n_rows: int,
+) -> TrainingSummary:
+    """The summary of a finished loop; without early stopping the last epoch is best."""
+    return TrainingSummary(
+        epochs_trained=epochs_trained,
+        best_epoch=stopping.best_epoch if stopping.patience > 0 else epochs_trained,
+        stopped_early=epochs_trained < epochs_planned,
+        train_seconds=train_seconds,
+        samples_per_second=n_rows * epochs_trained / train_seconds,
+    )
+
+
+def predict_in_chunks(
+    predict: Callable[[np.ndarray], np.ndarray], features: np.ndarray
+) -> np.ndarray:
+    """`predict` over `PREDICTION_CHUNK` rows at a time, the outputs stacked."""
+    return np.concatenate(
+        [
+            predict(features[start : start + PREDICTION_CHUNK])
+            for start in range(0, len(features), PREDICTION_CHUNK)
+        ]
+    )
 
 
 def log_epoch(family: str, record: dict[str, float], epochs: int) -> None:

@@ -31,12 +31,17 @@ from pipeline.files import (
     write_predictions,
 )
 from pipeline.history import (
+    ADAM_BETA_1,
+    ADAM_BETA_2,
+    ADAM_EPSILON,
     EarlyStopping,
     TrainingSummary,
     class_count,
     history_frame,
     log_epoch,
+    predict_in_chunks,
     row_weights,
+    training_summary,
 )
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
 from pipeline.tensorflow_import import import_tensorflow
@@ -47,15 +52,10 @@ logger = logging.getLogger(__name__)
 
 # Our activation names are scikit-learn's; Keras spells two of them differently.
 ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid", "identity": "linear"}
-# Keras' Adam defaults; the scikit-learn trainer uses the same values.
-ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 # Below this many rows x epochs, a plain TensorFlow graph finishes before XLA would
 # have compiled (measured here: XLA about 3 s to compile, then 1.2M samples/s at batch
 # 32; a plain graph 0.5 s to trace, then about 90k samples/s).
 XLA_MIN_SAMPLE_EPOCHS = 300_000
-# Rows per forward pass when predicting: large enough to amortize the call, small
-# enough that a big test set never sits in memory as activations.
-PREDICTION_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -231,12 +231,7 @@ def predict_probabilities(model: keras.Model, features: np.ndarray, forward=None
     """(n_rows, n_classes) class probabilities, computed in chunks; for two classes
     the sigmoid's P(1) becomes the columns [1 - P(1), P(1)]."""
     forward = forward or forward_function(model)
-    outputs = np.concatenate(
-        [
-            forward(tf.constant(features[start : start + PREDICTION_CHUNK])).numpy()
-            for start in range(0, len(features), PREDICTION_CHUNK)
-        ]
-    )
+    outputs = predict_in_chunks(lambda chunk: forward(tf.constant(chunk)).numpy(), features)
     return np.hstack([1 - outputs, outputs]) if outputs.shape[1] == 1 else outputs
 
 
@@ -298,14 +293,7 @@ def train_epochs(
     train_seconds = time.perf_counter() - started
     if best_weights is not None:
         model.set_weights(best_weights)
-    epochs_trained = len(records)
-    summary = TrainingSummary(
-        epochs_trained=epochs_trained,
-        best_epoch=stopping.best_epoch if spec.patience > 0 else epochs_trained,
-        stopped_early=epochs_trained < spec.epochs,
-        train_seconds=train_seconds,
-        samples_per_second=n_rows * epochs_trained / train_seconds,
-    )
+    summary = training_summary(spec.epochs, len(records), stopping, train_seconds, n_rows)
     return KerasResult(model=model, history=history_frame(records), summary=summary)
 
 

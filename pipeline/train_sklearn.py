@@ -30,25 +30,24 @@ from pipeline.files import (
     write_predictions,
 )
 from pipeline.history import (
+    ADAM_BETA_1,
+    ADAM_BETA_2,
+    ADAM_EPSILON,
     EarlyStopping,
     TrainingSummary,
     class_count,
     history_frame,
     log_epoch,
+    predict_in_chunks,
     row_weights,
+    training_summary,
 )
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
 
 logger = logging.getLogger(__name__)
 
-# Keras' Adam defaults (scikit-learn's own epsilon is 1e-8), so that both libraries
-# run the same optimizer.
-ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
-
 # Every type a saved MLPClassifier holds that skops does not trust by default.
 # Loading refuses anything else, so a tampered file cannot run code.
-PREDICTION_CHUNK = 65536
-
 SKOPS_TRUSTED_TYPES = [
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
@@ -165,13 +164,8 @@ def train(
         classifier.coefs_, classifier.intercepts_ = best_weights
     # Store the plain seed, not the RandomState object used while training.
     classifier.random_state = seed
-    epochs_trained = len(records)
-    summary = TrainingSummary(
-        epochs_trained=epochs_trained,
-        best_epoch=stopping.best_epoch if spec.patience > 0 else epochs_trained,
-        stopped_early=epochs_trained < spec.epochs,
-        train_seconds=train_seconds,
-        samples_per_second=len(train_set.labels) * epochs_trained / train_seconds,
+    summary = training_summary(
+        spec.epochs, len(records), stopping, train_seconds, len(train_set.labels)
     )
     return SklearnResult(model=classifier, history=history_frame(records), summary=summary)
 
@@ -184,12 +178,7 @@ def save_model(classifier: MLPClassifier, path: os.PathLike) -> None:
 
 def predict_probabilities(classifier: MLPClassifier, features: np.ndarray) -> np.ndarray:
     """(n_rows, n_classes) class probabilities, in chunks so that activations stay small."""
-    return np.concatenate(
-        [
-            classifier.predict_proba(features[start : start + PREDICTION_CHUNK])
-            for start in range(0, len(features), PREDICTION_CHUNK)
-        ]
-    )
+    return predict_in_chunks(classifier.predict_proba, features)
 
 
 def load_model(path: os.PathLike = paths.SKLEARN_MODEL) -> MLPClassifier:

@@ -6,7 +6,6 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import mlflow
@@ -29,8 +28,7 @@ from pipeline.errors import PipelineError, run_stage
 from pipeline.files import (
     read_classes,
     read_json,
-    read_predictions,
-    read_table,
+    read_test_predictions,
     write_json,
     write_text,
 )
@@ -413,8 +411,9 @@ def compare_predictions(
     return Comparison(
         n_rows=len(labels),
         n_positive=int(np.count_nonzero(labels == 1)),
-        n_classes=int(max(2, np.asarray(probabilities["keras"]).shape[-1]))
-        if np.asarray(probabilities["keras"]).ndim == 2
+        # P(class 1) per row, or one column per class.
+        n_classes=np.shape(probabilities["keras"])[1]
+        if np.ndim(probabilities["keras"]) == 2
         else 2,
         n_bootstrap=config.n_bootstrap,
         confidence=config.confidence,
@@ -859,18 +858,6 @@ def verdict_record(
 # The stage
 
 
-def read_test_predictions(
-    test_path: Path, prediction_paths: dict[str, Path], n_classes: int
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The test labels and each model's (n_rows, n_classes) probabilities, row by row:
-    the training stages predicted the same test rows, so compare never loads a model."""
-    labels = read_table(test_path, n_classes=n_classes).labels
-    return labels, {
-        family: read_predictions(path, len(labels), n_classes)
-        for family, path in prediction_paths.items()
-    }
-
-
 def read_run_ids(path: os.PathLike) -> dict[str, str]:
     try:
         run_ids = read_json(path)
@@ -963,11 +950,14 @@ def publish_verdict(
 def main() -> None:
     params = load_params()
     classes = read_classes()
-    labels, probabilities = read_test_predictions(
+    test_set, probabilities = read_test_predictions(
         paths.TEST,
         {"keras": paths.KERAS_PREDICTIONS, "sklearn": paths.SKLEARN_PREDICTIONS},
         len(classes),
     )
+    # Only the labels and the width are needed: the features are let go at once.
+    labels, n_features = test_set.labels, test_set.features.shape[1]
+    del test_set
     histories = {
         "keras": read_history(paths.KERAS_HISTORY),
         "sklearn": read_history(paths.SKLEARN_HISTORY),
@@ -976,7 +966,6 @@ def main() -> None:
         "keras": read_json(paths.KERAS_SUMMARY),
         "sklearn": read_json(paths.SKLEARN_SUMMARY),
     }
-    n_features = len(read_table(paths.TEST, n_classes=len(classes)).feature_names)
     run_ids = read_run_ids(paths.MLFLOW_RUNS)
     try:
         comparison = compare_predictions(

@@ -12,7 +12,7 @@ from sklearn import metrics
 from pipeline import figures, paths
 from pipeline.config import load_params
 from pipeline.errors import run_stage
-from pipeline.files import read_classes, read_predictions, read_table, write_csv, write_json
+from pipeline.files import read_classes, read_test_predictions, write_csv, write_json
 from pipeline.history import read_history
 
 logger = logging.getLogger(__name__)
@@ -105,13 +105,12 @@ def evaluate_probabilities(
 def main() -> None:
     params = load_params()
     classes = read_classes()
-    test_set = read_table(paths.TEST, n_classes=len(classes))
-    n_rows = len(test_set.labels)
     # The training stages predicted the test set; TensorFlow does not load here.
-    predictions = {
-        "keras": read_predictions(paths.KERAS_PREDICTIONS, n_rows, len(classes)),
-        "sklearn": read_predictions(paths.SKLEARN_PREDICTIONS, n_rows, len(classes)),
-    }
+    test_set, predictions = read_test_predictions(
+        paths.TEST,
+        {"keras": paths.KERAS_PREDICTIONS, "sklearn": paths.SKLEARN_PREDICTIONS},
+        len(classes),
+    )
     evaluations = {
         family: evaluate_probabilities(
             test_set.labels, probabilities, params.evaluate.threshold, classes

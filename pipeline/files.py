@@ -283,3 +283,15 @@ def read_predictions(path: Path, n_rows: int, n_classes: int) -> np.ndarray:
             "summing to 1, one per test row; run `dvc repro` to rebuild it"
         )
     return probabilities
+
+
+def read_test_predictions(
+    test_path: Path, prediction_paths: dict[str, Path], n_classes: int
+) -> tuple[Table, dict[str, np.ndarray]]:
+    """The test split and each model's (n_rows, n_classes) probabilities, row by row:
+    the training stages predicted these rows, so no later stage loads a model."""
+    test_set = read_table(test_path, n_classes=n_classes)
+    return test_set, {
+        family: read_predictions(path, len(test_set.labels), n_classes)
+        for family, path in prediction_paths.items()
+    }

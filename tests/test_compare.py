@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from sklearn import metrics
@@ -35,7 +34,6 @@ from pipeline.compare import (
     paired_bootstrap,
     parameter_count,
     point_metrics,
-    read_test_predictions,
     stratified_bootstrap_weights,
     verdict_record,
     verdict_sentence,
@@ -43,8 +41,7 @@ from pipeline.compare import (
 )
 from pipeline.config import CompareConfig, Params, PromoteConfig
 from pipeline.diagnosis import Finding, Suggestion
-from pipeline.errors import PipelineError
-from pipeline.files import Table, read_json, write_table
+from pipeline.files import read_json
 from pipeline.report import Image, to_markdown
 from tests.endtoend import copy_project, execute, set_nested_params
 
@@ -615,39 +612,6 @@ def test_report_has_every_section(default_params: Params):
         text
     )
     assert "MLflow parent run `abc123`" in text
-
-
-def write_test_inputs(folder: Path, keras: list[float], sklearn: list[float]) -> dict:
-    """A two-row test split and each model's per-row probabilities, as the stages write
-    them."""
-    table = Table(np.zeros((2, 2), np.float32), np.array([0, 1], np.int32), ("x1", "x2"))
-    write_table(table, folder / "test.parquet")
-    prediction_paths = {}
-    for family, values in (("keras", keras), ("sklearn", sklearn)):
-        prediction_paths[family] = folder / f"{family}.parquet"
-        positive = np.array(values, np.float32)
-        pd.DataFrame({"0": 1 - positive, "1": positive}).to_parquet(prediction_paths[family])
-    return prediction_paths
-
-
-def test_read_test_predictions_pairs_labels_and_probabilities(tmp_path: Path):
-    prediction_paths = write_test_inputs(tmp_path, [0.2, 0.9], [0.1, 0.7])
-
-    labels, probabilities = read_test_predictions(tmp_path / "test.parquet", prediction_paths, 2)
-
-    np.testing.assert_array_equal(labels, [0, 1])
-    np.testing.assert_allclose(probabilities["keras"][:, 1], [0.2, 0.9])
-    np.testing.assert_allclose(probabilities["sklearn"][:, 1], [0.1, 0.7])
-
-
-@pytest.mark.parametrize(
-    ("keras", "sklearn"),
-    [([0.2, np.nan], [0.1, 0.7]), ([0.2, 0.9], [1.5, 0.7]), ([0.2], [0.1, 0.7])],
-)
-def test_read_test_predictions_rejects_bad_rows(tmp_path: Path, keras, sklearn):
-    prediction_paths = write_test_inputs(tmp_path, keras, sklearn)
-    with pytest.raises(PipelineError, match=r"expected 2 rows of 2 class probabilities"):
-        read_test_predictions(tmp_path / "test.parquet", prediction_paths, 2)
 
 
 # End to end: the real `dvc repro` with promotion on, in a temporary repository.

@@ -13,6 +13,7 @@ from pipeline.files import (
     atomic_path,
     file_md5,
     read_table,
+    read_test_predictions,
     verify_recorded_hash,
     write_json,
     write_table,
@@ -181,3 +182,36 @@ def test_model_file_is_checked_against_dvc_lock_under_dvc(tmp_path: Path, monkey
     monkeypatch.delenv("DVC_STAGE")
     verify_recorded_hash(model, lock)  # outside DVC there is nothing to compare with
     assert os.environ.get("DVC_STAGE") is None
+
+
+def write_test_inputs(folder: Path, keras: list[float], sklearn: list[float]) -> dict:
+    """A two-row test split and each model's per-row probabilities, as the stages write
+    them."""
+    table = Table(np.zeros((2, 2), np.float32), np.array([0, 1], np.int32), ("x1", "x2"))
+    write_table(table, folder / "test.parquet")
+    prediction_paths = {}
+    for family, values in (("keras", keras), ("sklearn", sklearn)):
+        prediction_paths[family] = folder / f"{family}.parquet"
+        positive = np.array(values, np.float32)
+        pd.DataFrame({"0": 1 - positive, "1": positive}).to_parquet(prediction_paths[family])
+    return prediction_paths
+
+
+def test_read_test_predictions_pairs_labels_and_probabilities(tmp_path: Path):
+    prediction_paths = write_test_inputs(tmp_path, [0.2, 0.9], [0.1, 0.7])
+
+    test_set, probabilities = read_test_predictions(tmp_path / "test.parquet", prediction_paths, 2)
+
+    np.testing.assert_array_equal(test_set.labels, [0, 1])
+    np.testing.assert_allclose(probabilities["keras"][:, 1], [0.2, 0.9])
+    np.testing.assert_allclose(probabilities["sklearn"][:, 1], [0.1, 0.7])
+
+
+@pytest.mark.parametrize(
+    ("keras", "sklearn"),
+    [([0.2, np.nan], [0.1, 0.7]), ([0.2, 0.9], [1.5, 0.7]), ([0.2], [0.1, 0.7])],
+)
+def test_read_test_predictions_rejects_bad_rows(tmp_path: Path, keras, sklearn):
+    prediction_paths = write_test_inputs(tmp_path, keras, sklearn)
+    with pytest.raises(PipelineError, match=r"expected 2 rows of 2 class probabilities"):
+        read_test_predictions(tmp_path / "test.parquet", prediction_paths, 2)

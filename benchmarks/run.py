@@ -14,7 +14,6 @@ import logging
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+
+from tests.endtoend import copy_repository, environment, initialize_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
@@ -170,51 +171,6 @@ def ratios(throughput: list[dict]) -> list[dict]:
     return rows
 
 
-def copy_repository(destination: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    (destination / "dvc.lock").unlink(missing_ok=True)
-
-
-def environment() -> dict[str, str]:
-    variables = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MLFLOW_", "DVC_", "PIPELINE_"))
-    }
-    variables["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{variables['PATH']}"
-    return variables
-
-
-def initialize_repository(project: Path) -> None:
-    for command in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        [
-            "git",
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.com",
-            "commit",
-            "-qm",
-            "b",
-        ],
-    ):
-        subprocess.run(command, cwd=project, check=True, env=environment())
-
-
 def bare_import_seconds(module: str, repeats: int = 3) -> float:
     """Median wall time of `python -c "import <module>"` in a fresh process."""
     times = []
@@ -235,7 +191,7 @@ def pipeline_section() -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-repro-") as work:
         project = Path(work)
         copy_repository(project)
-        initialize_repository(project)
+        initialize_repository(project, "benchmark")
         started = time.perf_counter()
         process = subprocess.Popen(
             ["dvc", "repro"],

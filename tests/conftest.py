@@ -14,6 +14,7 @@ from tests.endtoend import (
     copy_repository,
     environment,
     execute,
+    initialize_repository,
     set_params,
 )
 from tests.factories import synthetic_config
@@ -62,11 +63,7 @@ def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model__epochs=END_TO_END_EPOCHS,
         track__experiment_name=END_TO_END_EXPERIMENT,
     )
-    (project / "dvc.lock").unlink(missing_ok=True)
-    execute(project, "git", "init", "-q", "-b", "main")
-    execute(project, "git", "add", "-A")
-    execute(project, "git", "-c", "user.name=test", "-c", "user.email=test@example.com",
-            "commit", "-qm", "tiny params")  # fmt: skip
+    initialize_repository(project, "tiny params")
     # A password in the environment must never reach the store (checked later).
     execute(project, "dvc", "repro", env=environment({"MLFLOW_TRACKING_PASSWORD": SECRET}))
     return project

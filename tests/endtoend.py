@@ -53,7 +53,8 @@ def execute(
 
 
 def copy_repository(destination: Path) -> None:
-    """The files git would give a fresh clone, including uncommitted edits."""
+    """The files git would give a fresh clone, including uncommitted edits, without
+    dvc.lock: every stage of the copy runs."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -67,6 +68,7 @@ def copy_repository(destination: Path) -> None:
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+    (destination / "dvc.lock").unlink(missing_ok=True)
 
 
 def set_params(project: Path, **changes: object) -> None:
@@ -122,11 +124,16 @@ def tiny_project(destination: Path, experiment_name: str, epochs: int) -> Path:
     raw["model"]["epochs"] = epochs
     raw["track"]["experiment_name"] = experiment_name
     (destination / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    (destination / "dvc.lock").unlink(missing_ok=True)
-    execute(destination, "git", "init", "-q", "-b", "main")
-    configure_git_user(destination)
-    commit_all(destination, "tiny params")
+    initialize_repository(destination, "tiny params")
     return destination
+
+
+def initialize_repository(project: Path, message: str) -> None:
+    """Make `project` a git repository with everything in it committed: DVC's
+    experiments and the pipeline's git tags need a commit."""
+    execute(project, "git", "init", "-q", "-b", "main")
+    configure_git_user(project)
+    commit_all(project, message)
 
 
 def configure_git_user(project: Path) -> None:

@@ -952,16 +952,13 @@ def main() -> None:
     classes = read_classes()
     test_set, probabilities = read_test_predictions(
         paths.TEST,
-        {"keras": paths.KERAS_PREDICTIONS, "sklearn": paths.SKLEARN_PREDICTIONS},
+        paths.PREDICTIONS,
         len(classes),
     )
     # Only the labels and the width are needed: the features are let go at once.
     labels, n_features = test_set.labels, test_set.features.shape[1]
     del test_set
-    histories = {
-        "keras": read_history(paths.KERAS_HISTORY),
-        "sklearn": read_history(paths.SKLEARN_HISTORY),
-    }
+    histories = {family: read_history(path) for family, path in paths.HISTORIES.items()}
     summaries = {
         "keras": read_json(paths.KERAS_SUMMARY),
         "sklearn": read_json(paths.SKLEARN_SUMMARY),

@@ -108,7 +108,7 @@ def main() -> None:
     # The training stages predicted the test set; TensorFlow does not load here.
     test_set, predictions = read_test_predictions(
         paths.TEST,
-        {"keras": paths.KERAS_PREDICTIONS, "sklearn": paths.SKLEARN_PREDICTIONS},
+        paths.PREDICTIONS,
         len(classes),
     )
     evaluations = {
@@ -121,10 +121,7 @@ def main() -> None:
         write_csv(evaluation.roc, paths.roc_curve(family))
         write_csv(evaluation.precision_recall, paths.precision_recall_curve(family))
         write_csv(evaluation.confusion, paths.confusion(family))
-    histories = {
-        "keras": read_history(paths.KERAS_HISTORY),
-        "sklearn": read_history(paths.SKLEARN_HISTORY),
-    }
+    histories = {family: read_history(path) for family, path in paths.HISTORIES.items()}
     figures.save_figure(figures.learning_curves(histories, "loss"), paths.FIGURES / "loss.png")
     figures.save_figure(
         figures.learning_curves(histories, "accuracy"), paths.FIGURES / "accuracy.png"

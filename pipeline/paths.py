@@ -36,6 +36,10 @@ SKLEARN_SUMMARY = SKLEARN / "summary.json"
 SKLEARN_PREDICTIONS = SKLEARN / "test_predictions.parquet"
 SKLEARN_MLFLOW_MODEL = SKLEARN / "mlflow_model.zip"
 
+# Both training stages' files by model family, for the stages that read both.
+PREDICTIONS = {"keras": KERAS_PREDICTIONS, "sklearn": SKLEARN_PREDICTIONS}
+HISTORIES = {"keras": KERAS_HISTORY, "sklearn": SKLEARN_HISTORY}
+
 # evaluate
 EVALUATE = DATA / "evaluate"
 METRICS = EVALUATE / "metrics.json"

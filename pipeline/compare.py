@@ -5,7 +5,7 @@
 import itertools
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import mlflow
@@ -23,7 +23,7 @@ from pipeline.config import (
     PromoteConfig,
     load_params,
 )
-from pipeline.diagnosis import Finding, ModelEvidence, diagnose
+from pipeline.diagnosis import Finding, ModelEvidence, diagnose_replicates
 from pipeline.errors import PipelineError, run_stage
 from pipeline.files import (
     read_classes,
@@ -32,7 +32,8 @@ from pipeline.files import (
     write_json,
     write_text,
 )
-from pipeline.history import read_history
+from pipeline.history import read_history, split_histories
+from pipeline.replicates import split_paths
 from pipeline.report import (
     Block,
     Bullets,
@@ -44,32 +45,24 @@ from pipeline.report import (
     to_html,
     to_markdown,
 )
+from pipeline.statistics import (
+    LOWER_IS_BETTER,
+    Interval,
+    ReplicateVerdict,
+    Winner,
+    compare_replicates,
+)
 from pipeline.track import open_store, redact, repository_root, resolve_store, store_lock
 
 logger = logging.getLogger(__name__)
 
 FAMILIES = paths.MODEL_FAMILIES  # differences are always keras - sklearn
 METRICS: tuple[MetricName, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
-LOWER_IS_BETTER = frozenset({"log_loss"})
 # Below this many discordant pairs McNemar's chi-squared approximation is poor, so the
 # exact binomial test is used instead (the usual rule of thumb).
 MCNEMAR_EXACT_BELOW = 25
 # Resamples are processed in chunks of at most this many (resample, row) cells.
 BOOTSTRAP_CELLS = 4_000_000
-
-Winner = Literal["keras", "sklearn", "tie"]
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate on the test set and its bootstrap confidence interval."""
-
-    estimate: float
-    low: float
-    high: float
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
 
 
 @dataclass(frozen=True)
@@ -104,8 +97,11 @@ class Comparison:
     bootstrap_p_values: dict[str, float]  # metric -> paired bootstrap p-value
     primary_samples: np.ndarray  # bootstrap differences of the primary metric
     mcnemar: McNemar
-    verdict: Verdict
+    verdict: Verdict  # the decision: over replicates when there are several
     n_classes: int = 2
+    # The libraries over K > 1 replicates; None for a single training run each.
+    replicates: ReplicateVerdict | None = None
+    model_verdict: Verdict | None = None  # the per-row test of replicate 0's two models
 
 
 @dataclass(frozen=True)
@@ -426,6 +422,52 @@ def compare_predictions(
     )
 
 
+def replicate_metric(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, metric: MetricName
+) -> np.ndarray:
+    """(K,) one test metric of each replicate: labels (K, n_rows), probabilities
+    (K, n_rows, n_classes)."""
+    return np.array(
+        [
+            point_metrics(replicate_labels, replicate_probabilities, threshold)[metric]
+            for replicate_labels, replicate_probabilities in zip(labels, probabilities, strict=True)
+        ]
+    )
+
+
+def over_replicates(
+    comparison: Comparison,
+    labels: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+    threshold: float,
+    config: CompareConfig,
+) -> Comparison:
+    """The comparison with its decision taken over the K replicates (K > 1): the
+    per-row tests of replicate 0 stay, as `model_verdict`, about two trained models."""
+    if len(labels) == 1:
+        return comparison
+    metric = config.primary_metric
+    replicates = compare_replicates(
+        metric,
+        replicate_metric(labels, probabilities["keras"], threshold, metric),
+        replicate_metric(labels, probabilities["sklearn"], threshold, metric),
+        config.alpha,
+        config.confidence,
+    )
+    verdict = Verdict(
+        metric=metric,
+        winner=replicates.winner,
+        difference=replicates.difference,
+        test=f"sign-flip test over {replicates.count} replicates",
+        p_value=replicates.p_value,
+        alpha=config.alpha,
+        significant=replicates.significant,
+    )
+    return replace(
+        comparison, verdict=verdict, replicates=replicates, model_verdict=comparison.verdict
+    )
+
+
 def parameter_count(n_features: int, hidden_layers: list[int], n_classes: int = 2) -> int:
     """Weights and biases of n_features -> hidden_layers -> the output (one unit for
     two classes, one per class for more), the same in both libraries."""
@@ -473,6 +515,7 @@ def check_gates(
 CHAMPION = "champion"
 TAG_WINNER = "winner"
 TAG_SIGNIFICANT = "significant"
+TAG_VERDICT_LEVEL = "verdict_level"  # what the verdict compares
 TAG_NOTE = "mlflow.note.content"  # the run description MLflow's UI shows
 
 
@@ -570,9 +613,10 @@ class Training:
     epochs_trained: int
     best_epoch: int
     stopped_early: bool
-    train_seconds: float
+    train_seconds: float  # all replicates together
     samples_per_second: float
     parameters: int
+    replicates: int = 1
 
 
 def _interval_text(interval: Interval, signed: bool = False) -> str:
@@ -590,8 +634,8 @@ def p_value_text(p_value: float, alpha: float) -> str:
     return repr(p_value)
 
 
-def verdict_sentence(comparison: Comparison) -> str:
-    verdict = comparison.verdict
+def model_sentence(comparison: Comparison, verdict: Verdict) -> str:
+    """The per-row verdict about replicate 0's two trained models."""
     name = METRIC_NAMES[verdict.metric]
     keras, sklearn = (comparison.intervals[family][verdict.metric].estimate for family in FAMILIES)
     difference = verdict.difference
@@ -616,6 +660,45 @@ def verdict_sentence(comparison: Comparison) -> str:
     )
 
 
+def replicate_sentence(replicates: ReplicateVerdict) -> str:
+    """The verdict about the two libraries, over K paired replicates."""
+    name = METRIC_NAMES[replicates.metric]
+    direction = " (lower is better)" if replicates.metric in LOWER_IS_BETTER else ""
+    count = replicates.count
+    level = f"{replicates.confidence:.0%} CI"
+    difference, better = replicates.difference, replicates.keras_better
+    runs = f"over {count} training runs of each library, paired by seed"
+    evidence = (
+        f"mean test {name} keras {replicates.keras.mean():.4f}, sklearn "
+        f"{replicates.sklearn.mean():.4f}; mean difference keras - sklearn "
+        f"{difference.estimate:+.4f} ({level} {difference.low:+.4f} to {difference.high:+.4f}); "
+        f"keras better in {better.estimate * count:g} of {count} replicates (P(keras better) "
+        f"{better.estimate:.2f}, {level} {better.low:.2f} to {better.high:.2f}); sign-flip test "
+        f"p = {p_value_text(replicates.p_value, replicates.alpha)}"
+    )
+    if replicates.winner == "tie":
+        return f"**No difference between the libraries** {runs}: {evidence}."
+    if replicates.significant:
+        return (
+            f"**{replicates.winner} is better** {runs}{direction}: {evidence} "
+            f"< alpha = {replicates.alpha:g}."
+        )
+    return (
+        f"**No significant difference between the libraries** {runs}{direction}: "
+        f"{evidence} >= alpha = {replicates.alpha:g}. {replicates.winner} is ahead on the "
+        "mean only."
+    )
+
+
+def verdict_sentence(comparison: Comparison) -> str:
+    if comparison.replicates is not None:
+        return replicate_sentence(comparison.replicates)
+    return (
+        "With one training run per library (`replicates.count: 1`), this compares two "
+        "trained models, not the two libraries: " + model_sentence(comparison, comparison.verdict)
+    )
+
+
 def metrics_table(comparison: Comparison) -> Table:
     rows = tuple(
         (
@@ -629,7 +712,7 @@ def metrics_table(comparison: Comparison) -> Table:
 
 
 def finding_headline(finding: Finding) -> str:
-    return f"{finding.family}: {FINDING_NAMES[finding.kind]}; try " + ", ".join(
+    return f"{finding.family}: {FINDING_NAMES[finding.kind]}{finding.prevalence}; try " + ", ".join(
         f"`{suggestion.override()}`" for suggestion in finding.suggestions[:2]
     )
 
@@ -695,10 +778,11 @@ def next_commands(findings: list[Finding]) -> list[str]:
 
 
 TRAINING_ROWS = {
-    "epochs trained": lambda run: str(run.epochs_trained),
+    "replicates trained": lambda run: str(run.replicates),
+    "epochs trained (replicate 0)": lambda run: str(run.epochs_trained),
     "best epoch (weights kept)": lambda run: str(run.best_epoch),
     "stopped early": lambda run: str(run.stopped_early).lower(),
-    "training time (s)": lambda run: f"{run.train_seconds:.2f}",
+    "training time, all replicates (s)": lambda run: f"{run.train_seconds:.2f}",
     "throughput (training rows per second)": lambda run: f"{run.samples_per_second:,.0f}",
     "parameters (weights and biases)": lambda run: str(run.parameters),
 }
@@ -712,6 +796,37 @@ def training_table(training: dict[str, Training]) -> Table:
             for name, render in TRAINING_ROWS.items()
         ),
     )
+
+
+def models_heading(comparison: Comparison) -> str:
+    if comparison.replicates is None:
+        return "Test metrics"
+    return "Replicate 0: these two trained models"
+
+
+def replicate_blocks(comparison: Comparison, images: dict[str, Image]) -> list[Block]:
+    """The replicates behind the verdict, paired by seed."""
+    replicates = comparison.replicates
+    if replicates is None:
+        return []
+    name = METRIC_NAMES[replicates.metric]
+    rows = tuple(
+        (str(index), f"{keras:.4f}", f"{sklearn:.4f}", f"{keras - sklearn:+.4f}")
+        for index, (keras, sklearn) in enumerate(
+            zip(replicates.keras, replicates.sklearn, strict=True)
+        )
+    )
+    return [
+        Heading(f"The two libraries over {replicates.count} replicates"),
+        Paragraph(
+            f"Replicate r of each library trains with the seed derived from `seed` and r: "
+            "its own initial weights and batch order (and its own split with "
+            "`replicates.resample_split: true`), the same data for both libraries. "
+            f"Test {name} per replicate:"
+        ),
+        Table(("replicate", "keras", "sklearn", "keras - sklearn"), rows),
+        images["replicates"],
+    ]
 
 
 def build_report(
@@ -748,10 +863,18 @@ def build_report(
             f"p = {p_value_text(comparison.bootstrap_p_values[metric], verdict.alpha)} "
             f"from {comparison.n_bootstrap} resamples."
         )
-    tests.append(
-        f"The verdict uses the {verdict.test} test on `compare.primary_metric: "
-        f"{verdict.metric}` at `compare.alpha: {verdict.alpha:g}`."
-    )
+    if comparison.replicates is None:
+        tests.append(
+            f"The verdict uses the {verdict.test} test on `compare.primary_metric: "
+            f"{verdict.metric}` at `compare.alpha: {verdict.alpha:g}`."
+        )
+    else:
+        tests.append(
+            "These tests judge these two trained models on these test rows only: "
+            "training variance (initial weights, batch order) is outside them, so they "
+            "do not decide which library is better. The verdict above does, over "
+            f"{comparison.replicates.count} replicates."
+        )
     faster, slower = sorted(FAMILIES, key=lambda family: training[family].train_seconds)
     speedup = training[slower].train_seconds / max(training[faster].train_seconds, 1e-9)
     note = keras_only_note(params)
@@ -759,7 +882,13 @@ def build_report(
         Heading("Keras vs scikit-learn: the verdict", 1),
         Paragraph(verdict_sentence(comparison)),
         *([Paragraph(note)] if note else []),
-        Heading("Test metrics"),
+        *replicate_blocks(comparison, images),
+        Heading(models_heading(comparison)),
+        *(
+            [Paragraph(model_sentence(comparison, comparison.model_verdict))]
+            if comparison.model_verdict is not None
+            else []
+        ),
         metrics_table(comparison),
         scope_note(comparison),
         images["intervals"],
@@ -770,7 +899,7 @@ def build_report(
         training_table(training),
         Paragraph(
             f"{faster} trained {speedup:.1f}x faster. Keras' time includes building its "
-            "graph; scikit-learn's includes measuring train accuracy after each epoch."
+            "graph; both include measuring train and validation accuracy after each epoch."
         ),
         images["loss"],
         images["roc"],
@@ -784,10 +913,11 @@ def build_report(
             )
         )
     for finding in findings:
+        where = f" (evidence from replicate {finding.replicate})" if finding.seen_in[1] > 1 else ""
         blocks.append(
             Paragraph(
-                f"**{finding.family}: {FINDING_NAMES[finding.kind]}.** "
-                f"{finding.evidence[0].upper()}{finding.evidence[1:]}."
+                f"**{finding.family}: {FINDING_NAMES[finding.kind]}{finding.prevalence}.** "
+                f"{finding.evidence[0].upper()}{finding.evidence[1:]}{where}."
             )
         )
         blocks.append(
@@ -834,21 +964,33 @@ def verdict_record(
 ) -> dict[str, Any]:
     """data/compare/verdict.json: what `dvc exp show` lists per experiment."""
     verdict = comparison.verdict
+    replicates = comparison.replicates
+    model_verdict = comparison.model_verdict or verdict
     record: dict[str, Any] = {
         "winner": verdict.winner,
         "significant": verdict.significant,
         "primary_metric": verdict.metric,
+        "replicates": 1 if replicates is None else replicates.count,
         "difference": verdict.difference.estimate,
         "difference_low": verdict.difference.low,
         "difference_high": verdict.difference.high,
         "p_value": verdict.p_value,
         "test": verdict.test,
+        # Replicate 0's two trained models, by the per-row tests.
+        "model_difference": model_verdict.difference.estimate,
+        "model_p_value": model_verdict.p_value,
         "mcnemar_p_value": comparison.mcnemar.p_value,
         "roc_auc_p_value": comparison.bootstrap_p_values["roc_auc"],
         "findings": "; ".join(f"{finding.family}: {finding.kind}" for finding in findings)
         or "none",
         "promotion": promotion.status,
     }
+    if replicates is not None:
+        record |= {
+            "p_keras_better": replicates.keras_better.estimate,
+            "p_keras_better_low": replicates.keras_better.low,
+            "p_keras_better_high": replicates.keras_better.high,
+        }
     if promotion.version is not None:
         record["champion_version"] = int(promotion.version)
     return record
@@ -856,6 +998,43 @@ def verdict_record(
 
 # ---------------------------------------------------------------------------------
 # The stage
+
+
+def replicate_evidence(
+    comparison: Comparison,
+    labels: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+    histories: dict[str, list[pd.DataFrame]],
+    summaries: dict[str, dict[str, Any]],
+    threshold: float,
+) -> list[list[ModelEvidence]]:
+    """What the diagnosis reads about each replicate of both families. The bootstrap
+    interval of ROC AUC is replicate 0's, centred on each replicate's own value:
+    the test rows' sampling error is the same for every replicate of a family."""
+    evidence = []
+    for replicate in range(len(labels)):
+        models = []
+        for family in FAMILIES:
+            interval = comparison.intervals[family]["roc_auc"]
+            roc_auc = (
+                interval.estimate
+                if replicate == 0
+                else point_metrics(labels[replicate], probabilities[family][replicate], threshold)[
+                    "roc_auc"
+                ]
+            )
+            shift = roc_auc - interval.estimate
+            models.append(
+                ModelEvidence(
+                    family,
+                    histories[family][replicate],
+                    roc_auc,
+                    (interval.low + shift, interval.high + shift),
+                    bool(summaries[family]["replicates"][replicate]["stopped_early"]),
+                )
+            )
+        evidence.append(models)
+    return evidence
 
 
 def read_run_ids(path: os.PathLike) -> dict[str, str]:
@@ -878,7 +1057,7 @@ def render_images(
 ) -> dict[str, Image]:
     from sklearn.metrics import roc_curve
 
-    verdict = comparison.verdict
+    model_verdict = comparison.model_verdict or comparison.verdict
     level = f"{comparison.confidence:.0%}"
     curves = {}
     for family in FAMILIES:
@@ -907,13 +1086,13 @@ def render_images(
             figures.png_bytes(
                 figures.bootstrap_differences(
                     comparison.primary_samples,
-                    verdict.difference.estimate,
-                    (verdict.difference.low, verdict.difference.high),
-                    verdict.metric,
+                    model_verdict.difference.estimate,
+                    (model_verdict.difference.low, model_verdict.difference.high),
+                    model_verdict.metric,
                 )
             ),
-            f"Paired bootstrap distribution of the {METRIC_NAMES[verdict.metric]} "
-            f"difference; the verdict asks whether it lies clearly on one side of 0.",
+            f"Paired bootstrap distribution of the {METRIC_NAMES[model_verdict.metric]} "
+            "difference between these two trained models on resampled test rows.",
         ),
         "loss": Image(
             figures.png_bytes(figures.learning_curves(histories, "loss")),
@@ -923,6 +1102,22 @@ def render_images(
             figures.png_bytes(figures.roc_curves(curves, aucs)),
             "ROC curves on the test set.",
         ),
+        **replicate_image(comparison),
+    }
+
+
+def replicate_image(comparison: Comparison) -> dict[str, Image]:
+    replicates = comparison.replicates
+    if replicates is None:
+        return {}
+    name = METRIC_NAMES[replicates.metric]
+    return {
+        "replicates": Image(
+            figures.png_bytes(
+                figures.paired_replicates(replicates.keras, replicates.sklearn, name)
+            ),
+            f"Test {name} of every replicate of both libraries, paired by seed.",
+        )
     }
 
 
@@ -943,6 +1138,14 @@ def publish_verdict(
         parent_run_id, f"test_{verdict.metric}_difference", verdict.difference.estimate
     )
     client.log_metric(parent_run_id, "p_value", verdict.p_value)
+    replicates = comparison.replicates
+    client.set_tag(
+        parent_run_id,
+        TAG_VERDICT_LEVEL,
+        "two trained models" if replicates is None else f"libraries, {replicates.count} replicates",
+    )
+    if replicates is not None:
+        client.log_metric(parent_run_id, "p_keras_better", replicates.keras_better.estimate)
     for path in files:
         client.log_artifact(parent_run_id, str(path), artifact_path="report")
 
@@ -950,44 +1153,42 @@ def publish_verdict(
 def main() -> None:
     params = load_params()
     classes = read_classes()
-    test_set, probabilities = read_test_predictions(
-        paths.TEST,
+    predictions = read_test_predictions(
+        split_paths("test", params.replicates, params.seed),
         paths.PREDICTIONS,
         len(classes),
+        params.replicates.count,
     )
-    # Only the labels and the width are needed: the features are let go at once.
-    labels, n_features = test_set.labels, test_set.features.shape[1]
-    del test_set
+    labels = predictions.labels
+    probabilities = predictions.probabilities
     histories = {family: read_history(path) for family, path in paths.HISTORIES.items()}
-    summaries = {
-        "keras": read_json(paths.KERAS_SUMMARY),
-        "sklearn": read_json(paths.SKLEARN_SUMMARY),
+    replicate_histories = {
+        family: split_histories(read_history(path, replicates=True))
+        for family, path in paths.REPLICATE_HISTORIES.items()
     }
+    summaries = {family: read_json(path) for family, path in paths.SUMMARIES.items()}
     run_ids = read_run_ids(paths.MLFLOW_RUNS)
+    threshold = params.evaluate.threshold
     try:
+        # The per-row tests: replicate 0's two trained models on the same test rows.
         comparison = compare_predictions(
-            labels, probabilities, params.evaluate.threshold, params.compare, params.seed
+            labels[0],
+            {family: values[0] for family, values in probabilities.items()},
+            threshold,
+            params.compare,
+            params.seed,
         )
     except ValueError as error:
         raise PipelineError(f"{paths.TEST}: {error}") from None
-    findings = diagnose(
-        [
-            ModelEvidence(
-                family,
-                histories[family],
-                comparison.intervals[family]["roc_auc"].estimate,
-                (
-                    comparison.intervals[family]["roc_auc"].low,
-                    comparison.intervals[family]["roc_auc"].high,
-                ),
-                bool(summaries[family]["stopped_early"]),
-            )
-            for family in FAMILIES
-        ],
+    comparison = over_replicates(comparison, labels, probabilities, threshold, params.compare)
+    findings = diagnose_replicates(
+        replicate_evidence(
+            comparison, labels, probabilities, replicate_histories, summaries, threshold
+        ),
         params.model,
         params.dataset,
         params.compare.confidence,
-        (np.bincount(labels, minlength=len(classes)) / len(labels)).tolist(),
+        (np.bincount(labels[0], minlength=len(classes)) / labels.shape[1]).tolist(),
     )
     training = {
         family: Training(
@@ -996,7 +1197,10 @@ def main() -> None:
             stopped_early=bool(summaries[family]["stopped_early"]),
             train_seconds=float(summaries[family]["train_seconds"]),
             samples_per_second=float(summaries[family]["samples_per_second"]),
-            parameters=parameter_count(n_features, params.model.hidden_layers, len(classes)),
+            parameters=parameter_count(
+                predictions.n_features, params.model.hidden_layers, len(classes)
+            ),
+            replicates=int(summaries[family]["replicate_count"]),
         )
         for family in FAMILIES
     }
@@ -1020,7 +1224,12 @@ def main() -> None:
     with store_lock(store):
         promotion = promote(client, params.compare.promote, comparison.verdict, estimates, run_ids)
 
-    images = render_images(comparison, histories, labels, probabilities)
+    images = render_images(
+        comparison,
+        histories,
+        labels[0],
+        {family: values[0] for family, values in probabilities.items()},
+    )
     blocks = build_report(comparison, findings, training, promotion, params, images, parent_run_id)
     write_text(to_markdown(blocks), paths.REPORT_MARKDOWN)
     write_text(to_html(blocks, "Keras vs scikit-learn: the verdict"), paths.REPORT_HTML)

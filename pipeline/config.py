@@ -31,6 +31,9 @@ MissingPolicy = Literal["impute", "reject"]
 ClassWeight = Literal["none", "balanced"]
 FILE_SUFFIXES = (".csv", ".parquet")
 KerasTrainer = Literal["auto", "xla", "graph", "fit"]
+Initialization = Literal["library", "shared"]
+# Enough for any paired test; each replicate costs a model's memory and training time.
+MAX_REPLICATES = 64
 
 # Strict types: YAML `true` is not 1, and "10" (quoted) is not a number.
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
@@ -168,6 +171,18 @@ class ModelSpec(Section):
         return self
 
 
+class ReplicatesConfig(Section):
+    """How often each library trains, and what differs between its training runs."""
+
+    # K training runs per library; the verdict compares the libraries over them.
+    count: Annotated[int, Field(ge=1, le=MAX_REPLICATES, strict=True)]
+    # library: each library draws its own initial weights and batch order; shared:
+    # both libraries start replicate r from the same weights and batch order.
+    initialization: Initialization
+    # true: every replicate also re-draws the stratified train/validation/test split.
+    resample_split: StrictBool
+
+
 class TrainKerasConfig(Section):
     kernel_initializer: KerasInitializer
     trainer: KerasTrainer
@@ -230,6 +245,7 @@ class Params(Section):
     dataset: DatasetConfig
     split: SplitConfig
     model: ModelSpec
+    replicates: ReplicatesConfig
     train_keras: TrainKerasConfig
     train_sklearn: TrainSklearnConfig
     evaluate: EvaluateConfig
@@ -243,6 +259,20 @@ class Params(Section):
             raise ValueError(
                 f"train_sklearn.learning_rate_schedule = {schedule!r}: applies only "
                 "to model.optimizer = 'sgd'; allowed with 'adam': 'constant'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_replicates(self) -> "Params":
+        """An exact paired test over K replicates cannot give a p-value below
+        2 / 2^K: refuse a K whose verdict could never be significant."""
+        count, alpha = self.replicates.count, self.compare.alpha
+        if count > 1 and smallest_p_value(count) >= alpha:
+            enough = next(k for k in range(2, MAX_REPLICATES + 1) if smallest_p_value(k) < alpha)
+            raise ValueError(
+                f"replicates.count = {count}: with compare.alpha = {alpha:g} the paired test "
+                f"over {count} replicates can never be significant (its smallest p-value is "
+                f"{smallest_p_value(count):g}); allowed: 1, or {enough} to {MAX_REPLICATES}"
             )
         return self
 
@@ -290,6 +320,12 @@ def split_sizes(n_samples: int, config: SplitConfig) -> tuple[int, int, int]:
     n_test = round(config.test_size * n_samples)
     n_validation = round(config.validation_size * n_samples)
     return n_samples - n_test - n_validation, n_validation, n_test
+
+
+def smallest_p_value(count: int) -> float:
+    """The smallest two-sided p-value of the exact sign-flip test over `count` paired
+    differences: all of them on one side, 2 of the 2^count sign patterns."""
+    return 2.0 ** (1 - count)
 
 
 def check_batch_size(spec: ModelSpec, n_train: int) -> None:

@@ -3,7 +3,8 @@ what went wrong (over-fitting, under-fitting, slow or failed convergence, or dat
 without signal), the evidence in numbers, and the params to change."""
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -59,10 +60,20 @@ class Finding:
     family: str  # "keras", "sklearn", or "both"
     evidence: str  # what the histories and test metrics show, in numbers
     suggestions: tuple[Suggestion, ...]  # first: the param to change first
+    # Over K replicates: how many show this finding, of how many, and the first that
+    # does (whose numbers `evidence` quotes).
+    seen_in: tuple[int, int] = (1, 1)
+    replicate: int = 0
 
     @property
     def param(self) -> str:
         return self.suggestions[0].param
+
+    @property
+    def prevalence(self) -> str:
+        """ "" for one training run, else e.g. " in 5 of 6 replicates"."""
+        seen, count = self.seen_in
+        return "" if count == 1 else f" in {seen} of {count} replicates"
 
 
 @dataclass(frozen=True)
@@ -407,3 +418,31 @@ def diagnose(
         ]
         findings.extend(finding for finding in candidates if finding is not None)
     return findings
+
+
+def diagnose_replicates(
+    replicates: list[list[ModelEvidence]],
+    spec: ModelSpec,
+    data: DatasetConfig,
+    confidence: float,
+    class_fractions: list[float] | None = None,
+) -> list[Finding]:
+    """`diagnose` for each replicate (both families' models of replicate r), and one
+    finding per family and kind: from the first replicate that shows it, with how
+    many of the K replicates do. A finding in one replicate of six is a draw of the
+    random numbers; in six of six, a property of the setting."""
+    per_replicate = [
+        diagnose(models, spec, data, confidence, class_fractions) for models in replicates
+    ]
+    counts = Counter(
+        (finding.family, finding.kind) for findings in per_replicate for finding in findings
+    )
+    first: dict[tuple[str, str], Finding] = {}
+    for replicate, findings in enumerate(per_replicate):
+        for finding in findings:
+            key = (finding.family, finding.kind)
+            if key not in first:
+                first[key] = replace(
+                    finding, seen_in=(counts[key], len(replicates)), replicate=replicate
+                )
+    return list(first.values())

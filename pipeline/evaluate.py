@@ -1,5 +1,5 @@
-"""Evaluate both models on the same test set: metrics, curves and figures
-(`data/evaluate/`)."""
+"""Evaluate both families on the same test rows: every replicate's metrics, their
+means, and the curves and figures of each family's model (`data/evaluate/`)."""
 
 import logging
 from dataclasses import dataclass
@@ -12,8 +12,15 @@ from sklearn import metrics
 from pipeline import figures, paths
 from pipeline.config import load_params
 from pipeline.errors import run_stage
-from pipeline.files import read_classes, read_test_predictions, write_csv, write_json
+from pipeline.files import (
+    TestPredictions,
+    read_classes,
+    read_test_predictions,
+    write_csv,
+    write_json,
+)
 from pipeline.history import read_history
+from pipeline.replicates import split_paths
 
 logger = logging.getLogger(__name__)
 
@@ -102,20 +109,51 @@ def evaluate_probabilities(
     )
 
 
+def replicate_metrics(predictions: TestPredictions, threshold: float) -> pd.DataFrame:
+    """Every test metric of every replicate of both families, one row each."""
+    return pd.DataFrame(
+        [
+            {
+                "family": family,
+                "replicate": replicate,
+                **evaluate_probabilities(
+                    predictions.labels[replicate], probabilities[replicate], threshold
+                ).metrics,
+            }
+            for family, probabilities in predictions.probabilities.items()
+            for replicate in range(predictions.count)
+        ]
+    )
+
+
+def mean_metrics(per_replicate: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """metrics.json: each family's test metrics, averaged over its replicates."""
+    return {
+        str(family): {
+            name: float(value)
+            for name, value in group.drop(columns=["family", "replicate"]).mean().items()
+        }
+        for family, group in per_replicate.groupby("family", sort=False)
+    }
+
+
 def main() -> None:
     params = load_params()
     classes = read_classes()
     # The training stages predicted the test set; TensorFlow does not load here.
-    test_set, predictions = read_test_predictions(
-        paths.TEST,
+    predictions = read_test_predictions(
+        split_paths("test", params.replicates, params.seed),
         paths.PREDICTIONS,
         len(classes),
+        params.replicates.count,
     )
+    per_replicate = replicate_metrics(predictions, params.evaluate.threshold)
+    # Curves, figures and the per-class report are of each family's model, replicate 0.
     evaluations = {
         family: evaluate_probabilities(
-            test_set.labels, probabilities, params.evaluate.threshold, classes
+            predictions.labels[0], probabilities[0], params.evaluate.threshold, classes
         )
-        for family, probabilities in predictions.items()
+        for family, probabilities in predictions.probabilities.items()
     }
     for family, evaluation in evaluations.items():
         write_csv(evaluation.roc, paths.roc_curve(family))
@@ -150,16 +188,16 @@ def main() -> None:
         {family: evaluation.class_report for family, evaluation in evaluations.items()},
         paths.CLASS_REPORT,
     )
+    write_csv(per_replicate, paths.REPLICATE_METRICS)
     # The metrics file is written last: it is what `dvc metrics show` reads.
-    write_json(
-        {family: evaluation.metrics for family, evaluation in evaluations.items()},
-        paths.METRICS,
-    )
-    for family, evaluation in evaluations.items():
+    means = mean_metrics(per_replicate)
+    write_json(means, paths.METRICS)
+    for family, values in means.items():
         logger.info(
-            "evaluate: %-7s %s",
+            "evaluate: %-7s %s (mean of %d replicate(s))",
             family,
-            "  ".join(f"{name} {value:.4f}" for name, value in evaluation.metrics.items()),
+            "  ".join(f"{name} {value:.4f}" for name, value in values.items()),
+            predictions.count,
         )
 
 

@@ -160,3 +160,19 @@ def bootstrap_differences(
     )
     axes.legend()
     return figure
+
+
+def paired_replicates(keras: np.ndarray, sklearn: np.ndarray, metric: str) -> Figure:
+    """Each replicate's test metric for both libraries, one line per replicate from
+    keras to sklearn: parallel lines mean a consistent difference, crossing lines
+    none."""
+    figure, axes = plt.subplots(figsize=(5, 4))
+    for replicate, (left, right) in enumerate(zip(keras, sklearn, strict=True)):
+        axes.plot([0, 1], [left, right], "-", color="0.6", linewidth=1)
+        axes.annotate(f"{replicate}", (1.03, right), fontsize=7, va="center", color="0.4")
+    axes.scatter(np.zeros(len(keras)), keras, color=COLORS["keras"], label="keras", zorder=3)
+    axes.scatter(np.ones(len(sklearn)), sklearn, color=COLORS["sklearn"], label="sklearn", zorder=3)
+    axes.set_xticks([0, 1], ["keras", "sklearn"])
+    axes.set_xlim(-0.3, 1.3)
+    axes.set(ylabel=f"test {metric}", title=f"test {metric} per replicate, paired by seed")
+    return figure

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,31 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_directory(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path` that replaces it only on success.
+
+    The old folder is renamed aside, the new one renamed in, and the old one then
+    deleted: a crash leaves the previous folder or the new one (or, between the two
+    renames, the previous one under its temporary name beside it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f".{path.name}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+    try:
+        yield temporary
+        previous = None
+        if path.exists():
+            previous = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-old-"))
+            os.replace(path, previous / "old")
+        os.replace(temporary, path)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def file_md5(path: Path) -> str:
@@ -253,20 +279,25 @@ def read_classes(path: Path = paths.CLASSES) -> list[Any]:
         raise PipelineError(f"{path}: missing or unreadable; run `dvc repro`") from None
 
 
+REPLICATE = "replicate"
+
+
 def write_predictions(probabilities: np.ndarray, path: Path) -> None:
-    """Test-set class probabilities, one column per class code ("0", "1", ...)."""
-    import pandas as pd
+    """Test-set class probabilities of every replicate, (K, n_rows, n_classes): one
+    row per replicate and test row, a `replicate` column, then one column per class
+    code ("0", "1", ...)."""
+    count, n_rows, n_classes = probabilities.shape
+    columns = {REPLICATE: np.repeat(np.arange(count, dtype=np.int32), n_rows)}
+    flat = probabilities.reshape(count * n_rows, n_classes)
+    columns |= {str(code): flat[:, code] for code in range(n_classes)}
+    write_parquet(pd.DataFrame(columns), path)
 
-    frame = pd.DataFrame(
-        probabilities, columns=[str(code) for code in range(probabilities.shape[1])]
-    )
-    write_parquet(frame, path)
 
-
-def read_predictions(path: Path, n_rows: int, n_classes: int) -> np.ndarray:
-    """(n_rows, n_classes) probabilities a training stage wrote, checked."""
+def read_predictions(path: Path, n_rows: int, n_classes: int, count: int) -> np.ndarray:
+    """(count, n_rows, n_classes) probabilities a training stage wrote, checked."""
     try:
         table = pq.read_table(path)
+        replicates = table.column(REPLICATE).to_numpy()
         probabilities = np.column_stack(
             [table.column(str(code)).to_numpy() for code in range(n_classes)]
         )
@@ -274,24 +305,47 @@ def read_predictions(path: Path, n_rows: int, n_classes: int) -> np.ndarray:
         raise PipelineError(f"{path}: unreadable predictions ({error}); run `dvc repro`") from None
     in_range = np.all((probabilities >= 0) & (probabilities <= 1))
     if (
-        len(probabilities) != n_rows
+        len(probabilities) != count * n_rows
+        or not np.array_equal(replicates, np.repeat(np.arange(count), n_rows))
         or not in_range
         or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)
     ):
         raise PipelineError(
-            f"{path}: expected {n_rows} rows of {n_classes} class probabilities in [0, 1] "
-            "summing to 1, one per test row; run `dvc repro` to rebuild it"
+            f"{path}: expected {count} replicates x {n_rows} rows of {n_classes} class "
+            "probabilities in [0, 1] summing to 1, one per test row; run `dvc repro` to "
+            "rebuild it"
         )
-    return probabilities
+    return probabilities.reshape(count, n_rows, n_classes)
+
+
+@dataclass(frozen=True)
+class TestPredictions:
+    """What both families predicted for the test rows, replicate by replicate."""
+
+    labels: np.ndarray  # (K, n_rows): replicate r's test labels (the same rows unless re-drawn)
+    probabilities: dict[str, np.ndarray]  # family -> (K, n_rows, n_classes)
+    n_features: int
+
+    @property
+    def count(self) -> int:
+        return len(self.labels)
 
 
 def read_test_predictions(
-    test_path: Path, prediction_paths: dict[str, Path], n_classes: int
-) -> tuple[Table, dict[str, np.ndarray]]:
-    """The test split and each model's (n_rows, n_classes) probabilities, row by row:
-    the training stages predicted these rows, so no later stage loads a model."""
-    test_set = read_table(test_path, n_classes=n_classes)
-    return test_set, {
-        family: read_predictions(path, len(test_set.labels), n_classes)
-        for family, path in prediction_paths.items()
-    }
+    test_paths: list[Path], prediction_paths: dict[str, Path], n_classes: int, count: int
+) -> TestPredictions:
+    """The test labels and each family's probabilities for the same rows: the
+    training stages predicted them, so no later stage loads a model. `test_paths`
+    holds one test split shared by the `count` replicates, or one per replicate."""
+    tables = [read_table(path, n_classes=n_classes) for path in test_paths]
+    labels = np.stack([table.labels for table in tables])
+    if len(tables) == 1:
+        labels = np.repeat(labels, count, axis=0)
+    return TestPredictions(
+        labels=labels,
+        probabilities={
+            family: read_predictions(path, labels.shape[1], n_classes, count)
+            for family, path in prediction_paths.items()
+        },
+        n_features=tables[0].features.shape[1],
+    )

@@ -107,12 +107,69 @@ def history_frame(records: list[dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=list(COLUMNS))
 
 
-def read_history(path: Path) -> pd.DataFrame:
+def replicate_label(family: str, replicate: int, count: int) -> str:
+    """`keras` for a single training run, `keras#2` for replicate 2 of several."""
+    return family if count == 1 else f"{family}#{replicate}"
+
+
+def replicate_histories(histories: list[pd.DataFrame]) -> pd.DataFrame:
+    """Every replicate's history in one table, with a leading `replicate` column."""
+    return pd.concat(
+        [history.assign(replicate=index) for index, history in enumerate(histories)],
+        ignore_index=True,
+    )[["replicate", *COLUMNS]]
+
+
+def mean_history(histories: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per epoch, the mean over the replicates that trained that epoch (early
+    stopping may end some sooner): the family's curve in plots and MLflow."""
+    combined = pd.concat(histories, ignore_index=True)
+    return combined.groupby("epoch", as_index=False)[list(COLUMNS[1:])].mean()[list(COLUMNS)]
+
+
+def split_histories(table: pd.DataFrame) -> list[pd.DataFrame]:
+    """The inverse of `replicate_histories`: one history per replicate, in order."""
+    return [
+        group.drop(columns="replicate").reset_index(drop=True)
+        for _, group in table.groupby("replicate", sort=True)
+    ]
+
+
+def family_summary(
+    summaries: list[TrainingSummary], seeds: list[int], train_seconds: float, n_rows: int
+) -> dict[str, Any]:
+    """summary.json: replicate 0's epochs (the family's model), the time of all
+    replicates together, and each replicate's own epochs."""
+    first = summaries[0]
+    epochs = sum(summary.epochs_trained for summary in summaries)
+    return {
+        "replicate_count": len(summaries),
+        "epochs_trained": first.epochs_trained,
+        "best_epoch": first.best_epoch,
+        "stopped_early": first.stopped_early,
+        "train_seconds": train_seconds,
+        "samples_per_second": n_rows * epochs / train_seconds,
+        "replicates": [
+            {
+                "replicate": index,
+                "seed": seed,
+                "epochs_trained": summary.epochs_trained,
+                "best_epoch": summary.best_epoch,
+                "stopped_early": summary.stopped_early,
+            }
+            for index, (summary, seed) in enumerate(zip(summaries, seeds, strict=True))
+        ],
+    }
+
+
+def read_history(path: Path, replicates: bool = False) -> pd.DataFrame:
+    """A history.csv, or with `replicates` a replicate_histories.csv."""
     try:
         history = pd.read_csv(path)
     except FileNotFoundError:
         raise PipelineError(f"{path}: missing; run the training stages first") from None
-    missing = set(COLUMNS) - set(history.columns)
+    expected = {*COLUMNS, "replicate"} if replicates else set(COLUMNS)
+    missing = expected - set(history.columns)
     if missing:
         raise PipelineError(f"{path}: missing columns {sorted(missing)}")
     return history

@@ -19,11 +19,15 @@ VALIDATION = SPLIT / "validation.parquet"
 TEST = SPLIT / "test.parquet"
 PREPROCESSING = SPLIT / "preprocessing.json"  # what was fitted on the train rows, readable
 PREPROCESSOR = SPLIT / "preprocessor.skops"  # the same, as a scikit-learn transformer
+# replicates.resample_split: replicate r >= 1's own split in <r>/, and manifest.json
+SPLIT_REPLICATES = SPLIT / "replicates"
 
 # train_keras
 KERAS = DATA / "train_keras"
-KERAS_MODEL = KERAS / "model.keras"
-KERAS_HISTORY = KERAS / "history.csv"
+KERAS_MODEL = KERAS / "model.keras"  # replicate 0, the family's model
+KERAS_REPLICATE_MODELS = KERAS / "replicates"  # every replicate's model
+KERAS_HISTORY = KERAS / "history.csv"  # the replicates' mean per epoch
+KERAS_REPLICATE_HISTORIES = KERAS / "replicate_histories.csv"
 KERAS_SUMMARY = KERAS / "summary.json"
 KERAS_PREDICTIONS = KERAS / "test_predictions.parquet"
 KERAS_MLFLOW_MODEL = KERAS / "mlflow_model.zip"
@@ -31,7 +35,9 @@ KERAS_MLFLOW_MODEL = KERAS / "mlflow_model.zip"
 # train_sklearn
 SKLEARN = DATA / "train_sklearn"
 SKLEARN_MODEL = SKLEARN / "model.skops"
+SKLEARN_REPLICATE_MODELS = SKLEARN / "replicates"
 SKLEARN_HISTORY = SKLEARN / "history.csv"
+SKLEARN_REPLICATE_HISTORIES = SKLEARN / "replicate_histories.csv"
 SKLEARN_SUMMARY = SKLEARN / "summary.json"
 SKLEARN_PREDICTIONS = SKLEARN / "test_predictions.parquet"
 SKLEARN_MLFLOW_MODEL = SKLEARN / "mlflow_model.zip"
@@ -39,11 +45,14 @@ SKLEARN_MLFLOW_MODEL = SKLEARN / "mlflow_model.zip"
 # Both training stages' files by model family, for the stages that read both.
 PREDICTIONS = {"keras": KERAS_PREDICTIONS, "sklearn": SKLEARN_PREDICTIONS}
 HISTORIES = {"keras": KERAS_HISTORY, "sklearn": SKLEARN_HISTORY}
+REPLICATE_HISTORIES = {"keras": KERAS_REPLICATE_HISTORIES, "sklearn": SKLEARN_REPLICATE_HISTORIES}
+SUMMARIES = {"keras": KERAS_SUMMARY, "sklearn": SKLEARN_SUMMARY}
 
 # evaluate
 EVALUATE = DATA / "evaluate"
 METRICS = EVALUATE / "metrics.json"
 CLASS_REPORT = EVALUATE / "class_report.json"  # precision, recall, F1 per class
+REPLICATE_METRICS = EVALUATE / "replicate_metrics.csv"  # every test metric per replicate
 CURVES = EVALUATE / "curves"
 FIGURES = EVALUATE / "figures"
 

@@ -21,12 +21,14 @@ from pipeline.errors import PipelineError, run_stage
 from pipeline.files import (
     LABEL,
     Table,
+    atomic_directory,
     atomic_path,
     read_classes,
     read_table,
     write_json,
     write_table,
 )
+from pipeline.replicates import MANIFEST, manifest, replicate_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -216,18 +218,53 @@ def preprocessing_description(preprocessor: Preprocessor, input_columns: list[st
     }
 
 
+def check_same_features(main: Preprocessor, other: Preprocessor, replicate: int) -> None:
+    """Re-drawn splits must encode to the same features, so that every replicate's
+    network has the same inputs: a one-hot category missing from a replicate's train
+    rows would drop a column."""
+    if isinstance(main, StandardScaler):
+        return
+    missing = sorted(set(main.get_feature_names_out()) - set(other.get_feature_names_out()))
+    extra = sorted(set(other.get_feature_names_out()) - set(main.get_feature_names_out()))
+    if missing or extra:
+        column = (missing or extra)[0]
+        raise PipelineError(
+            f"replicates.resample_split = true: replicate {replicate}'s train rows encode "
+            f"to other features than replicate 0's (first: {column!r}, a rare category); "
+            "allowed here: false"
+        )
+
+
 def main() -> None:
     params = load_params()
     n_classes = len(read_classes())
     if params.dataset.source == "file":
         features, labels = read_frame(paths.DATASET)
         input_columns = [str(name) for name in features.columns]
-        preprocessor, splits = frame_splits(features, labels, params.split, params.seed)
+
+        def make_splits(seed: int) -> tuple[Preprocessor, Iterator[tuple[str, Table]]]:
+            return frame_splits(features, labels, params.split, seed)
     else:
         # Generated or bundled: numbers only, possibly 10M rows, so no data frame.
         dataset = read_table(paths.DATASET, n_classes=n_classes)
         input_columns = list(dataset.feature_names)
-        preprocessor, splits = standardized_splits(dataset, params.split, params.seed)
+
+        def make_splits(seed: int) -> tuple[Preprocessor, Iterator[tuple[str, Table]]]:
+            return standardized_splits(dataset, params.split, seed)
+
+    # Made first: a data set that cannot be split stops here, before any write.
+    preprocessor, splits = make_splits(params.seed)
+    seeds = replicate_seeds(params.seed, params.replicates.count)
+    # Replicate r >= 1's own split and preprocessing, when every replicate re-draws
+    # it; replicate 0's is the main split below.
+    with atomic_directory(paths.SPLIT_REPLICATES) as folder:
+        if params.replicates.resample_split:
+            for replicate, seed in enumerate(seeds[1:], start=1):
+                replicate_preprocessor, replicate_splits = make_splits(seed)
+                check_same_features(preprocessor, replicate_preprocessor, replicate)
+                for name, table in replicate_splits:
+                    write_table(table, folder / str(replicate) / SPLIT_PATHS[name].name)
+        write_json(manifest(params.replicates, params.seed), folder / MANIFEST.name)
     sizes = {}
     for name, table in splits:
         write_table(table, SPLIT_PATHS[name])

@@ -44,7 +44,7 @@ from pipeline.files import (
     verify_recorded_hash,
     write_json,
 )
-from pipeline.history import read_history
+from pipeline.history import read_history, split_histories
 from pipeline.mlflow_models import log_saved_model
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_GIT_DIRTY = "git.dirty"
 TAG_PUBLISH_KEY = "publish_key"
 TAG_MODEL_ID = "model_id"
+TAG_REPLICATE = "replicate"
 TAG_HOST = "pipeline.host"
 TAG_PID = "pipeline.pid"
 DATASET_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
@@ -216,23 +217,36 @@ def ensure_experiment(client: MlflowClient, name: str, store: Store) -> str:
 
 @dataclass(frozen=True)
 class FamilyResults:
-    """One model's results, as its training stage wrote them."""
+    """One family's results, as its training stage wrote them."""
 
     flavor: str
-    history_path: Path
+    history_path: Path  # the replicates' mean per epoch
     history: pd.DataFrame
     summary: dict[str, Any]
     mlflow_model: Path  # the archive from pipeline.mlflow_models.save_mlflow_model
+    replicate_histories: list[pd.DataFrame]
+    replicate_metrics: list[dict[str, float]]  # test metrics of each replicate
 
 
-def family_results(
-    flavor: str, history_path: Path, summary_path: Path, mlflow_model: Path
-) -> FamilyResults:
+def family_results(flavor: str, replicate_metrics: pd.DataFrame) -> FamilyResults:
+    mlflow_model = {"keras": paths.KERAS_MLFLOW_MODEL, "sklearn": paths.SKLEARN_MLFLOW_MODEL}[
+        flavor
+    ]
     # Only what the pipeline produced is published: under DVC, the archive must be
     # the one dvc.lock recorded for its training stage.
     verify_recorded_hash(mlflow_model)
+    rows = replicate_metrics[replicate_metrics["family"] == flavor].sort_values("replicate")
     return FamilyResults(
-        flavor, history_path, read_history(history_path), read_json(summary_path), mlflow_model
+        flavor,
+        paths.HISTORIES[flavor],
+        read_history(paths.HISTORIES[flavor]),
+        read_json(paths.SUMMARIES[flavor]),
+        mlflow_model,
+        split_histories(read_history(paths.REPLICATE_HISTORIES[flavor], replicates=True)),
+        [
+            {name: float(value) for name, value in row.items()}
+            for row in rows.drop(columns=["family", "replicate"]).to_dict("records")
+        ],
     )
 
 
@@ -258,7 +272,10 @@ PUBLISHED_FILES = (
     paths.CLASSES,
     paths.KERAS_HISTORY,
     paths.SKLEARN_HISTORY,
+    paths.KERAS_REPLICATE_HISTORIES,
+    paths.SKLEARN_REPLICATE_HISTORIES,
     paths.METRICS,
+    paths.REPLICATE_METRICS,
 )
 
 
@@ -273,6 +290,7 @@ def publish_key(params: Params, files: tuple[Path, ...] = PUBLISHED_FILES) -> st
 def prepare(params: Params, revision: Revision, key: str) -> Publication:
     """Read every result before writing anything."""
     n_classes = len(read_classes())
+    replicate_metrics = pd.read_csv(paths.REPLICATE_METRICS)
     train = read_table(paths.TRAIN, n_classes=n_classes)
     splits = {
         "train": (paths.TRAIN, train),
@@ -289,12 +307,7 @@ def prepare(params: Params, revision: Revision, key: str) -> Publication:
         splits=splits,
         test_metrics=read_json(paths.METRICS),
         families={
-            "keras": family_results(
-                "keras", paths.KERAS_HISTORY, paths.KERAS_SUMMARY, paths.KERAS_MLFLOW_MODEL
-            ),
-            "sklearn": family_results(
-                "sklearn", paths.SKLEARN_HISTORY, paths.SKLEARN_SUMMARY, paths.SKLEARN_MLFLOW_MODEL
-            ),
+            family: family_results(family, replicate_metrics) for family in ("keras", "sklearn")
         },
     )
 
@@ -382,7 +395,8 @@ def find_published(client: MlflowClient, experiment_id: str, key: str) -> dict[s
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.{TAG_PUBLISH_KEY} = '{key}' and attributes.status = 'FINISHED'",
-        max_results=100,
+        # A publication is 3 runs plus one per replicate and family (at most 128).
+        max_results=1000,
     )
     for parent in (run for run in runs if "mlflow.parentRunId" not in run.data.tags):
         children = {
@@ -402,6 +416,49 @@ def find_published(client: MlflowClient, experiment_id: str, key: str) -> dict[s
 def end_active_runs(status: str) -> None:
     while mlflow.active_run() is not None:
         mlflow.end_run(status)
+
+
+# summary.json's numbers logged on each family's run; the replicates' own epochs go
+# to their nested runs.
+SUMMARY_METRICS = (
+    "replicate_count",
+    "epochs_trained",
+    "best_epoch",
+    "train_seconds",
+    "samples_per_second",
+)
+
+
+def publish_replicates(
+    results: FamilyResults, experiment_id: str, tags: dict[str, str], client: MlflowClient
+) -> None:
+    """One nested run per replicate under the family's run (when there are several):
+    its own curves, test metrics and a `replicate` tag."""
+    count = len(results.replicate_histories)
+    if count == 1:
+        return
+    for replicate, (history, metrics) in enumerate(
+        zip(results.replicate_histories, results.replicate_metrics, strict=True)
+    ):
+        summary = results.summary["replicates"][replicate]
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=f"{results.flavor}#{replicate}",
+            nested=True,
+            tags={**tags, TAG_REPLICATE: str(replicate), "seed": str(summary["seed"])},
+        )
+        now = int(time.time() * 1000)
+        final = {f"test_{name}": value for name, value in metrics.items()} | {
+            "epochs_trained": float(summary["epochs_trained"]),
+            "best_epoch": float(summary["best_epoch"]),
+        }
+        client.log_batch(
+            run.info.run_id,
+            metrics=epoch_metrics(history)
+            + [Metric(name, value, now, 0) for name, value in final.items()],
+        )
+        mlflow.end_run()
+        checkpoint()
 
 
 def publish(publication: Publication, experiment_id: str, client: MlflowClient) -> dict[str, str]:
@@ -447,11 +504,7 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
                     for name, value in publication.test_metrics[family].items()
                 }
                 final_metrics.update(
-                    {
-                        name: float(value)
-                        for name, value in results.summary.items()
-                        if name != "stopped_early"
-                    }
+                    {name: float(results.summary[name]) for name in SUMMARY_METRICS}
                 )
                 now = int(time.time() * 1000)
                 # One batch instead of hundreds of single calls.
@@ -470,6 +523,9 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
                 run_ids[f"{family}_model_id"] = model_id
                 mlflow.set_tag(TAG_MODEL_ID, model_id)
                 checkpoint()
+                publish_replicates(
+                    results, experiment_id, {**common_tags, TAG_FAMILY: family}, client
+                )
                 mlflow.end_run()
             mlflow.end_run()
         # A signal after the last write: the runs are complete, but the user asked to stop.

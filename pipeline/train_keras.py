@@ -1,11 +1,11 @@
-"""Train the Keras MLP, record its per-epoch history and predict the test set
-(`data/train_keras/`)."""
+"""Train the Keras MLP's replicates together, record their per-epoch histories and
+predict the test set (`data/train_keras/`)."""
 
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -14,6 +14,8 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.config import (
+    Activation,
+    Initialization,
     KerasInitializer,
     KerasTrainer,
     ModelSpec,
@@ -23,6 +25,7 @@ from pipeline.config import (
 from pipeline.errors import run_stage
 from pipeline.files import (
     Table,
+    atomic_directory,
     atomic_path,
     read_classes,
     read_table,
@@ -34,16 +37,28 @@ from pipeline.history import (
     ADAM_BETA_1,
     ADAM_BETA_2,
     ADAM_EPSILON,
+    PREDICTION_CHUNK,
     EarlyStopping,
     TrainingSummary,
     class_count,
+    family_summary,
     history_frame,
     log_epoch,
+    mean_history,
     predict_in_chunks,
+    replicate_histories,
+    replicate_label,
     row_weights,
     training_summary,
 )
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
+from pipeline.replicates import (
+    layer_units,
+    own_epoch_orders,
+    replicate_seeds,
+    shared_start,
+    split_paths,
+)
 from pipeline.tensorflow_import import import_tensorflow
 
 tf, keras = import_tensorflow()
@@ -117,7 +132,7 @@ def build_model(
 
 def keras_targets(labels: np.ndarray, binary: bool) -> np.ndarray:
     """Labels as the loss wants them: a float column for two classes, codes for more."""
-    return labels.astype(np.float32)[:, None] if binary else labels.astype(np.int32)
+    return labels.astype(np.float32)[..., None] if binary else labels.astype(np.int32)
 
 
 def build_optimizer(spec: ModelSpec) -> keras.optimizers.Optimizer:
@@ -144,82 +159,241 @@ def regularization_loss(model: keras.Model) -> tf.Tensor:
     return tf.add_n(model.losses) if model.losses else tf.constant(0.0)
 
 
-class CompiledLoop:
-    """Training without Keras' per-step overhead: one compiled function per epoch.
+def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
 
-    The training set stays on the device; each epoch gathers its batches through a
-    seeded permutation, so shuffling costs no copy of the data. The model remains an
-    ordinary Keras model (layers, optimizer, loss, `.keras` file); only the loop
-    around its train step is ours. Per epoch it reports what `model.fit` reports:
-    the mean batch loss (penalty included) and the running accuracy, both measured
-    on each batch before its update.
+
+def initial_models(
+    n_features: int,
+    spec: ModelSpec,
+    kernel_initializer: KerasInitializer,
+    n_classes: int,
+    seeds: list[int],
+    initialization: Initialization,
+) -> tuple[list[keras.Sequential], list[Iterator[np.ndarray]]]:
+    """One plain Keras model per replicate at its starting weights, and each
+    replicate's epoch orders.
+
+    `library`: Keras' own initializer seeded with the replicate's seed (zero biases)
+    and Keras' own shuffles. `shared`: the weights and shuffles scikit-learn's
+    MLPClassifier draws from the same seed, so both libraries start alike.
+    """
+    models, orders = [], []
+    for seed in seeds:
+        set_deterministic(seed)
+        model = build_model(n_features, spec, kernel_initializer, n_classes)
+        if initialization == "shared":
+            units = layer_units(n_features, spec.hidden_layers, n_classes)
+            start = shared_start(seed, units, spec.activation)
+            model.set_weights(start.weights)
+            orders.append(start.epoch_orders)
+        else:
+            orders.append(partial(own_epoch_orders, seed))
+        models.append(model)
+    return models, orders
+
+
+class StackedNetwork:
+    """K replicates of one network as stacked weights: each layer's kernels of all
+    replicates as one (K, fan_in, fan_out) variable, its biases as (K, fan_out).
+
+    One batched matrix product then computes a layer for all K replicates: K small
+    networks cost about what one does, where K separate ones would cost K times.
+    """
+
+    def __init__(self, models: list[keras.Model], activation: Activation, dropout: float = 0.0):
+        self.count = len(models)
+        self.binary = models[0].output_shape[-1] == 1
+        layers = [dense_layers(model) for model in models]
+        self.kernels = [
+            keras.Variable(np.stack([replicate[index].kernel.numpy() for replicate in layers]))
+            for index in range(len(layers[0]))
+        ]
+        self.biases = [
+            keras.Variable(np.stack([replicate[index].bias.numpy() for replicate in layers]))
+            for index in range(len(layers[0]))
+        ]
+        self.variables = [
+            item for pair in zip(self.kernels, self.biases, strict=True) for item in pair
+        ]
+        self.hidden_activation = keras.activations.get(ACTIVATIONS[activation])
+        # Seeded by keras.utils.set_random_seed; each replicate's masks are its slice.
+        self.dropout = keras.layers.Dropout(dropout) if dropout > 0 else None
+        self._inference = tf.function(lambda features: self.forward(features, training=False))
+
+    def forward(self, features: tf.Tensor, training: bool) -> tf.Tensor:
+        """(K or 1, rows, F) -> (K, rows, outputs): a_j = f(sum_i w_ij x_i + b_j)."""
+        outputs = features
+        last = len(self.kernels) - 1
+        for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            # (1, rows, F) broadcasts against (K, F, U): shared rows are never copied.
+            pre_activation = tf.matmul(outputs, kernel) + bias[:, None, :]
+            if index == last:
+                # Keras' own activations: its losses then work from the logits, as
+                # for a Dense layer's output in model.fit.
+                if self.binary:
+                    return keras.activations.sigmoid(pre_activation)
+                return keras.activations.softmax(pre_activation)
+            outputs = self.hidden_activation(pre_activation)
+            if self.dropout is not None and training:
+                outputs = self.dropout(outputs, training=True)
+        raise AssertionError("a network has at least its output layer")
+
+    def probabilities(self, table: "StackedTable") -> np.ndarray:
+        """(K, rows, n_classes) class probabilities of every replicate on its rows,
+        in chunks of rows; for two classes the columns [1 - P(1), P(1)]."""
+        features = table.features if table.per_replicate else table.features[None]
+        n_rows = int(features.shape[1])
+        outputs = np.concatenate(
+            [
+                self._inference(features[:, start : start + PREDICTION_CHUNK]).numpy()
+                for start in range(0, n_rows, PREDICTION_CHUNK)
+            ],
+            axis=1,
+        )
+        return np.concatenate([1 - outputs, outputs], axis=2) if self.binary else outputs
+
+    def replicate_weights(self, replicate: int) -> list[np.ndarray]:
+        """Replicate r's weights in Keras' `get_weights()` order."""
+        return [variable.numpy()[replicate] for variable in self.variables]
+
+
+class StackedLoop:
+    """Training a `StackedNetwork`: every replicate's epoch in one compiled program.
+
+    Replicates stay independent: each has its own rows, loss and gradient (the
+    gradient of the summed loss with respect to replicate r's weights is that of r's
+    own loss), and Adam and SGD update every weight on its own. The training set
+    stays on the device; each epoch gathers batches through permutations, so
+    shuffling copies no data. Per epoch it reports what `model.fit` reports: the
+    mean batch loss, penalty included, measured on each batch before its update.
     """
 
     def __init__(
         self,
-        model: keras.Model,
-        train_set: Table,
-        batch_size: int,
-        jit_compile: bool = True,
-        weights: np.ndarray | None = None,
+        network: StackedNetwork,
+        spec: ModelSpec,
+        train_data: "StackedTable",
+        weights: np.ndarray,
+        jit_compile: bool,
     ) -> None:
-        self.model = model
-        n_rows = len(train_set.labels)
-        self.binary = model.output_shape[-1] == 1
-        self.features = tf.convert_to_tensor(train_set.features)  # no copy if a tensor
-        self.targets = tf.constant(keras_targets(train_set.labels, self.binary))
-        self.weights = tf.constant(
-            np.ones(n_rows, np.float32) if weights is None else weights.astype(np.float32)
-        )
-        self.batch_size = batch_size
-        self.full_batches = n_rows // batch_size
-        model.optimizer.build(model.trainable_variables)
+        self.network = network
+        self.count = network.count
+        self.binary = network.binary
+        self.l1, self.l2 = spec.l1, spec.l2
+        # (n, F) rows shared by every replicate, or (K, n, F): each its own split.
+        self.features = train_data.features
+        self.per_replicate = train_data.per_replicate
+        self.targets = tf.constant(keras_targets(train_data.labels, self.binary))
+        self.weights = tf.constant(weights.astype(np.float32))
+        self.batch_size = spec.batch_size
+        self.n_rows = len(train_data.labels.T)
+        self.full_batches = self.n_rows // spec.batch_size
+        self.optimizer = build_optimizer(spec)
+        self.optimizer.build(network.variables)
         # Full batches share one shape: one compilation for all of them. The last,
         # partial batch (rows % batch_size) has its own, compiled once.
         self._full_epoch = tf.function(self._run_full_batches, jit_compile=jit_compile)
         self._last_batch = tf.function(self._step, jit_compile=jit_compile)
+        self._evaluate = tf.function(self._evaluate_rows)
 
-    def _step(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """One gradient step on the given rows: (loss * rows, correct predictions), as
-        Keras' loss tracker and (unweighted) accuracy metric count them."""
-        features = tf.gather(self.features, rows)
-        targets = tf.gather(self.targets, rows)
-        weights = tf.gather(self.weights, rows)
-        variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            probabilities = self.model(features, training=True)
-            loss = self.model.loss(targets, probabilities, sample_weight=weights)
-            loss += regularization_loss(self.model)
-        gradients = tape.gradient(loss, variables)
-        self.model.optimizer.apply(gradients, variables)
+    def penalties(self) -> tf.Tensor:
+        """(K,): each replicate's l1 * sum |W| + l2 * sum W^2 over its kernels."""
+        total = tf.zeros((self.count,))
+        for kernel in self.network.kernels:
+            if self.l1 > 0:
+                total += self.l1 * tf.reduce_sum(tf.abs(kernel), axis=(1, 2))
+            if self.l2 > 0:
+                total += self.l2 * tf.reduce_sum(tf.square(kernel), axis=(1, 2))
+        return total
+
+    def row_losses(self, targets: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        """(K, rows) cross-entropy, as Keras' compiled loss computes it per row."""
         if self.binary:
-            correct = tf.cast(probabilities > 0.5, tf.float32)[:, 0] == targets[:, 0]
-        else:
-            correct = tf.argmax(probabilities, axis=1, output_type=tf.int32) == targets
-        count = tf.cast(tf.shape(rows)[0], tf.float32)
-        return loss * count, tf.reduce_sum(tf.cast(correct, tf.float32))
+            return keras.losses.binary_crossentropy(targets, probabilities)
+        return keras.losses.sparse_categorical_crossentropy(targets, probabilities)
 
-    def _run_full_batches(self, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        batches = tf.reshape(order, (self.full_batches, self.batch_size))
-        totals = (tf.constant(0.0), tf.constant(0.0))
+    def _gather(self, values: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+        return tf.gather(values, rows, batch_dims=1 if self.per_replicate else 0)
+
+    def _step(self, rows: tf.Tensor) -> tf.Tensor:
+        """One gradient step of every replicate on its (K, batch) rows: (K,) loss * rows."""
+        features = self._gather(self.features, rows)
+        targets = self._gather(self.targets, rows)
+        weights = self._gather(self.weights, rows)
+        count = tf.cast(tf.shape(rows)[1], tf.float32)
+        with tf.GradientTape() as tape:
+            probabilities = self.network.forward(features, training=True)
+            # Keras' "sum over batch size": sum(w * loss) / rows in the batch.
+            losses = tf.reduce_sum(weights * self.row_losses(targets, probabilities), axis=1)
+            losses = losses / count + self.penalties()
+            total = tf.reduce_sum(losses)
+        variables = self.network.variables
+        gradients = tape.gradient(total, variables)
+        self.optimizer.apply(gradients, variables)
+        return losses * count
+
+    def _run_full_batches(self, orders: tf.Tensor) -> tf.Tensor:
+        batches = tf.transpose(
+            tf.reshape(orders, (self.count, self.full_batches, self.batch_size)), (1, 0, 2)
+        )
+        total = tf.zeros((self.count,))
         for index in tf.range(self.full_batches):
-            step = self._step(batches[index])
-            totals = tuple(total + part for total, part in zip(totals, step, strict=True))
-        return totals
+            total += self._step(batches[index])
+        return total
 
-    def run_epoch(self, order: np.ndarray) -> tuple[float, float]:
-        """Train on every row once, in `order`; return (mean loss, accuracy)."""
+    def run_epoch(self, orders: np.ndarray) -> np.ndarray:
+        """Train every replicate on each of its rows once, in its (K, n) order; return
+        each replicate's mean batch loss."""
         split = self.full_batches * self.batch_size
-        loss_sum, correct = 0.0, 0.0
-        parts = []
+        total = np.zeros(self.count)
         if self.full_batches:
-            parts.append(self._full_epoch(tf.constant(order[:split])))
-        if split < len(order):
-            parts.append(self._last_batch(tf.constant(order[split:])))
-        for part_loss, part_correct in parts:
-            loss_sum += float(part_loss)
-            correct += float(part_correct)
-        return loss_sum / len(order), correct / len(order)
+            total += self._full_epoch(tf.constant(orders[:, :split])).numpy()
+        if split < self.n_rows:
+            total += self._last_batch(tf.constant(orders[:, split:])).numpy()
+        return total / self.n_rows
+
+    def _evaluate_rows(self, features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        probabilities = self.network.forward(features, training=False)
+        labels = tf.broadcast_to(labels, tf.shape(probabilities)[:2])
+        targets = labels[..., None] if self.binary else labels
+        losses = tf.reduce_mean(self.row_losses(targets, probabilities), axis=-1)
+        if self.binary:
+            predicted = tf.cast(probabilities[..., 0] > 0.5, labels.dtype)
+        else:
+            predicted = tf.argmax(probabilities, axis=-1, output_type=labels.dtype)
+        correct = tf.reduce_mean(tf.cast(predicted == labels, tf.float32), axis=-1)
+        return losses + self.penalties(), correct
+
+    def loss_and_accuracy(self, table: "StackedTable") -> tuple[np.ndarray, np.ndarray]:
+        """(K,) loss (penalty included) and accuracy of every replicate on its rows."""
+        features = table.features if table.per_replicate else table.features[None]
+        labels = tf.constant(keras_targets(table.labels, self.binary).reshape(table.labels.shape))
+        labels = labels if table.per_replicate else labels[None]
+        losses, correct = self._evaluate(features, labels)
+        return losses.numpy(), correct.numpy()
+
+
+@dataclass(frozen=True)
+class StackedTable:
+    """Rows for every replicate: one shared (n, F) table, or one split per replicate
+    stacked as (K, n, F) features and (K, n) labels."""
+
+    features: tf.Tensor | np.ndarray
+    labels: np.ndarray
+
+    @property
+    def per_replicate(self) -> bool:
+        return len(self.features.shape) == 3
+
+
+def stack_tables(tables: list[Table]) -> StackedTable:
+    if len(tables) == 1:
+        return StackedTable(tf.constant(tables[0].features), tables[0].labels)
+    return StackedTable(
+        tf.constant(np.stack([table.features for table in tables])),
+        np.stack([table.labels for table in tables]),
+    )
 
 
 def forward_function(model: keras.Model):
@@ -235,125 +409,196 @@ def predict_probabilities(model: keras.Model, features: np.ndarray, forward=None
     return np.hstack([1 - outputs, outputs]) if outputs.shape[1] == 1 else outputs
 
 
-def keras_loss(model: keras.Model, labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """The compiled loss of `model` on these rows, plus its regularization penalty."""
-    if probabilities.shape[1] == 2 and model.output_shape[-1] == 1:
-        loss = model.loss(keras_targets(labels, binary=True), probabilities[:, 1:])
-    else:
-        loss = model.loss(labels.astype(np.int32), probabilities)
-    return float(loss + regularization_loss(model))
+class ReplicateRecorder:
+    """Each replicate's history and early stopping, epoch by epoch."""
+
+    def __init__(self, count: int, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.records: list[list[dict[str, float]]] = [[] for _ in range(count)]
+        self.stopping = [EarlyStopping(spec.patience) for _ in range(count)]
+        self.active = [True] * count
+        self.best_weights: list[list[np.ndarray] | None] = [None] * count
+
+    def record(
+        self, replicate: int, record: dict[str, float], weights: Callable[[], list[np.ndarray]]
+    ) -> None:
+        self.records[replicate].append(record)
+        if self.spec.patience == 0:
+            return
+        stopping = self.stopping[replicate]
+        if stopping.improved(int(record["epoch"]), record["val_loss"]):
+            self.best_weights[replicate] = weights()
+        elif stopping.should_stop(int(record["epoch"])):
+            self.active[replicate] = False
+
+    def results(
+        self, models: list[keras.Model], train_seconds: float, n_rows: int
+    ) -> list[KerasResult]:
+        """The replicates' models at their best epoch, with histories and summaries."""
+        results = []
+        for model, records, stopping, best in zip(
+            models, self.records, self.stopping, self.best_weights, strict=True
+        ):
+            if best is not None:
+                model.set_weights(best)
+            summary = training_summary(
+                self.spec.epochs, len(records), stopping, train_seconds, n_rows
+            )
+            results.append(KerasResult(model, history_frame(records), summary))
+        return results
 
 
-def validation_metrics(model: keras.Model, validation_set: Table, forward) -> tuple[float, float]:
-    """(val_loss, val_accuracy) as `model.fit` reports them: loss with the penalty."""
-    probabilities = predict_probabilities(model, validation_set.features, forward)
-    labels = validation_set.labels
-    accuracy = np.mean(np.argmax(probabilities, axis=1) == labels)
-    return keras_loss(model, labels, probabilities), float(accuracy)
-
-
-EpochRunner = Callable[[np.ndarray], tuple[float, float]]
-
-
-def train_epochs(
-    model: keras.Model,
-    run_epoch: EpochRunner,
-    n_rows: int,
-    validation_set: Table,
-    spec: ModelSpec,
-    seed: int,
-) -> KerasResult:
-    """The epoch loop both Keras trainers share: a seeded shuffle per epoch, the
-    validation metrics, progress, and early stopping that keeps the best weights."""
-    forward = forward_function(model)
-    rng = np.random.default_rng(seed)
-    stopping = EarlyStopping(spec.patience)
-    best_weights = None
-    records: list[dict[str, float]] = []
-    started = time.perf_counter()
-    for epoch in range(1, spec.epochs + 1):
-        order = rng.permutation(n_rows).astype(np.int32)
-        loss, accuracy = run_epoch(order)
-        val_loss, val_accuracy = validation_metrics(model, validation_set, forward)
-        record = {
-            "epoch": epoch,
-            "loss": loss,
-            "accuracy": accuracy,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-        }
-        records.append(record)
-        log_epoch("keras", record, spec.epochs)
-        if spec.patience == 0:
-            continue
-        if stopping.improved(epoch, val_loss):
-            best_weights = model.get_weights()
-        elif stopping.should_stop(epoch):
-            break
-    train_seconds = time.perf_counter() - started
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    summary = training_summary(spec.epochs, len(records), stopping, train_seconds, n_rows)
-    return KerasResult(model=model, history=history_frame(records), summary=summary)
-
-
-def train_compiled(
-    train_set: Table,
-    validation_set: Table,
+def train_stacked(
+    train_tables: list[Table],
+    validation_tables: list[Table],
     spec: ModelSpec,
     kernel_initializer: KerasInitializer,
-    seed: int,
+    seeds: list[int],
+    initialization: Initialization = "library",
     jit_compile: bool | None = None,
-) -> KerasResult:
-    """Train with `CompiledLoop`; XLA by default when the training repays its compile."""
-    set_deterministic(seed)
-    n_classes = class_count(train_set, validation_set)
-    model = build_model(train_set.features.shape[1], spec, kernel_initializer, n_classes)
-    n_rows = len(train_set.labels)
+) -> list[KerasResult]:
+    """Train K replicates with `StackedLoop`: one table shared by all of them, or one
+    per replicate. XLA by default when the training repays its compile."""
+    n_classes = class_count(*train_tables, *validation_tables)
+    n_rows = len(train_tables[0].labels)
+    n_features = train_tables[0].features.shape[1]
+    models, order_streams = initial_models(
+        n_features, spec, kernel_initializer, n_classes, seeds, initialization
+    )
     if jit_compile is None:
-        jit_compile = n_rows * spec.epochs >= XLA_MIN_SAMPLE_EPOCHS
-    weights = row_weights(train_set.labels, n_classes, spec.class_weight)
-    loop = CompiledLoop(model, train_set, spec.batch_size, jit_compile, weights)
-    return train_epochs(model, loop.run_epoch, n_rows, validation_set, spec, seed)
+        jit_compile = n_rows * spec.epochs * len(seeds) >= XLA_MIN_SAMPLE_EPOCHS
+    train_data = stack_tables(train_tables)
+    validation_data = stack_tables(validation_tables)
+    weights = np.stack(
+        [row_weights(table.labels, n_classes, spec.class_weight) for table in train_tables]
+    )
+    # Seeds the dropout masks; every replicate's masks are its own slice of them.
+    set_deterministic(seeds[0])
+    network = StackedNetwork(models, spec.activation, spec.dropout)
+    loop = StackedLoop(
+        network,
+        spec,
+        train_data,
+        weights if train_data.per_replicate else weights[0],
+        jit_compile,
+    )
+    orders = [stream(n_rows) for stream in order_streams]
+    recorder = ReplicateRecorder(len(seeds), spec)
+    started = time.perf_counter()
+    for epoch in range(1, spec.epochs + 1):
+        if not any(recorder.active):
+            break
+        losses = loop.run_epoch(np.stack([next(order) for order in orders]))
+        # Train accuracy after the epoch, as scikit-learn's trainer measures it.
+        _, accuracies = loop.loss_and_accuracy(train_data)
+        val_losses, val_accuracies = loop.loss_and_accuracy(validation_data)
+        for replicate in range(len(seeds)):
+            if not recorder.active[replicate]:
+                continue
+            record = {
+                "epoch": epoch,
+                "loss": float(losses[replicate]),
+                "accuracy": float(accuracies[replicate]),
+                "val_loss": float(val_losses[replicate]),
+                "val_accuracy": float(val_accuracies[replicate]),
+            }
+            recorder.record(replicate, record, partial(network.replicate_weights, replicate))
+            log_epoch(replicate_label("keras", replicate, len(seeds)), record, spec.epochs)
+    train_seconds = time.perf_counter() - started
+    for replicate, model in enumerate(models):
+        model.set_weights(network.replicate_weights(replicate))
+    return recorder.results(models, train_seconds, n_rows)
+
+
+def model_loss_and_accuracy(model: keras.Model, table: Table) -> tuple[float, float]:
+    """The compiled loss (penalty included) and accuracy of `model` on these rows."""
+    binary = model.output_shape[-1] == 1
+    loss, accuracy = model.evaluate(
+        table.features, keras_targets(table.labels, binary), batch_size=65536, verbose=0
+    )
+    return float(loss), float(accuracy)
 
 
 def train_fit(
-    train_set: Table,
-    validation_set: Table,
+    train_tables: list[Table],
+    validation_tables: list[Table],
     spec: ModelSpec,
     kernel_initializer: KerasInitializer,
-    seed: int,
-) -> KerasResult:
-    """Train with Keras' own `model.fit`, one call per epoch on the same shuffled
-    order as the compiled loop: the reference that loop is held to."""
-    set_deterministic(seed)
-    n_classes = class_count(train_set, validation_set)
-    model = build_model(train_set.features.shape[1], spec, kernel_initializer, n_classes)
-    features = np.asarray(train_set.features)
-    targets = keras_targets(train_set.labels, binary=n_classes == 2)
-    weights = row_weights(train_set.labels, n_classes, spec.class_weight)
+    seeds: list[int],
+    initialization: Initialization = "library",
+) -> list[KerasResult]:
+    """Train each replicate with Keras' own `model.fit`, one call per epoch on the
+    same shuffled orders as the stacked loop: the reference that loop is held to."""
+    n_classes = class_count(*train_tables, *validation_tables)
+    models, order_streams = initial_models(
+        train_tables[0].features.shape[1],
+        spec,
+        kernel_initializer,
+        n_classes,
+        seeds,
+        initialization,
+    )
+    results = []
+    for replicate, (model, stream) in enumerate(zip(models, order_streams, strict=True)):
+        train_set = train_tables[replicate % len(train_tables)]
+        validation_set = validation_tables[replicate % len(validation_tables)]
+        features = np.asarray(train_set.features)
+        targets = keras_targets(train_set.labels, binary=n_classes == 2)
+        weights = row_weights(train_set.labels, n_classes, spec.class_weight)
+        orders = stream(len(targets))
+        recorder = ReplicateRecorder(1, spec)
+        started = time.perf_counter()
+        for epoch in range(1, spec.epochs + 1):
+            if not recorder.active[0]:
+                break
+            order = next(orders)
+            logs = model.fit(
+                features[order],
+                targets[order],
+                sample_weight=weights[order],
+                batch_size=spec.batch_size,
+                epochs=1,
+                shuffle=False,
+                verbose=0,
+            ).history
+            _, accuracy = model_loss_and_accuracy(model, train_set)
+            val_loss, val_accuracy = model_loss_and_accuracy(model, validation_set)
+            record = {
+                "epoch": epoch,
+                "loss": float(logs["loss"][-1]),
+                "accuracy": accuracy,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+            }
+            recorder.record(0, record, model.get_weights)
+            log_epoch(replicate_label("keras", replicate, len(seeds)), record, spec.epochs)
+        results += recorder.results([model], time.perf_counter() - started, len(targets))
+    return results
 
-    def run_epoch(order: np.ndarray) -> tuple[float, float]:
-        logs = model.fit(
-            features[order],
-            targets[order],
-            sample_weight=weights[order],
-            batch_size=spec.batch_size,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-        ).history
-        return float(logs["loss"][-1]), float(logs["accuracy"][-1])
 
-    return train_epochs(model, run_epoch, len(targets), validation_set, spec, seed)
-
-
-TRAINERS: dict[KerasTrainer, Callable[..., KerasResult]] = {
-    "auto": train_compiled,
-    "xla": partial(train_compiled, jit_compile=True),
-    "graph": partial(train_compiled, jit_compile=False),
+TRAINERS: dict[KerasTrainer, Callable[..., list[KerasResult]]] = {
+    "auto": train_stacked,
+    "xla": partial(train_stacked, jit_compile=True),
+    "graph": partial(train_stacked, jit_compile=False),
     "fit": train_fit,
 }
+
+
+def train_replicates(
+    train_tables: list[Table],
+    validation_tables: list[Table],
+    spec: ModelSpec,
+    kernel_initializer: KerasInitializer,
+    seeds: list[int],
+    initialization: Initialization = "library",
+    trainer: KerasTrainer = "auto",
+) -> list[KerasResult]:
+    """One trained model per seed. `train_tables` holds one table that every
+    replicate trains on, or one per replicate (re-drawn splits); likewise
+    `validation_tables`."""
+    return TRAINERS[trainer](
+        train_tables, validation_tables, spec, kernel_initializer, seeds, initialization
+    )
 
 
 def train(
@@ -363,8 +608,13 @@ def train(
     kernel_initializer: KerasInitializer,
     seed: int,
     trainer: KerasTrainer = "auto",
+    initialization: Initialization = "library",
 ) -> KerasResult:
-    return TRAINERS[trainer](train_set, validation_set, spec, kernel_initializer, seed)
+    """One replicate: a single model trained with this seed."""
+    (result,) = train_replicates(
+        [train_set], [validation_set], spec, kernel_initializer, [seed], initialization, trainer
+    )
+    return result
 
 
 def load_model(path: os.PathLike = paths.KERAS_MODEL) -> keras.Model:
@@ -383,50 +633,79 @@ def to_device(table: Table) -> Table:
     return replace(table, features=tf.constant(table.features))
 
 
+def save_replicate_models(models: list[keras.Model], folder: Path) -> None:
+    """Every replicate as a plain Keras model, `replicate_<r>.keras`."""
+    with atomic_directory(folder) as temporary:
+        for replicate, model in enumerate(models):
+            model.save(temporary / f"replicate_{replicate}.keras")
+
+
 def main() -> None:
     params = load_params()
+    replicates = params.replicates
+    seeds = replicate_seeds(params.seed, replicates.count)
     n_classes = len(read_classes())
-    train_set = read_table(paths.TRAIN, n_classes=n_classes)
-    columns = train_set.feature_names
+    train_tables = [
+        read_table(path, n_classes=n_classes)
+        for path in split_paths("train", replicates, params.seed)
+    ]
+    columns = train_tables[0].feature_names
+    n_rows = len(train_tables[0].labels)
     if params.train_keras.trainer != "fit":
         # Held once, on the device, instead of once there and once in NumPy.
-        train_set = to_device(train_set)
-    if len(train_set.labels) <= PRELOAD_MAX_ROWS:
+        train_tables = [to_device(table) for table in train_tables]
+    if n_rows <= PRELOAD_MAX_ROWS:
         preload_mlflow("keras")
-    check_batch_size(params.model, len(train_set.labels))
-    validation_set = read_table(paths.VALIDATION, columns, n_classes)
-    result = train(
-        train_set,
-        validation_set,
+    check_batch_size(params.model, n_rows)
+    validation_tables = [
+        read_table(path, columns, n_classes)
+        for path in split_paths("validation", replicates, params.seed)
+    ]
+    started = time.perf_counter()
+    results = train_replicates(
+        train_tables,
+        validation_tables,
         params.model,
         params.train_keras.kernel_initializer,
-        params.seed,
+        seeds,
+        replicates.initialization,
         params.train_keras.trainer,
     )
-    del train_set, validation_set
+    train_seconds = time.perf_counter() - started
+    del train_tables, validation_tables
     # The test set is predicted here, while TensorFlow is loaded, so that no other
     # stage has to load it (about 6 s per process).
-    test_set = read_table(paths.TEST, columns, n_classes)
-    probabilities = predict_probabilities(result.model, test_set.features)
-    save_model(result.model, paths.KERAS_MODEL)
+    test_tables = [
+        read_table(path, columns, n_classes)
+        for path in split_paths("test", replicates, params.seed)
+    ]
+    models = [result.model for result in results]
+    probabilities = StackedNetwork(models, params.model.activation).probabilities(
+        stack_tables(test_tables)
+    )
+    model = models[0]
+    save_model(model, paths.KERAS_MODEL)
+    save_replicate_models(models, paths.KERAS_REPLICATE_MODELS)
     write_predictions(probabilities, paths.KERAS_PREDICTIONS)
-    write_csv(result.history, paths.KERAS_HISTORY)
-    write_json(asdict(result.summary), paths.KERAS_SUMMARY)
-    sample = test_set.features[:5]
+    histories = [result.history for result in results]
+    write_csv(mean_history(histories), paths.KERAS_HISTORY)
+    write_csv(replicate_histories(histories), paths.KERAS_REPLICATE_HISTORIES)
+    summaries = [result.summary for result in results]
+    write_json(family_summary(summaries, seeds, train_seconds, n_rows), paths.KERAS_SUMMARY)
+    sample = test_tables[0].features[:5]
     save_mlflow_model(
         "keras",
-        result.model,
+        model,
         sample=sample,
-        sample_output=result.model(sample, training=False).numpy(),
+        sample_output=model(sample, training=False).numpy(),
         requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
         path=paths.KERAS_MLFLOW_MODEL,
     )
     logger.info(
-        "train_keras: %d epochs in %.1f s, %.0f samples/s (best epoch %d) -> %s",
-        result.summary.epochs_trained,
-        result.summary.train_seconds,
-        result.summary.samples_per_second,
-        result.summary.best_epoch,
+        "train_keras: %d replicate(s), %d epochs each at most, in %.1f s -> %s",
+        len(results),
+        params.model.epochs,
+        train_seconds,
         paths.KERAS,
     )
 

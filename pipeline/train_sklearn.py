@@ -4,10 +4,13 @@
 import copy
 import logging
 import os
+import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import sklearn
@@ -22,6 +25,7 @@ from pipeline.config import LearningRateSchedule, ModelSpec, check_batch_size, l
 from pipeline.errors import run_stage
 from pipeline.files import (
     Table,
+    atomic_directory,
     atomic_path,
     read_classes,
     read_table,
@@ -36,16 +40,24 @@ from pipeline.history import (
     EarlyStopping,
     TrainingSummary,
     class_count,
+    family_summary,
     history_frame,
     log_epoch,
+    mean_history,
     predict_in_chunks,
+    replicate_histories,
+    replicate_label,
     row_weights,
     training_summary,
 )
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
+from pipeline.replicates import replicate_seeds, split_paths
 
 logger = logging.getLogger(__name__)
 
+# Below this many rows x epochs x replicates, training in this process is quicker
+# than starting worker processes (each imports scikit-learn, about 1 s here).
+PARALLEL_MIN_SAMPLE_EPOCHS = 1_000_000
 # Every type a saved MLPClassifier holds that skops does not trust by default.
 # Loading refuses anything else, so a tampered file cannot run code.
 SKOPS_TRUSTED_TYPES = [
@@ -118,8 +130,13 @@ def train(
     spec: ModelSpec,
     schedule: LearningRateSchedule,
     seed: int,
+    label: str = "sklearn",
 ) -> SklearnResult:
-    """One `partial_fit` per epoch, with the same history and early stopping as Keras."""
+    """One `partial_fit` per epoch, with the same history and early stopping as Keras.
+
+    Seeded with `RandomState(seed)`, MLPClassifier draws its initial weights and then
+    each epoch's order from it: the start that `replicates.initialization: shared`
+    gives Keras too (pipeline/replicates.py)."""
     classifier = build_classifier(spec, schedule, seed)
     classes = np.arange(class_count(train_set, validation_set))
     # Balanced class weights, if asked for, as sample weights: scikit-learn's loss is
@@ -152,7 +169,7 @@ def train(
             ),
         }
         records.append(record)
-        log_epoch("sklearn", record, spec.epochs)
+        log_epoch(label, record, spec.epochs)
         if spec.patience == 0:
             continue
         if stopping.improved(epoch, record["val_loss"]):
@@ -170,6 +187,48 @@ def train(
     return SklearnResult(model=classifier, history=history_frame(records), summary=summary)
 
 
+def _train_replicate(
+    train_set: Table,
+    validation_set: Table,
+    spec: ModelSpec,
+    schedule: LearningRateSchedule,
+    seed: int,
+    label: str,
+) -> SklearnResult:
+    """`train` in a worker process, which logs its epochs as the stage does."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    return train(train_set, validation_set, spec, schedule, seed, label)
+
+
+def train_replicates(
+    train_tables: list[Table],
+    validation_tables: list[Table],
+    spec: ModelSpec,
+    schedule: LearningRateSchedule,
+    seeds: list[int],
+) -> list[SklearnResult]:
+    """One trained classifier per seed, on one shared table or one per replicate.
+    Large trainings run on every core, one replicate per process; small ones in
+    this process, where starting workers would cost more than the training."""
+    count = len(seeds)
+    jobs = [
+        (
+            train_tables[replicate % len(train_tables)],
+            validation_tables[replicate % len(validation_tables)],
+            spec,
+            schedule,
+            seed,
+            replicate_label("sklearn", replicate, count),
+        )
+        for replicate, seed in enumerate(seeds)
+    ]
+    work = len(train_tables[0].labels) * spec.epochs * count
+    workers = min(count, os.cpu_count() or 1)
+    if workers == 1 or work < PARALLEL_MIN_SAMPLE_EPOCHS:
+        return [train(*job) for job in jobs]
+    return joblib.Parallel(n_jobs=workers)(joblib.delayed(_train_replicate)(*job) for job in jobs)
+
+
 def save_model(classifier: MLPClassifier, path: os.PathLike) -> None:
     """skops, not pickle: loading it back cannot execute code."""
     with atomic_path(path) as temporary:
@@ -185,36 +244,69 @@ def load_model(path: os.PathLike = paths.SKLEARN_MODEL) -> MLPClassifier:
     return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)
 
 
+def save_replicate_models(classifiers: list[MLPClassifier], folder: Path) -> None:
+    """Every replicate, `replicate_<r>.skops`."""
+    with atomic_directory(folder) as temporary:
+        for replicate, classifier in enumerate(classifiers):
+            skops.io.dump(classifier, temporary / f"replicate_{replicate}.skops")
+
+
 def main() -> None:
     params = load_params()
     for warning in keras_only_settings(params.model):
         logger.warning("train_sklearn: warning: %s", warning)
+    replicates = params.replicates
+    seeds = replicate_seeds(params.seed, replicates.count)
     n_classes = len(read_classes())
-    train_set = read_table(paths.TRAIN, n_classes=n_classes)
-    columns = train_set.feature_names
-    if len(train_set.labels) <= PRELOAD_MAX_ROWS:
+    train_tables = [
+        read_table(path, n_classes=n_classes)
+        for path in split_paths("train", replicates, params.seed)
+    ]
+    columns = train_tables[0].feature_names
+    n_rows = len(train_tables[0].labels)
+    if n_rows <= PRELOAD_MAX_ROWS:
         preload_mlflow("sklearn")
-    check_batch_size(params.model, len(train_set.labels))
-    validation_set = read_table(paths.VALIDATION, columns, n_classes)
-    result = train(
-        train_set,
-        validation_set,
+    check_batch_size(params.model, n_rows)
+    validation_tables = [
+        read_table(path, columns, n_classes)
+        for path in split_paths("validation", replicates, params.seed)
+    ]
+    started = time.perf_counter()
+    results = train_replicates(
+        train_tables,
+        validation_tables,
         params.model,
         params.train_sklearn.learning_rate_schedule,
-        params.seed,
+        seeds,
     )
-    del train_set, validation_set
-    test_set = read_table(paths.TEST, columns, n_classes)
-    probabilities = predict_probabilities(result.model, test_set.features)
-    save_model(result.model, paths.SKLEARN_MODEL)
+    train_seconds = time.perf_counter() - started
+    del train_tables, validation_tables
+    test_tables = [
+        read_table(path, columns, n_classes)
+        for path in split_paths("test", replicates, params.seed)
+    ]
+    classifiers = [result.model for result in results]
+    probabilities = np.stack(
+        [
+            predict_probabilities(classifier, test_tables[replicate % len(test_tables)].features)
+            for replicate, classifier in enumerate(classifiers)
+        ]
+    )
+    model = classifiers[0]
+    save_model(model, paths.SKLEARN_MODEL)
+    save_replicate_models(classifiers, paths.SKLEARN_REPLICATE_MODELS)
     write_predictions(probabilities, paths.SKLEARN_PREDICTIONS)
-    write_csv(result.history, paths.SKLEARN_HISTORY)
-    write_json(asdict(result.summary), paths.SKLEARN_SUMMARY)
+    histories = [result.history for result in results]
+    write_csv(mean_history(histories), paths.SKLEARN_HISTORY)
+    write_csv(replicate_histories(histories), paths.SKLEARN_REPLICATE_HISTORIES)
+    summaries = [result.summary for result in results]
+    write_json(family_summary(summaries, seeds, train_seconds, n_rows), paths.SKLEARN_SUMMARY)
+    sample = test_tables[0].features[:5]
     save_mlflow_model(
         "sklearn",
-        result.model,
-        sample=test_set.features[:5],
-        sample_output=result.model.predict_proba(test_set.features[:5]),
+        model,
+        sample=sample,
+        sample_output=model.predict_proba(sample),
         requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
         path=paths.SKLEARN_MLFLOW_MODEL,
         serialization_format="skops",
@@ -223,11 +315,10 @@ def main() -> None:
         pyfunc_predict_fn="predict_proba",
     )
     logger.info(
-        "train_sklearn: %d epochs in %.1f s, %.0f samples/s (best epoch %d) -> %s",
-        result.summary.epochs_trained,
-        result.summary.train_seconds,
-        result.summary.samples_per_second,
-        result.summary.best_epoch,
+        "train_sklearn: %d replicate(s), %d epochs each at most, in %.1f s -> %s",
+        len(results),
+        params.model.epochs,
+        train_seconds,
         paths.SKLEARN,
     )
 

@@ -154,14 +154,6 @@ def test_no_penalty_by_default(default_params):
     assert model.losses == []
 
 
-def test_compiled_loop_counts_the_last_partial_batch(tiny_spec: ModelSpec, tiny_splits: Splits):
-    # 180 training rows in batches of 16: 11 full batches and one of 4 rows.
-    assert len(tiny_splits.train.labels) == 180
-    spec = tiny_spec.model_copy(update={"epochs": 2, "batch_size": 16})
-    result = train(tiny_splits.train, tiny_splits.validation, spec, "glorot_uniform", seed=1)
-    assert int(result.model.optimizer.iterations.numpy()) == 2 * 12
-
-
 def test_compiled_loop_reports_what_fit_reports(tiny_spec: ModelSpec, tiny_splits: Splits):
     """With a learning rate too small to move the weights, the epoch's mean batch loss
     and running accuracy are the loss and accuracy of the initial model on all rows."""

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from sklearn import metrics
@@ -487,7 +488,11 @@ def comparison_example(signal_keras: float, signal_sklearn: float, **changes):
 
 def test_verdict_sentence_names_a_significant_winner():
     sentence = verdict_sentence(comparison_example(0.3, 0.05))
-    assert sentence.startswith("**keras wins** on test ROC AUC: keras 0.")
+    # One training run per library: the sentence says what it compares.
+    assert sentence.startswith(
+        "With one training run per library (`replicates.count: 1`), this compares two "
+        "trained models, not the two libraries: **keras wins** on test ROC AUC: keras 0."
+    )
     # Every one of the 500 resamples favours keras: p = 2 / 501.
     assert "paired bootstrap p = 0.00399 < alpha = 0.05." in sentence
     assert "95% CI +0." in sentence
@@ -496,21 +501,21 @@ def test_verdict_sentence_names_a_significant_winner():
 def test_verdict_sentence_says_not_significant():
     comparison = comparison_example(0.3, 0.3)  # the same predictions twice
     assert comparison.verdict.winner == "tie"
-    assert verdict_sentence(comparison).startswith("**No difference**: both models score")
+    assert "libraries: **No difference**: both models score" in verdict_sentence(comparison)
     labels, keras = scored_example(200, 0.3, seed=10)
     sklearn = np.clip(keras + np.random.default_rng(1).normal(0, 0.03, 200), 0, 1)
     close = compare_predictions(
         labels, {"keras": keras, "sklearn": sklearn}, 0.5, compare_config(), 0
     )
     sentence = verdict_sentence(close)
-    assert sentence.startswith("**No significant difference** on test ROC AUC")
+    assert "libraries: **No significant difference** on test ROC AUC" in sentence
     assert ">= alpha = 0.05" in sentence
     assert "is ahead on the point estimate only" in sentence
 
 
 def test_verdict_sentence_for_a_lower_is_better_metric():
     sentence = verdict_sentence(comparison_example(0.05, 0.3, primary_metric="log_loss"))
-    assert sentence.startswith("**sklearn wins** on test log-loss (lower is better)")
+    assert "libraries: **sklearn wins** on test log-loss (lower is better)" in sentence
 
 
 def finding(kind: str, family: str, *suggestions: Suggestion) -> Finding:
@@ -601,7 +606,7 @@ def test_report_has_every_section(default_params: Params):
     ):
         assert f"\n{heading}\n" in f"\n{text}"
     assert "| ROC AUC | 0." in text
-    assert "| training time (s) | 2.00 | 0.50 |" in text
+    assert "| training time, all replicates (s) | 2.00 | 0.50 |" in text
     assert "| throughput (training rows per second) | 4,000 | 16,000 |" in text
     assert "| parameters (weights and biases) | 211 | 211 |" in text
     assert "sklearn trained 4.0x faster" in text
@@ -624,7 +629,9 @@ def repro(built_project: Path, tmp_path_factory) -> tuple[Path, subprocess.Compl
     """A copy of the built project with promotion on, after `dvc repro` (track and
     compare rerun; the models are reused)."""
     project = copy_project(built_project, tmp_path_factory.mktemp("compare") / "project")
-    aucs = [read_json(project / paths.METRICS)[family]["roc_auc"] for family in FAMILIES]
+    # The gates judge the promoted model: each family's replicate 0.
+    per_replicate = pd.read_csv(project / paths.REPLICATE_METRICS)
+    aucs = per_replicate[per_replicate["replicate"] == 0]["roc_auc"].tolist()
     set_nested_params(
         project,
         {
@@ -650,19 +657,28 @@ def test_report_files(repro):
     test_metrics = read_json(project / paths.METRICS)
 
     assert markdown.startswith("# Keras vs scikit-learn: the verdict\n")
-    for heading in ("## Test metrics", "## Paired tests", "## Training", "## Diagnosis",
-                    "## What to try next", "## Promotion"):  # fmt: skip
+    for heading in ("## The two libraries over 6 replicates",
+                    "## Replicate 0: these two trained models", "## Paired tests",
+                    "## Training", "## Diagnosis", "## What to try next",
+                    "## Promotion"):  # fmt: skip
         assert f"\n{heading}" in markdown
-    # Four figures, embedded: the page needs no other file.
-    assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 4
+    # Five figures, embedded: the page needs no other file.
+    assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 5
     assert "<link" not in page and 'src="http' not in page
     assert verdict["winner"] in ("keras", "sklearn", "tie")
     assert verdict["primary_metric"] == "roc_auc"
-    # The same test rows as evaluate: the point estimates agree with metrics.json.
+    # The same test rows as evaluate: the verdict's mean difference over the replicates
+    # is the difference of metrics.json's means, and replicate 0's table shows its own.
     expected = test_metrics["keras"]["roc_auc"] - test_metrics["sklearn"]["roc_auc"]
     assert verdict["difference"] == pytest.approx(expected, abs=1e-9)
+    assert verdict["replicates"] == 6
+    per_replicate = pd.read_csv(project / paths.REPLICATE_METRICS)
     for family in ("keras", "sklearn"):
-        assert f"{test_metrics[family]['roc_auc']:.4f} [" in markdown
+        assert f"{family} {test_metrics[family]['roc_auc']:.4f}" in markdown
+        first = per_replicate[
+            (per_replicate["family"] == family) & (per_replicate["replicate"] == 0)
+        ]
+        assert f"{first['roc_auc'].item():.4f} [" in markdown
     assert verdict["difference_low"] <= verdict["difference"] <= verdict["difference_high"]
     shown = json.loads(execute(project, "dvc", "metrics", "show", "--json").stdout)
     (workspace,) = shown.values()

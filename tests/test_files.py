@@ -12,10 +12,12 @@ from pipeline.files import (
     Table,
     atomic_path,
     file_md5,
+    read_predictions,
     read_table,
     read_test_predictions,
     verify_recorded_hash,
     write_json,
+    write_predictions,
     write_table,
 )
 
@@ -193,18 +195,31 @@ def write_test_inputs(folder: Path, keras: list[float], sklearn: list[float]) ->
     for family, values in (("keras", keras), ("sklearn", sklearn)):
         prediction_paths[family] = folder / f"{family}.parquet"
         positive = np.array(values, np.float32)
-        pd.DataFrame({"0": 1 - positive, "1": positive}).to_parquet(prediction_paths[family])
+        write_predictions(
+            np.stack([1 - positive, positive], axis=1)[None], prediction_paths[family]
+        )
     return prediction_paths
 
 
 def test_read_test_predictions_pairs_labels_and_probabilities(tmp_path: Path):
     prediction_paths = write_test_inputs(tmp_path, [0.2, 0.9], [0.1, 0.7])
 
-    test_set, probabilities = read_test_predictions(tmp_path / "test.parquet", prediction_paths, 2)
+    predictions = read_test_predictions([tmp_path / "test.parquet"], prediction_paths, 2, 1)
 
-    np.testing.assert_array_equal(test_set.labels, [0, 1])
-    np.testing.assert_allclose(probabilities["keras"][:, 1], [0.2, 0.9])
-    np.testing.assert_allclose(probabilities["sklearn"][:, 1], [0.1, 0.7])
+    np.testing.assert_array_equal(predictions.labels, [[0, 1]])
+    assert predictions.n_features == 2
+    np.testing.assert_allclose(predictions.probabilities["keras"][0, :, 1], [0.2, 0.9])
+    np.testing.assert_allclose(predictions.probabilities["sklearn"][0, :, 1], [0.1, 0.7])
+
+
+def test_predictions_of_several_replicates_round_trip(tmp_path: Path):
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(3), size=(4, 5))
+    write_predictions(probabilities, tmp_path / "predictions.parquet")
+    np.testing.assert_allclose(
+        read_predictions(tmp_path / "predictions.parquet", 5, 3, 4), probabilities
+    )
+    with pytest.raises(PipelineError, match="expected 3 replicates x 5 rows"):
+        read_predictions(tmp_path / "predictions.parquet", 5, 3, 3)
 
 
 @pytest.mark.parametrize(
@@ -213,5 +228,5 @@ def test_read_test_predictions_pairs_labels_and_probabilities(tmp_path: Path):
 )
 def test_read_test_predictions_rejects_bad_rows(tmp_path: Path, keras, sklearn):
     prediction_paths = write_test_inputs(tmp_path, keras, sklearn)
-    with pytest.raises(PipelineError, match=r"expected 2 rows of 2 class probabilities"):
-        read_test_predictions(tmp_path / "test.parquet", prediction_paths, 2)
+    with pytest.raises(PipelineError, match=r"expected 1 replicates x 2 rows of 2 class"):
+        read_test_predictions([tmp_path / "test.parquet"], prediction_paths, 2, 1)

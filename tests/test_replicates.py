@@ -1,0 +1,202 @@
+"""Replicates: seeds, the shared start, the stacked Keras trainer, and the
+cross-library oracle (same start and batch order: the same training)."""
+
+import numpy as np
+import pytest
+from sklearn.neural_network import MLPClassifier
+
+from pipeline import train_keras, train_sklearn
+from pipeline.config import Params, parse_params
+from pipeline.dataset import generate_dataset
+from pipeline.errors import PipelineError
+from pipeline.replicates import layer_units, replicate_seeds, shared_start
+from pipeline.split import Splits, split_dataset
+
+
+@pytest.fixture(scope="module")
+def default_splits(default_params: Params) -> Splits:
+    """The data the default `dvc repro` trains on: 1200 train, 400 validation, 400 test."""
+    dataset = generate_dataset(default_params.dataset, default_params.seed)
+    return split_dataset(dataset, default_params.split, default_params.seed)
+
+
+def test_replicate_zero_keeps_the_seed_and_the_others_differ():
+    seeds = replicate_seeds(42, 6)
+    assert seeds[0] == 42
+    assert len(set(seeds)) == 6
+    assert seeds == replicate_seeds(42, 6)
+    assert replicate_seeds(42, 3) == seeds[:3]
+    assert replicate_seeds(43, 6)[1:] != seeds[1:]
+
+
+@pytest.mark.parametrize(("activation", "n_classes"), [("relu", 2), ("logistic", 3)])
+def test_shared_start_is_where_mlpclassifier_starts(activation: str, n_classes: int):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 5)).astype(np.float32)
+    labels = np.arange(60) % n_classes
+    # A learning rate too small to move the weights: after one epoch they are the start.
+    classifier = MLPClassifier(
+        hidden_layer_sizes=(7, 4),
+        activation=activation,
+        solver="sgd",
+        momentum=0.0,
+        learning_rate_init=1e-30,
+        batch_size=60,
+        random_state=np.random.RandomState(9),
+    )
+    classifier.partial_fit(features, labels, classes=np.arange(n_classes))
+    start = shared_start(9, layer_units(5, [7, 4], n_classes), activation)
+    expected = [
+        array
+        for pair in zip(classifier.coefs_, classifier.intercepts_, strict=True)
+        for array in pair
+    ]
+    assert [array.shape for array in start.weights] == [array.shape for array in expected]
+    for ours, theirs in zip(start.weights, expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    # The next draw from the same RandomState is the first epoch's order in both.
+    state = np.random.RandomState(9)
+    for array in expected:
+        state.uniform(size=array.shape)
+    np.testing.assert_array_equal(next(start.epoch_orders(60)), state.permutation(60))
+
+
+def test_shared_start_trains_both_libraries_alike(default_params: Params, default_splits: Splits):
+    """The cross-library oracle: from the same weights and batch order, Keras and
+    MLPClassifier compute the same training, epoch for epoch, on the default data."""
+    spec = default_params.model
+    seeds = replicate_seeds(default_params.seed, 2)
+    keras_results = train_keras.train_replicates(
+        [default_splits.train], [default_splits.validation], spec, "glorot_uniform", seeds, "shared"
+    )
+    sklearn_results = train_sklearn.train_replicates(
+        [default_splits.train], [default_splits.validation], spec, "constant", seeds
+    )
+    for keras_result, sklearn_result in zip(keras_results, sklearn_results, strict=True):
+        keras_loss = keras_result.history["loss"].to_numpy()
+        sklearn_loss = sklearn_result.history["loss"].to_numpy()
+        assert len(keras_loss) == spec.epochs
+        np.testing.assert_allclose(keras_loss, sklearn_loss, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(
+            train_keras.predict_probabilities(keras_result.model, default_splits.test.features),
+            sklearn_result.model.predict_proba(default_splits.test.features),
+            rtol=0,
+            atol=1e-3,
+        )
+
+
+def test_each_library_draws_its_own_start_by_default(default_params, default_splits):
+    seeds = [default_params.seed]
+    (keras_result,) = train_keras.train_replicates(
+        [default_splits.train],
+        [default_splits.validation],
+        default_params.model,
+        "glorot_uniform",
+        seeds,
+        "library",
+    )
+    (sklearn_result,) = train_sklearn.train_replicates(
+        [default_splits.train], [default_splits.validation], default_params.model, "constant", seeds
+    )
+    # Different random numbers: the first epoch's loss already differs clearly.
+    assert abs(keras_result.history["loss"][0] - sklearn_result.history["loss"][0]) > 1e-3
+
+
+@pytest.mark.parametrize("initialization", ["library", "shared"])
+def test_stacked_replicates_train_as_if_alone(initialization, tiny_spec, tiny_splits: Splits):
+    """Trained together, each replicate computes what it computes trained on its own."""
+    spec = tiny_spec.model_copy(update={"l2": 0.001})
+    seeds = [3, 17, 99]
+    together = train_keras.train_replicates(
+        [tiny_splits.train],
+        [tiny_splits.validation],
+        spec,
+        "glorot_uniform",
+        seeds,
+        initialization,
+        "graph",
+    )
+    for seed, result in zip(seeds, together, strict=True):
+        alone = train_keras.train(
+            tiny_splits.train,
+            tiny_splits.validation,
+            spec,
+            "glorot_uniform",
+            seed,
+            "graph",
+            initialization,
+        )
+        np.testing.assert_allclose(result.history, alone.history, rtol=1e-5)
+    assert not together[0].history.equals(together[1].history)
+
+
+def test_stacked_replicates_on_their_own_splits_match_model_fit(tiny_spec, default_params):
+    """Re-drawn splits: replicate r trains on its own rows, step for step as model.fit."""
+    dataset = generate_dataset(default_params.dataset.model_copy(update={"n_samples": 300}), 5)
+    splits = [split_dataset(dataset, default_params.split, seed) for seed in (1, 2)]
+    arguments = (
+        [split.train for split in splits],
+        [split.validation for split in splits],
+        tiny_spec,
+        "glorot_uniform",
+        [1, 2],
+        "library",
+    )
+    ours = train_keras.train_replicates(*arguments, "graph")
+    reference = train_keras.train_replicates(*arguments, "fit")
+    for mine, theirs in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(mine.history, theirs.history, rtol=1e-4)
+
+
+def test_stacked_probabilities_are_each_models_own(tiny_spec, tiny_splits: Splits):
+    results = train_keras.train_replicates(
+        [tiny_splits.train], [tiny_splits.validation], tiny_spec, "glorot_uniform", [1, 2]
+    )
+    models = [result.model for result in results]
+    stacked = train_keras.StackedNetwork(models, tiny_spec.activation).probabilities(
+        train_keras.stack_tables([tiny_splits.test])
+    )
+    for replicate, model in enumerate(models):
+        np.testing.assert_allclose(
+            stacked[replicate],
+            train_keras.predict_probabilities(model, tiny_splits.test.features),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def raw_params(default_params: Params, **replicates) -> dict:
+    raw = default_params.model_dump()
+    raw["replicates"] |= replicates
+    return raw
+
+
+def test_a_count_whose_test_can_never_be_significant_is_refused(default_params):
+    with pytest.raises(PipelineError) as error:
+        parse_params(raw_params(default_params, count=5))
+    assert str(error.value) == (
+        "params.yaml: replicates.count = 5: with compare.alpha = 0.05 the paired test over 5 "
+        "replicates can never be significant (its smallest p-value is 0.0625); allowed: 1, "
+        "or 6 to 64"
+    )
+    assert parse_params(raw_params(default_params, count=1)).replicates.count == 1
+    assert parse_params(raw_params(default_params, count=6)).replicates.count == 6
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"count": 0}, "replicates.count = 0: must be greater than or equal to 1"),
+        ({"count": 65}, "replicates.count = 65: must be less than or equal to 64"),
+        ({"count": True}, "replicates.count = True: must be a valid integer"),
+        (
+            {"initialization": "keras"},
+            "replicates.initialization = 'keras': allowed: 'library' or 'shared'",
+        ),
+        ({"resample_split": "yes"}, "replicates.resample_split = 'yes': must be a valid boolean"),
+    ],
+)
+def test_bad_replicates_params_are_one_line_errors(default_params, change, message):
+    with pytest.raises(PipelineError, match="^params.yaml: ") as error:
+        parse_params(raw_params(default_params, **change))
+    assert message in str(error.value)

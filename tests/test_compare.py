@@ -765,3 +765,28 @@ def test_a_failing_gate_is_reported_by_name(repro):
     assert "failed gate min_test_roc_auc" in completed.stdout + completed.stderr
     # The champion stays where it was.
     assert client.get_model_version_by_alias(REGISTERED, "champion").version == champion
+
+
+def discordant_rows(keras_only: int, sklearn_only: int) -> tuple[np.ndarray, np.ndarray]:
+    """Correctness of both models: rows only one of them gets right, then 10 both do."""
+    keras_correct = np.array([True] * keras_only + [False] * sklearn_only + [True] * 10)
+    sklearn_correct = np.array([False] * keras_only + [True] * sklearn_only + [True] * 10)
+    return keras_correct, sklearn_correct
+
+
+def test_mcnemar_is_exact_up_to_24_discordant_rows():
+    result = mcnemar(*discordant_rows(8, 16))
+
+    assert result.method == "exact binomial"
+    # P = 2 * P(X <= 8), X ~ Binomial(24, 1/2).
+    exact = 2 * sum(math.comb(24, k) for k in range(9)) / 2**24
+    assert result.p_value == pytest.approx(exact, rel=1e-9)
+
+
+def test_mcnemar_is_chi_squared_from_25_discordant_rows():
+    result = mcnemar(*discordant_rows(8, 17))
+
+    # (|8 - 17| - 1)^2 / 25 = 2.56; the chi-squared survival function with one degree
+    # of freedom is erfc(sqrt(statistic / 2)).
+    assert result.method == "chi-squared 2.56, continuity-corrected"
+    assert result.p_value == pytest.approx(math.erfc(math.sqrt(2.56 / 2)), rel=1e-9)

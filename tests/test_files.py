@@ -230,3 +230,23 @@ def test_read_test_predictions_rejects_bad_rows(tmp_path: Path, keras, sklearn):
     prediction_paths = write_test_inputs(tmp_path, keras, sklearn)
     with pytest.raises(PipelineError, match=r"expected 1 replicates x 2 rows of 2 class"):
         read_test_predictions([tmp_path / "test.parquet"], prediction_paths, 2, 1)
+
+
+def test_write_text_keeps_the_previous_file_when_writing_fails(tmp_path: Path, monkeypatch):
+    from pipeline.files import write_text
+
+    path = tmp_path / "report.md"
+    write_text("previous\n", path)
+    original_write_text = Path.write_text
+
+    def write_half_then_fail(self: Path, data: str, *arguments, **keywords) -> int:
+        original_write_text(self, data[: len(data) // 2], *arguments, **keywords)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", write_half_then_fail)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_text("the new report, long enough to be cut in half\n", path)
+    monkeypatch.undo()
+
+    assert path.read_text(encoding="utf-8") == "previous\n"
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["report.md"]

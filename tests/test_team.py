@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import dvc.api
 import mlflow
@@ -112,17 +113,30 @@ class Postgres:
         return f"postgresql://{DATABASE}@127.0.0.1:{self.port}/{DATABASE}"
 
 
+def in_ci() -> bool:
+    """Whether the tests run in CI, which sets CI (to `true` on the common services)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_unless_ci(reason: str) -> NoReturn:
+    """Skip a test whose prerequisite is missing on a developer's machine; fail in CI,
+    where a skipped team test would let a broken team setup pass unseen."""
+    if in_ci():
+        pytest.fail(f"{reason}; CI must run these tests, not skip them", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
     """A PostgreSQL server of its own in a temporary directory, on a free loopback port."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip(
+        skip_unless_ci(
             "PostgreSQL is not installed (no pg_ctl on PATH or in /usr/lib/postgresql/*/bin); "
             "`apt-get install postgresql` provides it, and .ci/run does that"
         )
     if running_as_root() and not (shutil.which("runuser") and user_exists(POSTGRES_SUPERUSER)):
-        pytest.skip("running as root, PostgreSQL needs runuser and a `postgres` system user")
+        skip_unless_ci("running as root, PostgreSQL needs runuser and a `postgres` system user")
     # Not pytest's tmp_path: only its owner may enter it, and as root the server runs as
     # the `postgres` user. The socket directory is this one too, never /var/run.
     base = Path(tempfile.mkdtemp(prefix="mlp-compare-postgres-"))
@@ -666,3 +680,30 @@ def test_members_log_into_each_others_experiment_but_cannot_delete_it(
         f"{url}/get", params={"experiment_id": experiment_id}, auth=bob, timeout=30
     )
     assert answer.json()["experiment"]["lifecycle_stage"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [
+        (None, pytest.skip.Exception),
+        ("", pytest.skip.Exception),
+        ("false", pytest.skip.Exception),
+        ("true", pytest.fail.Exception),
+        ("1", pytest.fail.Exception),
+    ],
+)
+def test_missing_postgresql_skips_for_a_developer_and_fails_in_ci(
+    ci: str | None, outcome: type[BaseException], monkeypatch
+):
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+
+    # Both outcomes are caught here: an escaping skip would skip this test, not fail it.
+    with pytest.raises((pytest.skip.Exception, pytest.fail.Exception)) as raised:
+        skip_unless_ci("PostgreSQL is not installed")
+
+    assert raised.type is outcome
+    assert str(raised.value).startswith("PostgreSQL is not installed")
+    assert ("CI must run these tests" in str(raised.value)) == (outcome is pytest.fail.Exception)

@@ -189,3 +189,56 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def write_published_files(changed: Path | None = None) -> None:
+    """Tiny real versions of the files that identify a publication; the file `changed`
+    holds one value more than the others."""
+    import numpy as np
+
+    from pipeline import paths
+    from pipeline.files import Table, write_csv, write_json, write_table
+
+    def value(path: Path) -> float:
+        return 1.0 if path == changed else 0.0
+
+    for path in (paths.TRAIN, paths.VALIDATION, paths.TEST):
+        features = np.array([[value(path)], [2.0]], dtype=np.float32)
+        write_table(Table(features, np.array([0, 1], dtype=np.int32), ("x",)), path)
+    for path in (paths.KERAS_HISTORY, paths.SKLEARN_HISTORY):
+        write_csv(pd.DataFrame({"epoch": [1, 2], "loss": [0.7, 0.6 + value(path)]}), path)
+    write_json({"mean": [value(paths.PREPROCESSING)]}, paths.PREPROCESSING)
+    write_json({"classes": [0, 1 + value(paths.CLASSES)]}, paths.CLASSES)
+    write_json({"keras": {"accuracy": 0.5 + value(paths.METRICS)}}, paths.METRICS)
+
+
+# Named one by one, not read from track.PUBLISHED_FILES, which the test checks.
+PUBLISHED_PATHS = [
+    "TRAIN",
+    "VALIDATION",
+    "TEST",
+    "KERAS_HISTORY",
+    "SKLEARN_HISTORY",
+    "METRICS",
+    "PREPROCESSING",
+    "CLASSES",
+]
+
+
+@pytest.mark.parametrize("name", PUBLISHED_PATHS)
+def test_publish_key_follows_each_published_file(
+    name: str, default_params: Params, tmp_path: Path, monkeypatch
+):
+    from pipeline import paths
+    from pipeline.track import publish_key
+
+    monkeypatch.chdir(tmp_path)
+    write_published_files()
+    key = publish_key(default_params)
+    write_published_files()
+    assert publish_key(default_params) == key
+
+    write_published_files(changed=getattr(paths, name))
+
+    assert publish_key(default_params) != key
+    assert len(key) == 64

@@ -1,0 +1,106 @@
+"""How a stage ends: one error line and exit code 2, or success without teardown."""
+
+import atexit
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import PipelineError, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A program that runs a stage through `run_stage`, as `python -m pipeline.<stage>` does.
+# The object at module level is freed, and says so, only by the interpreter's teardown.
+STAGE_PROGRAM = """
+import atexit
+import logging
+import sys
+
+from pipeline.errors import run_stage
+
+
+class Teardown:
+    def __del__(self):
+        sys.stderr.write("teardown\\n")
+
+
+kept = Teardown()
+atexit.register(lambda: sys.stderr.write("exit handler\\n"))
+
+
+def main():
+    print("printed")
+    logging.getLogger("stage").info("logged")
+
+
+run_stage(main)
+"""
+
+
+def run_python(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    variables = {**os.environ, "PYTHONPATH": str(ROOT)}
+    variables.pop("PIPELINE_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, *arguments],
+        cwd=cwd,
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_pipeline_error_is_one_line_and_exit_code_2(capsys):
+    def main() -> None:
+        raise PipelineError("params.yaml: model.epochs = 0: must be greater than 0")
+
+    with pytest.raises(SystemExit) as raised:
+        run_stage(main)
+
+    assert raised.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: params.yaml: model.epochs = 0: must be greater than 0\n"
+    assert captured.out == ""
+
+
+def test_stage_with_bad_params_exits_2_with_one_line(tmp_path: Path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["dataset"]["n_samples"] = -5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+
+    completed = run_python(["-m", "pipeline.dataset"], tmp_path)
+
+    assert completed.returncode == 2
+    assert completed.stderr == (
+        "error: params.yaml: dataset.n_samples = -5: must be greater than 0\n"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_stage_run_as_a_program_exits_0_without_teardown(tmp_path: Path):
+    completed = run_python(["-c", STAGE_PROGRAM], tmp_path)
+
+    assert completed.returncode == 0
+    assert completed.stdout == "printed\n"
+    # Logging and the exit handlers ran; the teardown did not.
+    assert completed.stderr == "logged\nexit handler\n"
+
+
+def test_stage_called_in_process_returns(monkeypatch):
+    def end_process(*arguments: object) -> None:
+        raise AssertionError("run_stage would have ended the test process")
+
+    # Were the guard lost, the test process would otherwise end here with code 0.
+    monkeypatch.setattr(threading, "_shutdown", end_process)
+    monkeypatch.setattr(atexit, "_run_exitfuncs", end_process)
+    monkeypatch.setattr(os, "_exit", end_process)
+    calls = []
+
+    run_stage(lambda: calls.append("main"))
+
+    assert calls == ["main"]

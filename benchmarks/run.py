@@ -3,6 +3,7 @@ write JSON.
 
     ./run python -m benchmarks.run                       # everything (about 15 min here)
     ./run python -m benchmarks.run --sections throughput --rows 100000 --batches 32
+    ./run python -m benchmarks.run --sections replicates   # K = 5 and 6 next to K = 1
 
 Figures and ratios only: nothing here passes or fails. Numbers depend on the machine
 and on whatever else runs on it, so compare ratios measured in one run.
@@ -266,6 +267,61 @@ def memory_section(rows: int) -> dict:
     return {"rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
 
 
+def stage_seconds(project: Path, stage: str) -> float:
+    """Wall time of one stage run as a program, from start to exit."""
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-m", f"pipeline.{stage}"],
+        cwd=project,
+        env=environment(),
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{stage} failed:\n{completed.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def replicates_section(rows_list: list[int], counts: list[int]) -> list[dict]:
+    """Each training stage's wall time with K replicates, next to K = 1, on the
+    default data and larger sets (default model, 10 epochs)."""
+    results = []
+    for rows in rows_list:
+        with tempfile.TemporaryDirectory(prefix="bench-replicates-") as work:
+            project = Path(work)
+            copy_repository(project)
+            params_path = project / "params.yaml"
+            params = yaml.safe_load(params_path.read_text())
+            params["dataset"]["n_samples"] = rows
+            # alpha 0.1 lets K = 5 through validation: the training is the same.
+            params["compare"]["alpha"] = 0.1
+            stage_seconds_of = {}
+            for count in counts:
+                params["replicates"]["count"] = count
+                params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+                for stage in ("dataset", "split"):
+                    stage_seconds(project, stage)
+                for stage in ("train_keras", "train_sklearn"):
+                    seconds = stage_seconds(project, stage)
+                    stage_seconds_of[(stage, count)] = seconds
+                    base = stage_seconds_of[(stage, counts[0])]
+                    results.append(
+                        {
+                            "rows": rows,
+                            "stage": stage,
+                            "replicates": count,
+                            "seconds": seconds,
+                            "over_one_replicate": seconds / base,
+                        }
+                    )
+                    print(
+                        f"  {rows:>9,} rows  {stage:13} K={count:<2} {seconds:6.1f} s "
+                        f"= {seconds / base:.2f} x K={counts[0]}",
+                        flush=True,
+                    )
+    return results
+
+
 def print_tables(results: dict) -> None:
     if "throughput" in results:
         print("\nTraining throughput (samples x epochs per second; steady = after epoch 1)")
@@ -308,6 +364,15 @@ def print_tables(results: dict) -> None:
             f"bare `import tensorflow`: {pipeline['bare_tensorflow_import_seconds']:.1f} s; "
             f"total / import = {pipeline['total_over_tensorflow_import']:.1f}"
         )
+    if "replicates" in results:
+        print("\nTraining stages with K replicates (wall time of the whole stage)")
+        print("| rows | stage | K | seconds | x K=1 |")
+        print("|---:|---|---:|---:|---:|")
+        for item in results["replicates"]:
+            print(
+                f"| {item['rows']:,} | {item['stage']} | {item['replicates']} | "
+                f"{item['seconds']:.1f} | {item['over_one_replicate']:.2f} |"
+            )
     if "memory" in results:
         memory = results["memory"]
         print(
@@ -327,9 +392,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--sections",
-        default="throughput,pipeline,memory",
-        help="comma-separated: throughput, pipeline, memory",
+        default="throughput,pipeline,replicates,memory",
+        help="comma-separated: throughput, pipeline, replicates, memory",
     )
+    parser.add_argument("--replicate-rows", default="2000,100000", help="replicates data sizes")
+    parser.add_argument("--replicate-counts", default="1,5,6", help="replicates to compare")
     parser.add_argument("--rows", default="10000,100000,1000000", help="throughput data sizes")
     parser.add_argument("--batches", default="32,256", help="throughput batch sizes")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per throughput run")
@@ -361,6 +428,12 @@ def main() -> None:
     if "pipeline" in sections:
         print("Full dvc repro", flush=True)
         results["pipeline"] = pipeline_section()
+    if "replicates" in sections:
+        print("Training stages with K replicates", flush=True)
+        results["replicates"] = replicates_section(
+            [int(rows) for rows in arguments.replicate_rows.split(",")],
+            [int(count) for count in arguments.replicate_counts.split(",")],
+        )
     if "memory" in sections:
         print(f"Peak memory on {arguments.memory_rows:,} rows", flush=True)
         results["memory"] = memory_section(arguments.memory_rows)

@@ -205,8 +205,17 @@ def write_published_files(changed: Path | None = None) -> None:
     for path in (paths.TRAIN, paths.VALIDATION, paths.TEST):
         features = np.array([[value(path)], [2.0]], dtype=np.float32)
         write_table(Table(features, np.array([0, 1], dtype=np.int32), ("x",)), path)
-    for path in (paths.KERAS_HISTORY, paths.SKLEARN_HISTORY):
+    for path in (
+        paths.KERAS_HISTORY,
+        paths.SKLEARN_HISTORY,
+        paths.KERAS_REPLICATE_HISTORIES,
+        paths.SKLEARN_REPLICATE_HISTORIES,
+    ):
         write_csv(pd.DataFrame({"epoch": [1, 2], "loss": [0.7, 0.6 + value(path)]}), path)
+    write_csv(
+        pd.DataFrame({"family": ["keras"], "roc_auc": [0.8 + value(paths.REPLICATE_METRICS)]}),
+        paths.REPLICATE_METRICS,
+    )
     write_json({"mean": [value(paths.PREPROCESSING)]}, paths.PREPROCESSING)
     write_json({"classes": [0, 1 + value(paths.CLASSES)]}, paths.CLASSES)
     write_json({"keras": {"accuracy": 0.5 + value(paths.METRICS)}}, paths.METRICS)
@@ -219,7 +228,10 @@ PUBLISHED_PATHS = [
     "TEST",
     "KERAS_HISTORY",
     "SKLEARN_HISTORY",
+    "KERAS_REPLICATE_HISTORIES",
+    "SKLEARN_REPLICATE_HISTORIES",
     "METRICS",
+    "REPLICATE_METRICS",
     "PREPROCESSING",
     "CLASSES",
 ]

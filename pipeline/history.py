@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import paths
 from pipeline.errors import PipelineError
+from pipeline.files import write_csv, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -187,3 +189,15 @@ def row_weights(labels: np.ndarray, n_classes: int, class_weight: str) -> np.nda
         return np.ones(len(labels), dtype=np.float32)
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     return (len(labels) / (n_classes * counts[labels])).astype(np.float32)
+
+
+def write_training_records(
+    family: str,
+    histories: list[pd.DataFrame],
+    summary: dict[str, Any],
+) -> None:
+    """A training stage's history.csv (the replicates' mean), replicate_histories.csv
+    and summary.json."""
+    write_csv(mean_history(histories), paths.HISTORIES[family])
+    write_csv(replicate_histories(histories), paths.REPLICATE_HISTORIES[family])
+    write_json(summary, paths.SUMMARIES[family])

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline import paths
 from pipeline.config import Activation, ReplicatesConfig
 from pipeline.errors import PipelineError
-from pipeline.files import read_json
+from pipeline.files import Table, read_json, read_table
 
 
 def replicate_seeds(seed: int, count: int) -> list[int]:
@@ -120,3 +120,14 @@ def split_paths(name: str, config: ReplicatesConfig, seed: int) -> list[Path]:
     if not config.resample_split:
         return [SPLIT_FILES[name]]
     return [split_path(name, replicate) for replicate in range(config.count)]
+
+
+def read_split(
+    name: str,
+    config: ReplicatesConfig,
+    seed: int,
+    n_classes: int,
+    columns: tuple[str, ...] | None = None,
+) -> list[Table]:
+    """The `name` split of every replicate: one shared table, or one per replicate."""
+    return [read_table(path, columns, n_classes) for path in split_paths(name, config, seed)]

@@ -418,6 +418,14 @@ def end_active_runs(status: str) -> None:
         mlflow.end_run(status)
 
 
+def end_publication(status: str, replicate_runs: list[str], client: MlflowClient) -> None:
+    """End an interrupted publication: its open runs, and the replicate runs it had
+    already finished, all with `status`."""
+    end_active_runs(status)
+    for run_id in replicate_runs:
+        client.set_terminated(run_id, status)
+
+
 # summary.json's numbers logged on each family's run; the replicates' own epochs go
 # to their nested runs.
 SUMMARY_METRICS = (
@@ -430,10 +438,16 @@ SUMMARY_METRICS = (
 
 
 def publish_replicates(
-    results: FamilyResults, experiment_id: str, tags: dict[str, str], client: MlflowClient
+    results: FamilyResults,
+    experiment_id: str,
+    tags: dict[str, str],
+    client: MlflowClient,
+    created: list[str],
 ) -> None:
     """One nested run per replicate under the family's run (when there are several):
-    its own curves, test metrics and a `replicate` tag."""
+    its own curves, test metrics and a `replicate` tag. Each run's id goes to
+    `created` as soon as it exists, so that an interrupted publication can end it
+    with the others."""
     count = len(results.replicate_histories)
     if count == 1:
         return
@@ -447,6 +461,7 @@ def publish_replicates(
             nested=True,
             tags={**tags, TAG_REPLICATE: str(replicate), "seed": str(summary["seed"])},
         )
+        created.append(run.info.run_id)
         now = int(time.time() * 1000)
         final = {f"test_{name}": value for name, value in metrics.items()} | {
             "epochs_trained": float(summary["epochs_trained"]),
@@ -476,6 +491,9 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
         **({TAG_DVC_BASELINE: revision.baseline} if revision.baseline else {}),
     }
     run_ids = {"experiment_id": experiment_id}
+    # Replicate runs end as soon as they are logged; if the publication is then
+    # interrupted, they end as KILLED (or FAILED) with the rest of it.
+    replicate_runs: list[str] = []
     try:
         with signals_deferred():
             parent = mlflow.start_run(
@@ -524,17 +542,21 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
                 mlflow.set_tag(TAG_MODEL_ID, model_id)
                 checkpoint()
                 publish_replicates(
-                    results, experiment_id, {**common_tags, TAG_FAMILY: family}, client
+                    results,
+                    experiment_id,
+                    {**common_tags, TAG_FAMILY: family},
+                    client,
+                    replicate_runs,
                 )
                 mlflow.end_run()
             mlflow.end_run()
         # A signal after the last write: the runs are complete, but the user asked to stop.
         checkpoint()
     except Terminated:
-        end_active_runs("KILLED")
+        end_publication("KILLED", replicate_runs, client)
         raise
     except BaseException:
-        end_active_runs("FAILED")
+        end_publication("FAILED", replicate_runs, client)
         raise
     return run_ids
 

@@ -28,9 +28,6 @@ from pipeline.files import (
     atomic_directory,
     atomic_path,
     read_classes,
-    read_table,
-    write_csv,
-    write_json,
     write_predictions,
 )
 from pipeline.history import (
@@ -44,20 +41,19 @@ from pipeline.history import (
     family_summary,
     history_frame,
     log_epoch,
-    mean_history,
     predict_in_chunks,
-    replicate_histories,
     replicate_label,
     row_weights,
     training_summary,
+    write_training_records,
 )
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
 from pipeline.replicates import (
     layer_units,
     own_epoch_orders,
+    read_split,
     replicate_seeds,
     shared_start,
-    split_paths,
 )
 from pipeline.tensorflow_import import import_tensorflow
 
@@ -163,6 +159,10 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
 
 
+# n_rows -> one permutation of the rows per epoch.
+OrderStream = Callable[[int], Iterator[np.ndarray]]
+
+
 def initial_models(
     n_features: int,
     spec: ModelSpec,
@@ -170,9 +170,9 @@ def initial_models(
     n_classes: int,
     seeds: list[int],
     initialization: Initialization,
-) -> tuple[list[keras.Sequential], list[Iterator[np.ndarray]]]:
-    """One plain Keras model per replicate at its starting weights, and each
-    replicate's epoch orders.
+) -> tuple[list[keras.Sequential], list[OrderStream]]:
+    """One plain Keras model per replicate at its starting weights, and for each
+    replicate the stream of its epoch orders (called with the number of rows).
 
     `library`: Keras' own initializer seeded with the replicate's seed (zero biases)
     and Keras' own shuffles. `shared`: the weights and shuffles scikit-learn's
@@ -645,10 +645,7 @@ def main() -> None:
     replicates = params.replicates
     seeds = replicate_seeds(params.seed, replicates.count)
     n_classes = len(read_classes())
-    train_tables = [
-        read_table(path, n_classes=n_classes)
-        for path in split_paths("train", replicates, params.seed)
-    ]
+    train_tables = read_split("train", replicates, params.seed, n_classes)
     columns = train_tables[0].feature_names
     n_rows = len(train_tables[0].labels)
     if params.train_keras.trainer != "fit":
@@ -657,10 +654,7 @@ def main() -> None:
     if n_rows <= PRELOAD_MAX_ROWS:
         preload_mlflow("keras")
     check_batch_size(params.model, n_rows)
-    validation_tables = [
-        read_table(path, columns, n_classes)
-        for path in split_paths("validation", replicates, params.seed)
-    ]
+    validation_tables = read_split("validation", replicates, params.seed, n_classes, columns)
     started = time.perf_counter()
     results = train_replicates(
         train_tables,
@@ -675,10 +669,7 @@ def main() -> None:
     del train_tables, validation_tables
     # The test set is predicted here, while TensorFlow is loaded, so that no other
     # stage has to load it (about 6 s per process).
-    test_tables = [
-        read_table(path, columns, n_classes)
-        for path in split_paths("test", replicates, params.seed)
-    ]
+    test_tables = read_split("test", replicates, params.seed, n_classes, columns)
     models = [result.model for result in results]
     probabilities = StackedNetwork(models, params.model.activation).probabilities(
         stack_tables(test_tables)
@@ -687,11 +678,11 @@ def main() -> None:
     save_model(model, paths.KERAS_MODEL)
     save_replicate_models(models, paths.KERAS_REPLICATE_MODELS)
     write_predictions(probabilities, paths.KERAS_PREDICTIONS)
-    histories = [result.history for result in results]
-    write_csv(mean_history(histories), paths.KERAS_HISTORY)
-    write_csv(replicate_histories(histories), paths.KERAS_REPLICATE_HISTORIES)
-    summaries = [result.summary for result in results]
-    write_json(family_summary(summaries, seeds, train_seconds, n_rows), paths.KERAS_SUMMARY)
+    write_training_records(
+        "keras",
+        [result.history for result in results],
+        family_summary([result.summary for result in results], seeds, train_seconds, n_rows),
+    )
     sample = test_tables[0].features[:5]
     save_mlflow_model(
         "keras",

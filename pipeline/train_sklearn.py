@@ -28,9 +28,6 @@ from pipeline.files import (
     atomic_directory,
     atomic_path,
     read_classes,
-    read_table,
-    write_csv,
-    write_json,
     write_predictions,
 )
 from pipeline.history import (
@@ -43,15 +40,14 @@ from pipeline.history import (
     family_summary,
     history_frame,
     log_epoch,
-    mean_history,
     predict_in_chunks,
-    replicate_histories,
     replicate_label,
     row_weights,
     training_summary,
+    write_training_records,
 )
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
-from pipeline.replicates import replicate_seeds, split_paths
+from pipeline.replicates import read_split, replicate_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -258,19 +254,13 @@ def main() -> None:
     replicates = params.replicates
     seeds = replicate_seeds(params.seed, replicates.count)
     n_classes = len(read_classes())
-    train_tables = [
-        read_table(path, n_classes=n_classes)
-        for path in split_paths("train", replicates, params.seed)
-    ]
+    train_tables = read_split("train", replicates, params.seed, n_classes)
     columns = train_tables[0].feature_names
     n_rows = len(train_tables[0].labels)
     if n_rows <= PRELOAD_MAX_ROWS:
         preload_mlflow("sklearn")
     check_batch_size(params.model, n_rows)
-    validation_tables = [
-        read_table(path, columns, n_classes)
-        for path in split_paths("validation", replicates, params.seed)
-    ]
+    validation_tables = read_split("validation", replicates, params.seed, n_classes, columns)
     started = time.perf_counter()
     results = train_replicates(
         train_tables,
@@ -281,10 +271,7 @@ def main() -> None:
     )
     train_seconds = time.perf_counter() - started
     del train_tables, validation_tables
-    test_tables = [
-        read_table(path, columns, n_classes)
-        for path in split_paths("test", replicates, params.seed)
-    ]
+    test_tables = read_split("test", replicates, params.seed, n_classes, columns)
     classifiers = [result.model for result in results]
     probabilities = np.stack(
         [
@@ -296,11 +283,11 @@ def main() -> None:
     save_model(model, paths.SKLEARN_MODEL)
     save_replicate_models(classifiers, paths.SKLEARN_REPLICATE_MODELS)
     write_predictions(probabilities, paths.SKLEARN_PREDICTIONS)
-    histories = [result.history for result in results]
-    write_csv(mean_history(histories), paths.SKLEARN_HISTORY)
-    write_csv(replicate_histories(histories), paths.SKLEARN_REPLICATE_HISTORIES)
-    summaries = [result.summary for result in results]
-    write_json(family_summary(summaries, seeds, train_seconds, n_rows), paths.SKLEARN_SUMMARY)
+    write_training_records(
+        "sklearn",
+        [result.history for result in results],
+        family_summary([result.summary for result in results], seeds, train_seconds, n_rows),
+    )
     sample = test_tables[0].features[:5]
     save_mlflow_model(
         "sklearn",

@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 END_TO_END_EPOCHS = 3
 END_TO_END_EXPERIMENT = "end-to-end"
+# The replicates the committed params.yaml trains, and the MLflow runs one
+# publication of them makes: the parent, one run per family, one per replicate.
+DEFAULT_REPLICATES = yaml.safe_load((ROOT / "params.yaml").read_text())["replicates"]["count"]
+RUNS_PER_PUBLICATION = 1 + 2 * (1 + DEFAULT_REPLICATES)
 
 
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -35,6 +35,7 @@ from pipeline.files import read_json, read_table
 from pipeline.history import read_history
 from tests.endtoend import (
     ROOT,
+    RUNS_PER_PUBLICATION,
     configure_git_user,
     environment,
     execute,
@@ -623,7 +624,7 @@ def test_no_password_is_stored_anywhere(
     client = sign_in(tracking_server.admin)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    assert len(runs) == 3 * (1 + len(QUEUED_LEARNING_RATES))
+    assert len(runs) == RUNS_PER_PUBLICATION * (1 + len(QUEUED_LEARNING_RATES))
     for run in runs:
         logged = [*run.data.params.items(), *run.data.tags.items()]
         assert logged

@@ -15,7 +15,13 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import paths
 from pipeline.files import file_md5
-from tests.endtoend import copy_project, environment, execute, set_params
+from tests.endtoend import (
+    RUNS_PER_PUBLICATION,
+    copy_project,
+    environment,
+    execute,
+    set_params,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +93,7 @@ def test_same_params_give_identical_metrics_and_publish_once(project: Path, buil
     for path in (paths.METRICS, paths.KERAS_HISTORY, paths.SKLEARN_HISTORY):
         assert (project / path).read_bytes() == (built_project / path).read_bytes(), path
     runs_after_first = run_statuses(project)
-    assert len(runs_after_first) == 3
+    assert len(runs_after_first) == RUNS_PER_PUBLICATION
     assert {status for status, _ in runs_after_first} == {"FINISHED"}
     first_ids = (project / paths.MLFLOW_RUNS).read_text()
     completed = execute(project, "dvc", "repro", "--force", "--single-item", "track")
@@ -129,11 +135,11 @@ def test_kill_9_during_training_loses_nothing(project: Path):
     seen: list[str] = []
     for line in process.stdout:
         seen.append(line)
-        if line.startswith("keras   epoch   2/40"):
+        if line.startswith("keras#0 epoch   2/40"):
             os.killpg(process.pid, signal.SIGKILL)
             break
     process.wait()
-    assert any(line.startswith("keras   epoch") for line in seen), "".join(seen)
+    assert any(line.startswith("keras#0 epoch") for line in seen), "".join(seen)
     # Either the previous outputs or new complete ones; here, mid-training, the old.
     assert output_hashes(project) == before
     assert not [path for path in (project / "data").rglob(".*") if path.is_file()]
@@ -186,7 +192,7 @@ def test_outage_fails_fast_and_publishes_later_without_retraining(project: Path,
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("end-to-end")
         runs = client.search_runs([experiment.experiment_id])
-        assert len(runs) == 3
+        assert len(runs) == RUNS_PER_PUBLICATION
         assert {run.info.status for run in runs} == {"FINISHED"}
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -7,6 +7,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from pipeline.report import visible
+
 DEBUG_VARIABLE = "PIPELINE_DEBUG"
 
 
@@ -14,15 +16,25 @@ class PipelineError(Exception):
     """Bad params or bad data: shown as one line, without a traceback."""
 
 
+class _VisibleFormatter(logging.Formatter):
+    """Messages with control characters escaped: a column name or path from the user's
+    files cannot move the cursor, clear the terminal or forge a second line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return visible(super().formatMessage(record))
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's `main`, turning a `PipelineError` into one line and exit code 2."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_VisibleFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         main()
     except PipelineError as error:
         if os.environ.get(DEBUG_VARIABLE):
             raise
-        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.write(f"error: {visible(str(error))}\n")
         sys.exit(2)
     exit_without_teardown(main)
 

@@ -11,15 +11,17 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from markdown_it import MarkdownIt
 from mlflow.tracking import MlflowClient
 
 from pipeline import paths
-from pipeline.files import file_md5
+from pipeline.files import file_md5, read_json
 from tests.endtoend import (
     RUNS_PER_PUBLICATION,
     copy_project,
     environment,
     execute,
+    set_nested_params,
     set_params,
 )
 
@@ -197,3 +199,28 @@ def test_outage_fails_fast_and_publishes_later_without_retraining(project: Path,
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def test_markup_in_params_is_shown_as_text_in_every_report(project: Path):
+    """An experiment name that closes its code span and opens an HTML tag: the Markdown
+    report, the HTML report and MLflow's run description all show it as text."""
+    name = "x` <img src=x onerror=alert(3)> `y"
+    set_nested_params(project, {"track.experiment_name": name})
+
+    completed = execute(project, "dvc", "repro")
+
+    assert "Running stage 'compare'" in completed.stdout
+    markdown = (project / paths.REPORT_MARKDOWN).read_text()
+    # What GitHub, MLflow or an editor's preview shows: CommonMark, raw HTML allowed.
+    shown = MarkdownIt("commonmark").enable("table").render(markdown)
+    assert "<img" not in shown
+    assert "in experiment <code>x` &lt;img src=x onerror=alert(3)&gt; `y</code>" in shown
+    page = (project / paths.REPORT_HTML).read_text()
+    assert "<img src=x" not in page
+    assert "<code>x` &lt;img src=x onerror=alert(3)&gt; `y</code>" in page
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    parent = client.get_run(read_json(project / paths.MLFLOW_RUNS)["parent_run_id"])
+    assert client.get_experiment(parent.info.experiment_id).name == name
+    note = parent.data.tags["mlflow.note.content"]
+    assert "Keras vs scikit-learn" in note
+    assert "<img" not in MarkdownIt("commonmark").enable("table").render(note)

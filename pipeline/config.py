@@ -2,6 +2,7 @@
 
 import difflib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -154,7 +155,7 @@ class ModelSpec(Section):
     dropout: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
     patience: Annotated[int, Field(ge=0, strict=True)]
     momentum: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
-    nesterov: bool
+    nesterov: StrictBool
     # balanced: each row weighs n_rows / (n_classes * rows of its class) in the loss.
     class_weight: ClassWeight
 
@@ -343,9 +344,18 @@ def feature_names(n_features: int) -> tuple[str, ...]:
     return tuple(f"x{index}" for index in range(1, n_features + 1))
 
 
+def closest_name(unknown: str, names: Iterable[str]) -> str | None:
+    """The name `unknown` most likely meant: the same but for case, else the closest."""
+    by_case = {name.casefold(): name for name in reversed(list(names))}
+    if unknown.casefold() in by_case:
+        return by_case[unknown.casefold()]
+    matches = difflib.get_close_matches(unknown.casefold(), by_case, n=1)
+    return by_case[matches[0]] if matches else None
+
+
 def _suggestion(unknown: str, section: type[BaseModel]) -> str:
-    matches = difflib.get_close_matches(unknown, section.model_fields, n=1)
-    return f"; did you mean {matches[0]!r}?" if matches else ""
+    match = closest_name(unknown, section.model_fields)
+    return f"; did you mean {match!r}?" if match else ""
 
 
 def _section_at(location: tuple[Any, ...]) -> type[BaseModel]:
@@ -361,7 +371,10 @@ def _section_at(location: tuple[Any, ...]) -> type[BaseModel]:
 
 def _describe(error: ValidationError, source: Path) -> str:
     """One line naming the key path, the bad value and what is allowed."""
-    first = error.errors()[0]
+    errors = error.errors()
+    # A misspelt key also leaves the key it meant missing: the unknown key, with its
+    # did-you-mean, is the one to report.
+    first = next((item for item in errors if item["type"] == "extra_forbidden"), errors[0])
     location = tuple(first["loc"])
     key = ".".join(str(part) for part in location)
     kind = first["type"]

@@ -85,6 +85,34 @@ def test_unknown_key_suggests_the_closest(
     assert str(error).startswith("params.yaml: ")
 
 
+@pytest.mark.parametrize(
+    ("meant", "typed"),
+    [
+        ("model.learning_rate", "learning_rte"),
+        ("model.epochs", "Epochs"),
+        ("compare.promote.min_test_roc_auc", "min_test_auc"),
+    ],
+)
+def test_renamed_key_names_the_unknown_key_not_the_missing_one(
+    default_raw: dict[str, Any], meant: str, typed: str
+) -> None:
+    *section, key = meant.split(".")
+    value = default_raw
+    for part in [*section, key]:
+        value = value[part]
+    raw = changed(removed(default_raw, meant), ".".join([*section, typed]), value)
+
+    error = parse_error(
+        raw,
+        "^"
+        + re.escape(
+            f"params.yaml: unknown key {'.'.join([*section, typed])}; did you mean {key!r}?"
+        ),
+    )
+
+    assert "missing" not in str(error)
+
+
 def test_unknown_key_without_close_match_lists_allowed(default_raw: dict[str, Any]) -> None:
     raw = changed(default_raw, "model.zzzz", 1)
 
@@ -216,6 +244,17 @@ def test_momentum_with_adam(default_raw: dict[str, Any]) -> None:
         raw,
         re.escape("model.momentum = 0.9, model.nesterov = False: momentum applies only to")
         + r".*'sgd'",
+    )
+
+
+@pytest.mark.parametrize("value", ["no", "yes", "true", 1, 0, None])
+def test_nesterov_must_be_a_boolean(default_raw: dict[str, Any], value: Any) -> None:
+    raw = changed(default_raw, "model.optimizer", "sgd")
+    raw = changed(raw, "model.momentum", 0.9)
+
+    parse_error(
+        changed(raw, "model.nesterov", value),
+        "^" + re.escape(f"params.yaml: model.nesterov = {value!r}: must be a valid boolean") + "$",
     )
 
 

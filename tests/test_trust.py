@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+import yaml
 from markdown_it import MarkdownIt
 from mlflow.tracking import MlflowClient
 
@@ -85,6 +86,48 @@ def test_bad_params_fail_in_one_line_and_keep_every_output(project: Path):
         "error: params.yaml: model.epochs = 0: must be greater than 0",
     ]
     assert "Traceback" not in completed.stderr
+    assert output_hashes(project) == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            {"model.optimizer": "sgd", "model.momentum": 0.9, "model.nesterov": "yes"},
+            "params.yaml: model.nesterov = 'yes': must be a valid boolean",
+            id="nesterov yes",
+        ),
+        pytest.param(
+            {"model.learning_rte": 0.001, "model.learning_rate": None},
+            "params.yaml: unknown key model.learning_rte; did you mean 'learning_rate'? "
+            "(allowed here: hidden_layers, activation, optimizer, learning_rate, ",
+            id="renamed key",
+        ),
+        pytest.param(
+            {"dataset.source": "file", "dataset.path": "table.csv", "dataset.target": "CLASS"},
+            # The escape sequence in a column name is shown, not sent to the terminal.
+            "table.csv: no column dataset.target = 'CLASS'; did you mean 'class'? "
+            "(columns: a, \\x1b[2Jb, class)",
+            id="target in another case",
+        ),
+    ],
+)
+def test_params_mistakes_are_named_with_the_fix(project: Path, changes: dict, message: str):
+    (project / "table.csv").write_text("a,\x1b[2Jb,class\n1,2,yes\n3,4,no\n")
+    before = output_hashes(project)
+    set_nested_params(project, {key: value for key, value in changes.items() if value is not None})
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    for key in (key for key, value in changes.items() if value is None):
+        section, name = key.split(".")
+        del raw[section][name]
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    completed = execute(project, sys.executable, "-m", "pipeline.dataset", check=False)
+
+    assert completed.returncode == 2
+    assert completed.stderr.startswith(f"error: {message}"), completed.stderr
+    assert completed.stderr.count("\n") == 1
+    assert "\x1b" not in completed.stderr and "Traceback" not in completed.stderr
     assert output_hashes(project) == before
 
 

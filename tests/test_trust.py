@@ -173,6 +173,33 @@ def test_runs_orphaned_by_kill_9_are_marked_killed_by_the_next_publish(project: 
     assert "RUNNING" not in {status for status, _ in statuses}
 
 
+def test_runs_orphaned_in_another_experiment_are_marked_killed_too(project: Path):
+    """The next publish after a kill -9 may go to another experiment (a changed
+    track.experiment_name): the orphans of the first still end KILLED."""
+    process = start(project, sys.executable, "-m", "pipeline.track")
+    wait_for(lambda: any(status == "RUNNING" for status, _ in run_statuses(project)))
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    orphaned = len(run_statuses(project))
+    set_nested_params(project, {"track.experiment_name": "another experiment"})
+
+    completed = execute(project, sys.executable, "-m", "pipeline.track")
+
+    assert completed.stderr.count("KILLED: its process died without ending it") == orphaned
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    statuses = {
+        name: sorted(
+            run.info.status
+            for run in client.search_runs([client.get_experiment_by_name(name).experiment_id])
+        )
+        for name in ("end-to-end", "another experiment")
+    }
+    assert statuses == {
+        "end-to-end": ["KILLED"] * orphaned,
+        "another experiment": ["FINISHED"] * 3,
+    }
+
+
 def test_kill_9_during_training_loses_nothing(project: Path):
     before = output_hashes(project)
     set_params(project, model__epochs=40)

@@ -232,8 +232,8 @@ def family_results(flavor: str, replicate_metrics: pd.DataFrame) -> FamilyResult
     mlflow_model = {"keras": paths.KERAS_MLFLOW_MODEL, "sklearn": paths.SKLEARN_MLFLOW_MODEL}[
         flavor
     ]
-    # Only what the pipeline produced is published: under DVC, the archive must be
-    # the one dvc.lock recorded for its training stage.
+    # Only what the pipeline produced is published: the archive must be the one
+    # dvc.lock recorded for its training stage.
     verify_recorded_hash(mlflow_model)
     rows = replicate_metrics[replicate_metrics["family"] == flavor].sort_values("replicate")
     return FamilyResults(

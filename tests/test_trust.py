@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zipfile
 from contextlib import closing
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from markdown_it import MarkdownIt
 from mlflow.tracking import MlflowClient
 
 from pipeline import paths
-from pipeline.files import file_md5, read_json
+from pipeline.files import file_md5, read_json, recorded_output
 from tests.endtoend import (
     RUNS_PER_PUBLICATION,
     copy_project,
@@ -198,6 +199,32 @@ def test_runs_orphaned_in_another_experiment_are_marked_killed_too(project: Path
         "end-to-end": ["KILLED"] * orphaned,
         "another experiment": ["FINISHED"] * 3,
     }
+
+
+def test_model_archive_changed_outside_the_pipeline_is_not_published(project: Path):
+    """Outside DVC too: a file added to a model archive after `dvc repro` recorded it."""
+    archive = project / paths.KERAS_MLFLOW_MODEL
+    with zipfile.ZipFile(archive, "a") as opened:
+        opened.writestr("extra.py", "print('not from the pipeline')")
+    before = output_hashes(project)
+
+    completed = execute(project, sys.executable, "-m", "pipeline.track", check=False)
+
+    assert completed.returncode == 2
+    assert completed.stderr == (
+        f"error: {paths.KERAS_MLFLOW_MODEL}: MD5 {file_md5(archive)} differs from "
+        f"{recorded_output(paths.KERAS_MLFLOW_MODEL, project / 'dvc.lock')[1]}, which dvc.lock "
+        "records for stage train_keras; refusing a file changed since. Run `dvc repro` to "
+        "rebuild it, or `dvc commit -f train_keras` if you reran train_keras by hand on "
+        "purpose\n"
+    )
+    assert output_hashes(project) == before
+    assert run_statuses(project) == []
+    # The first remedy the message names works.
+    repro = execute(project, "dvc", "repro")
+    assert "Running stage 'train_keras'" in repro.stdout
+    assert "extra.py" not in zipfile.ZipFile(archive).namelist()
+    assert {status for status, _ in run_statuses(project)} == {"FINISHED"}
 
 
 def test_kill_9_during_training_loses_nothing(project: Path):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 
 import pytest
@@ -247,6 +247,94 @@ def test_kill_9_during_training_loses_nothing(project: Path):
     history = (project / paths.KERAS_HISTORY).read_text().splitlines()
     assert len(history) == 1 + 40
     assert execute(project, "dvc", "status").stdout.strip() == "Data and pipelines are up to date."
+
+
+STOPPED = (
+    "every output is the previous one or a complete new one, and `dvc repro` finishes the rest"
+)
+
+
+def read_until(process: subprocess.Popen, prefix: str) -> list[str]:
+    """The output lines of `process` up to the first that starts with `prefix`."""
+    seen: list[str] = []
+    for line in process.stdout:
+        seen.append(line)
+        if line.startswith(prefix):
+            return seen
+    raise AssertionError(f"no line starting with {prefix!r}:\n{''.join(seen)}")
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """End whatever is left of `process` and the processes it started."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def leftovers(project: Path) -> list[Path]:
+    """Temporary files of atomic writes left behind."""
+    return [path for path in (project / "data").rglob(".*") if path.is_file()]
+
+
+@pytest.mark.parametrize(
+    ("signal_number", "exit_code", "name"),
+    [(signal.SIGINT, 130, "Ctrl-C (SIGINT)"), (signal.SIGTERM, 143, "SIGTERM")],
+)
+def test_interrupted_stage_stops_in_one_line(
+    project: Path, signal_number: int, exit_code: int, name: str
+):
+    before = output_hashes(project)
+    set_params(project, model__epochs=100_000)
+    process = start(project, sys.executable, "-m", "pipeline.train_keras")
+    try:
+        read_until(process, "keras   epoch   2/")
+        os.kill(process.pid, signal_number)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        kill_group(process)
+
+    assert process.returncode == exit_code, output
+    assert output.splitlines()[-1] == f"error: stopped by {name}; {STOPPED}"
+    assert "Traceback" not in output
+    assert output_hashes(project) == before
+    assert not leftovers(project)
+
+
+def test_stage_stops_when_dvc_is_killed(project: Path):
+    """SIGTERM to `dvc repro` alone (not its process group): the stage it started
+    stops too, instead of training on with nobody to record its outputs."""
+    before = output_hashes(project)
+    set_params(project, model__epochs=100_000)
+    process = start(project, "dvc", "repro")
+    try:
+        seen = read_until(process, "keras   epoch   2/")
+        (stage,) = (
+            int(pid)
+            for children in Path(f"/proc/{process.pid}/task").glob("*/children")
+            for pid in children.read_text().split()
+        )
+        assert b"pipeline.train_keras" in Path(f"/proc/{stage}/cmdline").read_bytes()
+        os.kill(process.pid, signal.SIGTERM)
+        # The pipe closes only when the stage, which shares it, has ended as well.
+        output, _ = process.communicate(timeout=60)
+    finally:
+        kill_group(process)
+
+    output = "".join(seen) + output
+    assert f"error: stopped by SIGTERM; {STOPPED}" in output.splitlines()
+    assert "Traceback" not in output
+    assert not running(stage)
+    assert output_hashes(project) == before
+    assert not leftovers(project)
 
 
 def free_port() -> int:

@@ -122,6 +122,76 @@ def test_unknown_key_without_close_match_lists_allowed(default_raw: dict[str, An
     assert "learning_rate" in str(error)
 
 
+@pytest.mark.parametrize(
+    ("key_path", "largest"),
+    [
+        ("dataset.n_samples", 100_000_000),
+        ("dataset.n_features", 100_000),
+        ("model.epochs", 1_000_000),
+        ("compare.n_bootstrap", 100_000),
+    ],
+)
+def test_sizes_have_an_upper_bound(default_raw: dict[str, Any], key_path: str, largest: int):
+    raw = changed(default_raw, "dataset.source", "breast_cancer")  # no rows x features limit
+
+    assert parse_params(changed(raw, key_path, largest))
+    parse_error(
+        changed(raw, key_path, largest * 10),
+        "^"
+        + re.escape(
+            f"params.yaml: {key_path} = {largest * 10}: must be less than or equal to {largest}"
+        )
+        + "$",
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"model.hidden_layers": [1_000_000]},
+            "model.hidden_layers.0 = 1000000: must be less than or equal to 100000",
+        ),
+        (
+            {"model.hidden_layers": [1] * 101},
+            "model.hidden_layers has 101 items; allowed: at most 100",
+        ),
+        (
+            {"model.hidden_layers": [20_000, 10_000]},
+            "model.hidden_layers = [20000, 10000]: 200000000 weights between hidden layers; "
+            "allowed: at most 100000000",
+        ),
+        (
+            {"dataset.n_samples": 100_000_000, "dataset.n_features": 11},
+            "dataset.n_samples x dataset.n_features = 100000000 x 11 = 1100000000 values; "
+            "allowed: at most 1000000000",
+        ),
+    ],
+)
+def test_network_and_data_sizes_have_an_upper_bound(
+    default_raw: dict[str, Any], changes: dict[str, Any], message: str
+) -> None:
+    raw = copy.deepcopy(default_raw)
+    for key_path, value in changes.items():
+        raw = changed(raw, key_path, value)
+
+    parse_error(raw, f"^{re.escape(f'params.yaml: {message}')}$")
+
+
+@pytest.mark.parametrize("hidden_layers", [[10_000, 10_000], [1] * 100, [100_000]])
+def test_largest_network_and_data_are_allowed(
+    default_raw: dict[str, Any], hidden_layers: list[int]
+) -> None:
+    raw = changed(default_raw, "model.hidden_layers", hidden_layers)
+    raw = changed(raw, "dataset.n_samples", 100_000_000)
+    raw = changed(raw, "dataset.n_features", 10)
+
+    params = parse_params(raw)
+
+    assert params.model.hidden_layers == hidden_layers
+    assert params.dataset.n_samples * params.dataset.n_features == 1_000_000_000
+
+
 @pytest.mark.parametrize("key_path", ["model.epochs", "dataset.kind", "seed", "split.test_size"])
 def test_missing_key(default_raw: dict[str, Any], key_path: str) -> None:
     parse_error(

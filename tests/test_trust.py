@@ -100,6 +100,12 @@ def test_bad_params_fail_in_one_line_and_keep_every_output(project: Path):
             id="nesterov yes",
         ),
         pytest.param(
+            {"dataset.n_samples": 10**12},
+            "params.yaml: dataset.n_samples = 1000000000000: must be less than or equal to "
+            "100000000",
+            id="a trillion rows",
+        ),
+        pytest.param(
             {"model.learning_rte": 0.001, "model.learning_rate": None},
             "params.yaml: unknown key model.learning_rte; did you mean 'learning_rate'? "
             "(allowed here: hidden_layers, activation, optimizer, learning_rate, ",

@@ -70,15 +70,16 @@ def sign_flip_p_value(differences: np.ndarray, seed: int = 0) -> float:
     observed = abs(differences.mean())
     if observed == 0:
         return 1.0
+    # A tolerance for patterns whose mean equals the observed one up to rounding.
+    threshold = observed * (1 - 1e-12)
     if count <= EXACT_MAX_REPLICATES:
         patterns = np.arange(1 << count)[:, None] >> np.arange(count) & 1
         signs = 1 - 2 * patterns
         means = np.abs(signs @ np.abs(differences)) / count
-        # A tolerance for patterns whose mean equals the observed one up to rounding.
-        return float(np.mean(means >= observed * (1 - 1e-12)))
+        return float(np.mean(means >= threshold))
     rng = np.random.default_rng(seed)
     signs = rng.choice((-1.0, 1.0), size=(MONTE_CARLO_PATTERNS, count))
-    extreme = np.count_nonzero(np.abs(signs @ np.abs(differences)) / count >= observed)
+    extreme = np.count_nonzero(np.abs(signs @ np.abs(differences)) / count >= threshold)
     # The observed pattern counts as one of the draws, so that p is never 0.
     return float((extreme + 1) / (MONTE_CARLO_PATTERNS + 1))
 

@@ -6,6 +6,7 @@ from scipy import stats
 
 from pipeline.config import smallest_p_value
 from pipeline.statistics import (
+    Interval,
     compare_replicates,
     mean_interval,
     sign_flip_p_value,
@@ -128,3 +129,44 @@ def test_one_replicate_is_never_significant():
     verdict = compare_replicates("roc_auc", np.array([0.9]), np.array([0.5]), 0.05, 0.95)
     assert verdict.winner == "keras"
     assert not verdict.significant
+
+
+def test_monte_carlo_counts_patterns_as_extreme_as_the_observed_one():
+    # 17 differences of equal size, 9 up and 8 down: every sign pattern's mean is at
+    # least as far from 0 as the observed one (an odd count never sums to 0).
+    differences = np.array([0.1, -0.1] * 8 + [0.1])
+    assert sign_flip_p_value(differences, seed=3) == 1.0
+
+
+def test_identical_replicates_are_a_tie():
+    values = np.array([0.8, 0.82, 0.79, 0.81, 0.8, 0.83])
+    verdict = compare_replicates("roc_auc", values, values.copy(), 0.05, 0.95)
+    assert verdict.winner == "tie"
+    assert not verdict.significant
+    assert verdict.p_value == 1.0
+    assert verdict.keras_better.estimate == 0.5
+    assert (verdict.difference.low, verdict.difference.high) == (0.0, 0.0)
+
+
+def test_two_replicates_get_a_t_interval():
+    interval = mean_interval(np.array([0.01, 0.03]), 0.95)
+    # mean 0.02, standard error 0.01, t(0.975, 1 df) = 12.706.
+    assert interval.estimate == pytest.approx(0.02)
+    assert interval.high - interval.estimate == pytest.approx(0.12706, rel=1e-4)
+    assert mean_interval(np.array([0.05]), 0.95) == Interval(0.05, 0.05, 0.05)
+
+
+def test_wilson_interval_in_the_middle():
+    # 3 of 10 at 95%: the textbook Wilson interval, 0.1078 to 0.6032.
+    interval = wilson_interval(3, 10, 0.95)
+    assert interval.estimate == pytest.approx(0.3)
+    assert (interval.low, interval.high) == pytest.approx((0.1078, 0.6032), abs=1e-4)
+    assert interval.contains(0.3) and interval.contains(0.1078)
+    assert not interval.contains(0.1) and not interval.contains(0.61)
+
+
+def test_paired_values_must_have_the_same_shape():
+    with pytest.raises(ValueError, match="expected paired replicates"):
+        compare_replicates("roc_auc", np.ones(6), np.ones(5), 0.05, 0.95)
+    with pytest.raises(ValueError, match="expected paired replicates"):
+        compare_replicates("roc_auc", np.ones(0), np.ones(0), 0.05, 0.95)

@@ -32,7 +32,7 @@ from pipeline.files import (
     write_json,
     write_text,
 )
-from pipeline.history import read_history, split_histories
+from pipeline.history import read_history, read_summary, split_histories
 from pipeline.replicates import split_paths
 from pipeline.report import (
     Block,
@@ -1166,7 +1166,7 @@ def main() -> None:
         family: split_histories(read_history(path, replicates=True))
         for family, path in paths.REPLICATE_HISTORIES.items()
     }
-    summaries = {family: read_json(path) for family, path in paths.SUMMARIES.items()}
+    summaries = {family: read_summary(family) for family in FAMILIES}
     run_ids = read_run_ids(paths.MLFLOW_RUNS)
     threshold = params.evaluate.threshold
     try:
@@ -1195,8 +1195,9 @@ def main() -> None:
             epochs_trained=int(summaries[family]["epochs_trained"]),
             best_epoch=int(summaries[family]["best_epoch"]),
             stopped_early=bool(summaries[family]["stopped_early"]),
-            train_seconds=float(summaries[family]["train_seconds"]),
-            samples_per_second=float(summaries[family]["samples_per_second"]),
+            # NaN where timing.json is missing (outputs restored by `dvc pull`).
+            train_seconds=float(summaries[family].get("train_seconds", "nan")),
+            samples_per_second=float(summaries[family].get("samples_per_second", "nan")),
             parameters=parameter_count(
                 predictions.n_features, params.model.hidden_layers, len(classes)
             ),

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.files import atomic_path
+from pipeline.reproducible import rewrite_archive
 
 # MLflow (about 2 s and 150 MB) is imported in the background during training, when
 # the training set is small enough for that memory not to matter.
@@ -64,10 +65,12 @@ def save_mlflow_model(
             pip_requirements=requirements,
             **options,
         )
-        with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w") as archive:
-            for file in sorted(directory.rglob("*")):
-                if file.is_file():
-                    archive.write(file, file.relative_to(directory))
+        with atomic_path(path) as temporary:
+            with zipfile.ZipFile(temporary, "w") as archive:
+                for file in sorted(directory.rglob("*")):
+                    if file.is_file():
+                        archive.write(file, file.relative_to(directory))
+            rewrite_archive(temporary)
 
 
 class _SavedModel:

@@ -47,6 +47,9 @@ PREDICTIONS = {"keras": KERAS_PREDICTIONS, "sklearn": SKLEARN_PREDICTIONS}
 HISTORIES = {"keras": KERAS_HISTORY, "sklearn": SKLEARN_HISTORY}
 REPLICATE_HISTORIES = {"keras": KERAS_REPLICATE_HISTORIES, "sklearn": SKLEARN_REPLICATE_HISTORIES}
 SUMMARIES = {"keras": KERAS_SUMMARY, "sklearn": SKLEARN_SUMMARY}
+# Training time and throughput, beside summary.json but not a DVC output: they differ
+# from run to run, and summary.json must hash the same for the same training.
+TIMINGS = {"keras": KERAS / "timing.json", "sklearn": SKLEARN / "timing.json"}
 
 # evaluate
 EVALUATE = DATA / "evaluate"

@@ -53,6 +53,16 @@ from pipeline.statistics import (
     compare_replicates,
 )
 from pipeline.track import open_store, redact, repository_root, resolve_store, store_lock
+from pipeline.views import (
+    curves_link,
+    headline_record,
+    parent_metrics,
+    publish_views,
+    rounded,
+    runs_link,
+    ui_address,
+    verdict_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -1042,7 +1052,11 @@ def read_run_ids(path: os.PathLike) -> dict[str, str]:
         run_ids = read_json(path)
     except FileNotFoundError:
         raise PipelineError(f"{path}: missing; run the track stage first") from None
-    needed = {"parent_run_id", *(f"{family}_model_id" for family in FAMILIES)}
+    needed = {
+        "experiment_id",
+        "parent_run_id",
+        *(f"{family}_{kind}_id" for family in FAMILIES for kind in ("run", "model")),
+    }
     missing = needed - set(run_ids)
     if missing:
         raise PipelineError(f"{path}: missing keys {sorted(missing)}")
@@ -1134,10 +1148,11 @@ def publish_verdict(
     client.set_tag(parent_run_id, TAG_SIGNIFICANT, str(verdict.significant).lower())
     client.set_tag(parent_run_id, "primary_metric", verdict.metric)
     client.set_tag(parent_run_id, TAG_NOTE, note)
+    # Rounded: the run list shows these to people.
     client.log_metric(
-        parent_run_id, f"test_{verdict.metric}_difference", verdict.difference.estimate
+        parent_run_id, f"test_{verdict.metric}_difference", rounded(verdict.difference.estimate)
     )
-    client.log_metric(parent_run_id, "p_value", verdict.p_value)
+    client.log_metric(parent_run_id, "p_value", rounded(verdict.p_value))
     replicates = comparison.replicates
     client.set_tag(
         parent_run_id,
@@ -1145,7 +1160,9 @@ def publish_verdict(
         "two trained models" if replicates is None else f"libraries, {replicates.count} replicates",
     )
     if replicates is not None:
-        client.log_metric(parent_run_id, "p_keras_better", replicates.keras_better.estimate)
+        client.log_metric(
+            parent_run_id, "p_keras_better", rounded(replicates.keras_better.estimate)
+        )
     for path in files:
         client.log_artifact(parent_run_id, str(path), artifact_path="report")
 
@@ -1231,10 +1248,30 @@ def main() -> None:
         labels[0],
         {family: values[0] for family, values in probabilities.items()},
     )
+    verdict = comparison.verdict
+    address = ui_address(redact(store.tracking_uri))
+    links = {
+        "the run list, with the verdict's columns": runs_link(address, run_ids["experiment_id"]),
+        "both models' curves, overlaid": curves_link(
+            address, run_ids["experiment_id"], parent_run_id
+        ),
+    }
     blocks = build_report(comparison, findings, training, promotion, params, images, parent_run_id)
+    blocks += [
+        Heading("In the MLflow UI"),
+        Bullets(tuple(f"{name}: <{link}>" for name, link in links.items())),
+    ]
     write_text(to_markdown(blocks), paths.REPORT_MARKDOWN)
     write_text(to_html(blocks, "Keras vs scikit-learn: the verdict"), paths.REPORT_HTML)
     write_json(verdict_record(comparison, findings, promotion), paths.VERDICT)
+    test_metrics = read_json(paths.METRICS)
+    verdict_label = verdict_text(verdict.winner, verdict.significant)
+    write_json(
+        headline_record(
+            verdict_label, verdict.metric, test_metrics, verdict.p_value, parent_run_id
+        ),
+        paths.HEADLINE,
+    )
     note = to_markdown(
         [
             Heading("Keras vs scikit-learn", 3),
@@ -1249,8 +1286,15 @@ def main() -> None:
             note,
             [paths.REPORT_MARKDOWN, paths.REPORT_HTML, paths.VERDICT],
         )
+        publish_views(
+            client,
+            run_ids["experiment_id"],
+            run_ids,
+            verdict_label,
+            parent_metrics(test_metrics, verdict.metric),
+            verdict.metric,
+        )
 
-    verdict = comparison.verdict
     logger.info("compare: %s", verdict_sentence(comparison).replace("**", ""))
     for finding in findings:
         logger.info("compare: %s", finding_headline(finding).replace("`", ""))
@@ -1263,6 +1307,8 @@ def main() -> None:
         str(verdict.significant).lower(),
         parent_run_id,
     )
+    for name, link in links.items():
+        logger.info("compare: MLflow UI, %s: %s", name, link)
 
 
 if __name__ == "__main__":

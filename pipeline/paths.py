@@ -65,6 +65,9 @@ MLFLOW_RUNS = DATA / "track" / "mlflow_runs.json"
 # compare: the verdict for machines (DVC metrics), and the report for people. The
 # report sits in reports/, where a user looks first, not among the stage data.
 VERDICT = DATA / "compare" / "verdict.json"
+# The DVC metrics: the verdict, both families' primary metric and the MLflow parent
+# run, short enough for one row of `dvc exp show`.
+HEADLINE = DATA / "compare" / "headline.json"
 REPORTS = Path("reports")
 REPORT_MARKDOWN = REPORTS / "comparison.md"
 REPORT_HTML = REPORTS / "comparison.html"

@@ -1,0 +1,141 @@
+"""The DVC metrics row, the MLflow run list's columns and the links to the curves."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipeline import paths
+from pipeline.views import (
+    EXPERIMENT_KIND,
+    SHARED_VIEW_PREFIX,
+    curves_link,
+    curves_view,
+    headline_record,
+    parent_metrics,
+    publish_views,
+    rounded,
+    run_list_columns,
+    runs_link,
+    ui_address,
+    verdict_text,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_METRICS = {
+    "keras": {"roc_auc": 0.82626666666, "accuracy": 0.755, "log_loss": 0.52084408, "f1": 0.738},
+    "sklearn": {"roc_auc": 0.83318333333, "accuracy": 0.7520833, "log_loss": 0.5215195, "f1": 0.7},
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "expected"),
+    [
+        (-0.00160000000000000458, 4, -0.0016),
+        (0.82626666666, 4, 0.8263),
+        (0.875, 3, 0.875),
+        (0.001998001998, 3, 0.002),
+        (123456.7, 4, 123500.0),
+    ],
+)
+def test_rounded_keeps_significant_digits(value, digits, expected):
+    assert rounded(value, digits) == expected
+
+
+@pytest.mark.parametrize(
+    ("winner", "significant", "expected"),
+    [("keras", True, "keras wins"), ("sklearn", False, "sklearn, n.s."), ("tie", False, "tie")],
+)
+def test_verdict_text(winner, significant, expected):
+    assert verdict_text(winner, significant) == expected
+
+
+def test_parent_metrics_start_with_the_primary_metric_and_are_rounded():
+    metrics = parent_metrics(TEST_METRICS, "f1")
+    assert list(metrics) == [
+        "keras_test_f1",
+        "sklearn_test_f1",
+        "keras_test_roc_auc",
+        "sklearn_test_roc_auc",
+        "keras_test_accuracy",
+        "sklearn_test_accuracy",
+        "keras_test_log_loss",
+        "sklearn_test_log_loss",
+    ]
+    assert metrics["keras_test_roc_auc"] == 0.8263
+    assert metrics["sklearn_test_log_loss"] == 0.5215
+
+
+def test_headline_record_is_one_short_row():
+    record = headline_record("sklearn, n.s.", "roc_auc", TEST_METRICS, 0.87512, "ab" * 16)
+    assert record == {
+        "verdict": "sklearn, n.s.",
+        "keras_roc_auc": 0.8263,
+        "sklearn_roc_auc": 0.8332,
+        "p_value": 0.875,
+        "mlflow_run": "ab" * 16,
+    }
+
+
+def test_the_headline_is_the_only_dvc_metrics_file():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    metrics = [entry for stage in stages.values() for entry in stage.get("metrics", [])]
+    assert [next(iter(entry)) for entry in metrics] == [str(paths.HEADLINE)]
+
+
+def test_curves_view_shows_the_two_models_with_train_and_validation_overlaid():
+    view = curves_view({"keras": "k1", "sklearn": "s1"}, "roc_auc")
+    assert view["searchFilter"] == "attributes.run_id IN ('k1', 's1')"
+    charts = view["compareRunCharts"]
+    assert [chart["selectedMetricKeys"] for chart in charts] == [
+        ["loss", "val_loss"],
+        ["accuracy", "val_accuracy"],
+    ]
+    assert {chart["type"] for chart in charts} == {"LINE"}
+    assert {chart["xAxisKey"] for chart in charts} == {"step"}
+    (section,) = view["compareRunSections"]
+    assert {chart["metricSectionId"] for chart in charts} == {section["uuid"]}
+
+
+def test_links_point_at_the_ui_of_the_store():
+    assert ui_address("sqlite:////repo/mlflow.db") == "http://127.0.0.1:5000"
+    assert ui_address("https://mlflow.example.org/") == "https://mlflow.example.org"
+    assert (
+        runs_link("http://127.0.0.1:5000", "3")
+        == "http://127.0.0.1:5000/#/experiments/3/runs?viewStateShareKey=mlp-compare"
+    )
+    assert curves_link("http://h:1", "3", "abc") == (
+        "http://h:1/#/experiments/3/runs?viewStateShareKey=curves-abc&compareRunsMode=CHART"
+    )
+
+
+def test_publish_views_sets_the_experiment_kind_views_and_parent_row(tmp_path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("views", artifact_location=tmp_path.as_uri())
+    parent = client.create_run(experiment_id).info.run_id
+    run_ids = {
+        "parent_run_id": parent,
+        "keras_run_id": client.create_run(experiment_id).info.run_id,
+        "sklearn_run_id": client.create_run(experiment_id).info.run_id,
+    }
+    metrics = parent_metrics(TEST_METRICS, "roc_auc")
+    publish_views(client, experiment_id, run_ids, "sklearn, n.s.", metrics, "roc_auc")
+
+    tags = client.get_experiment(experiment_id).tags
+    assert tags["mlflow.experimentKind"] == EXPERIMENT_KIND
+    runs_view = json.loads(tags[SHARED_VIEW_PREFIX + "mlp-compare"])
+    assert runs_view["selectedColumns"] == run_list_columns("roc_auc")
+    assert runs_view["selectedColumns"][:3] == [
+        "tags.`verdict`",
+        "metrics.`keras_test_roc_auc`",
+        "metrics.`sklearn_test_roc_auc`",
+    ]
+    curves = json.loads(tags[f"{SHARED_VIEW_PREFIX}curves-{parent}"])
+    assert run_ids["keras_run_id"] in curves["searchFilter"]
+    # MLflow caps an experiment tag at 5000 characters.
+    assert all(len(value) < 5000 for value in tags.values())
+    run = client.get_run(parent)
+    assert run.data.tags["verdict"] == "sklearn, n.s."
+    assert run.data.metrics["keras_test_roc_auc"] == 0.8263

@@ -1252,14 +1252,15 @@ def main() -> None:
     address = ui_address(redact(store.tracking_uri))
     links = {
         "the run list, with the verdict's columns": runs_link(address, run_ids["experiment_id"]),
-        "both models' curves, overlaid": curves_link(
-            address, run_ids["experiment_id"], parent_run_id
+        "both models' loss and val_loss per epoch": curves_link(
+            address, run_ids["experiment_id"], run_ids
         ),
     }
     blocks = build_report(comparison, findings, training, promotion, params, images, parent_run_id)
     blocks += [
         Heading("In the MLflow UI"),
-        Bullets(tuple(f"{name}: <{link}>" for name, link in links.items())),
+        Paragraph("With `mlflow ui` running (see the README), open:"),
+        Code("\n".join(f"# {name}\n{link}" for name, link in links.items())),
     ]
     write_text(to_markdown(blocks), paths.REPORT_MARKDOWN)
     write_text(to_html(blocks, "Keras vs scikit-learn: the verdict"), paths.REPORT_HTML)

@@ -1,17 +1,18 @@
 """What a reviewer sees first: the DVC metrics row (`data/compare/headline.json`), the
 MLflow run list's columns, and a link to both models' per-epoch curves.
 
-MLflow's UI keeps its columns and charts in the browser. It also loads them from an
+MLflow's UI keeps the run list's columns in the browser. It also loads them from an
 experiment tag `mlflow.sharedViewState.<key>` when a link carries
-`viewStateShareKey=<key>` (its "Share" button makes such links). `compare` writes two
-of these views, so that the links it prints open on the right columns and charts
-with nothing to configure: the run list with the verdict and both families' test
-metrics, and the two models of one comparison with their loss curves overlaid.
+`viewStateShareKey=<key>` (its "Share" button makes such links): `compare` writes
+one, so that its link opens the run list with the verdict's columns and nothing to
+configure. The curves link opens MLflow's metric page, whose URL names the runs and
+metrics it plots.
 """
 
 import json
 import time
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -28,7 +29,7 @@ TAG_VERDICT = "verdict"
 LOCAL_UI = "http://127.0.0.1:5000"
 # The test metrics shown on each parent run, after the primary metric.
 SHOWN_METRICS = ("roc_auc", "accuracy", "log_loss")
-CURVES = (("loss", "val_loss"), ("accuracy", "val_accuracy"))
+CURVES = ("loss", "val_loss")  # both models' curves in one chart
 DIGITS = 4  # significant digits of every number shown to people
 
 
@@ -91,73 +92,24 @@ def column(kind: str, key: str) -> str:
 
 
 def run_list_columns(primary_metric: str) -> list[str]:
+    """Few enough to fit beside the run names: the verdict, then both families' primary
+    metric and the p-value on the parent row."""
     return [
         column("tags", TAG_VERDICT),
-        *(
-            column("metrics", parent_metric_name(family, metric))
-            for metric in shown_metrics(primary_metric)
-            for family in FAMILIES
-        ),
+        *(column("metrics", parent_metric_name(family, primary_metric)) for family in FAMILIES),
         column("metrics", "p_value"),
-        # The children's own test metrics, for a parent's expanded rows.
-        *(column("metrics", f"test_{metric}") for metric in shown_metrics(primary_metric)),
-        column("attributes", "Models"),
     ]
 
 
 def runs_view(primary_metric: str) -> dict[str, Any]:
-    """The run list: the verdict and both families' test metrics as its columns."""
-    return {"selectedColumns": run_list_columns(primary_metric)}
-
-
-def line_chart(metrics: tuple[str, ...], section: str) -> dict[str, Any]:
-    """One chart of MLflow's chart view: `metrics` per epoch (step), every run overlaid."""
+    """The run list: its columns in this order, each wide enough for its name."""
+    columns = run_list_columns(primary_metric)
     return {
-        "type": "LINE",
-        "uuid": f"curves-{metrics[0]}",
-        "metricSectionId": section,
-        "displayName": f"{' and '.join(metrics)} per epoch",
-        "metricKey": metrics[0],
-        "selectedMetricKeys": list(metrics),
-        "xAxisKey": "step",
-        "xAxisScaleType": "linear",
-        "scaleType": "linear",
-        "selectedXAxisMetricKey": "",
-        "lineSmoothness": 0,
-        "useGlobalXaxisKey": False,
-        "useGlobalLineSmoothing": False,
-        "runsCountToCompare": 10,
-        "deleted": False,
-        "isGenerated": False,
+        "selectedColumns": columns,
+        "columnOrder": columns,
+        # About 7 pixels per character of the name (`metrics.`x`` shows as x).
+        "columnWidths": {name: 7 * len(name.split("`")[1]) + 40 for name in columns},
     }
-
-
-def curves_view(run_ids: dict[str, str], primary_metric: str) -> dict[str, Any]:
-    """The two models of one comparison, their per-epoch curves overlaid in one chart
-    per metric (train and validation together)."""
-    section = "training-curves"
-    listed = ", ".join(f"'{run_ids[family]}'" for family in FAMILIES)
-    return {
-        "searchFilter": f"attributes.run_id IN ({listed})",
-        "selectedColumns": run_list_columns(primary_metric),
-        "compareRunCharts": [line_chart(metrics, section) for metrics in CURVES],
-        "compareRunSections": [
-            {
-                "uuid": section,
-                "name": "Both models, per epoch",
-                "display": True,
-                "isReordered": True,
-                "deleted": False,
-                "isGenerated": False,
-            }
-        ],
-        # Keeps this section first, above the charts MLflow adds for other metrics.
-        "isAccordionReordered": True,
-    }
-
-
-def curves_view_key(parent_run_id: str) -> str:
-    return f"curves-{parent_run_id}"
 
 
 def ui_address(tracking_uri: str) -> str:
@@ -168,16 +120,30 @@ def ui_address(tracking_uri: str) -> str:
 
 
 def runs_link(address: str, experiment_id: str) -> str:
-    """The run list with the verdict's columns."""
-    return f"{address}/#/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW_KEY}"
-
-
-def curves_link(address: str, experiment_id: str, parent_run_id: str) -> str:
-    """Both models of this comparison, their curves overlaid in the chart view."""
+    """The run list with the verdict's columns, in MLflow's model-training layout."""
     return (
         f"{address}/#/experiments/{experiment_id}/runs"
-        f"?viewStateShareKey={curves_view_key(parent_run_id)}&compareRunsMode=CHART"
+        f"?viewStateShareKey={RUNS_VIEW_KEY}&workflowType=machine_learning"
     )
+
+
+def curves_link(address: str, experiment_id: str, run_ids: dict[str, str]) -> str:
+    """MLflow's metric page: both models' loss and val_loss per epoch in one chart."""
+    runs = json.dumps([run_ids[f"{family}_run_id"] for family in FAMILIES])
+    query = {
+        "runs": runs,
+        "metric": json.dumps(CURVES[0]),
+        "experiments": json.dumps([experiment_id]),
+        "plot_metric_keys": json.dumps(list(CURVES)),
+        "plot_layout": "{}",
+        "x_axis": "step",
+        "y_axis_scale": "linear",
+        "line_smoothness": "1",
+        "show_point": "true",
+        "deselected_curves": "[]",
+        "last_linear_y_axis_range": "[]",
+    }
+    return f"{address}/#/metric?{urlencode(query, quote_via=quote)}"
 
 
 def publish_views(
@@ -190,16 +156,12 @@ def publish_views(
 ) -> None:
     """The experiment's kind and views, and the parent run's verdict and metrics."""
     parent_run_id = run_ids["parent_run_id"]
-    family_runs = {family: run_ids[f"{family}_run_id"] for family in FAMILIES}
     client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    views = {
-        RUNS_VIEW_KEY: runs_view(primary_metric),
-        curves_view_key(parent_run_id): curves_view(family_runs, primary_metric),
-    }
-    for key, view in views.items():
-        client.set_experiment_tag(
-            experiment_id, SHARED_VIEW_PREFIX + key, json.dumps(view, separators=(",", ":"))
-        )
+    client.set_experiment_tag(
+        experiment_id,
+        SHARED_VIEW_PREFIX + RUNS_VIEW_KEY,
+        json.dumps(runs_view(primary_metric), separators=(",", ":")),
+    )
     client.set_tag(parent_run_id, TAG_VERDICT, verdict)
     now = int(time.time() * 1000)
     client.log_batch(

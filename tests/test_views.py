@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 import yaml
@@ -12,7 +13,6 @@ from pipeline.views import (
     EXPERIMENT_KIND,
     SHARED_VIEW_PREFIX,
     curves_link,
-    curves_view,
     headline_record,
     parent_metrics,
     publish_views,
@@ -22,6 +22,7 @@ from pipeline.views import (
     ui_address,
     verdict_text,
 )
+from tests.endtoend import environment, execute
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_METRICS = {
@@ -85,30 +86,21 @@ def test_the_headline_is_the_only_dvc_metrics_file():
     assert [next(iter(entry)) for entry in metrics] == [str(paths.HEADLINE)]
 
 
-def test_curves_view_shows_the_two_models_with_train_and_validation_overlaid():
-    view = curves_view({"keras": "k1", "sklearn": "s1"}, "roc_auc")
-    assert view["searchFilter"] == "attributes.run_id IN ('k1', 's1')"
-    charts = view["compareRunCharts"]
-    assert [chart["selectedMetricKeys"] for chart in charts] == [
-        ["loss", "val_loss"],
-        ["accuracy", "val_accuracy"],
-    ]
-    assert {chart["type"] for chart in charts} == {"LINE"}
-    assert {chart["xAxisKey"] for chart in charts} == {"step"}
-    (section,) = view["compareRunSections"]
-    assert {chart["metricSectionId"] for chart in charts} == {section["uuid"]}
-
-
 def test_links_point_at_the_ui_of_the_store():
     assert ui_address("sqlite:////repo/mlflow.db") == "http://127.0.0.1:5000"
     assert ui_address("https://mlflow.example.org/") == "https://mlflow.example.org"
-    assert (
-        runs_link("http://127.0.0.1:5000", "3")
-        == "http://127.0.0.1:5000/#/experiments/3/runs?viewStateShareKey=mlp-compare"
+    assert runs_link("http://127.0.0.1:5000", "3") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs"
+        "?viewStateShareKey=mlp-compare&workflowType=machine_learning"
     )
-    assert curves_link("http://h:1", "3", "abc") == (
-        "http://h:1/#/experiments/3/runs?viewStateShareKey=curves-abc&compareRunsMode=CHART"
-    )
+    link = curves_link("http://h:1", "3", {"keras_run_id": "k1", "sklearn_run_id": "s1"})
+    address, query = link.split("?", 1)
+    assert address == "http://h:1/#/metric"
+    fields = dict(parse_qsl(query))
+    assert json.loads(fields["runs"]) == ["k1", "s1"]
+    assert json.loads(fields["experiments"]) == ["3"]
+    assert json.loads(fields["plot_metric_keys"]) == ["loss", "val_loss"]
+    assert fields["x_axis"] == "step"
 
 
 def test_publish_views_sets_the_experiment_kind_views_and_parent_row(tmp_path):
@@ -126,16 +118,45 @@ def test_publish_views_sets_the_experiment_kind_views_and_parent_row(tmp_path):
     tags = client.get_experiment(experiment_id).tags
     assert tags["mlflow.experimentKind"] == EXPERIMENT_KIND
     runs_view = json.loads(tags[SHARED_VIEW_PREFIX + "mlp-compare"])
-    assert runs_view["selectedColumns"] == run_list_columns("roc_auc")
-    assert runs_view["selectedColumns"][:3] == [
-        "tags.`verdict`",
-        "metrics.`keras_test_roc_auc`",
-        "metrics.`sklearn_test_roc_auc`",
-    ]
-    curves = json.loads(tags[f"{SHARED_VIEW_PREFIX}curves-{parent}"])
-    assert run_ids["keras_run_id"] in curves["searchFilter"]
+    assert (
+        runs_view["selectedColumns"]
+        == run_list_columns("roc_auc")
+        == [
+            "tags.`verdict`",
+            "metrics.`keras_test_roc_auc`",
+            "metrics.`sklearn_test_roc_auc`",
+            "metrics.`p_value`",
+        ]
+    )
+    assert runs_view["columnOrder"] == runs_view["selectedColumns"]
+    assert runs_view["columnWidths"]["metrics.`p_value`"] == 7 * len("p_value") + 40
     # MLflow caps an experiment tag at 5000 characters.
     assert all(len(value) < 5000 for value in tags.values())
     run = client.get_run(parent)
     assert run.data.tags["verdict"] == "sklearn, n.s."
     assert run.data.metrics["keras_test_roc_auc"] == 0.8263
+
+
+# The README's `dvc exp show` recipe: the headline columns and the params that differ.
+EXP_SHOW = (
+    "dvc exp show --only-changed --drop .*/ "
+    "--keep Created|verdict|keras_|sklearn_|p_value|mlflow_run"
+)
+
+
+@pytest.mark.slow
+def test_dvc_tables_fit_160_columns_with_the_verdict_and_the_mlflow_run(built_project):
+    wide = environment({"COLUMNS": "160"})
+    run_ids = json.loads((built_project / paths.MLFLOW_RUNS).read_text())
+    # The recipe splits on spaces only: each of its arguments is one word.
+    table = execute(built_project, *EXP_SHOW.split(" "), "--no-pager", env=wide).stdout
+    metrics = execute(built_project, "dvc", "metrics", "show", env=wide).stdout
+    for output in (table, metrics):
+        assert max(len(line.rstrip()) for line in output.splitlines()) <= 160
+        assert "…" not in output
+        for name in ("verdict", "keras_roc_auc", "sklearn_roc_auc", "p_value", "mlflow_run"):
+            assert name in output
+        assert run_ids["parent_run_id"] in output
+    workspace = next(line for line in table.splitlines() if "workspace" in line)
+    headline = json.loads((built_project / paths.HEADLINE).read_text())
+    assert f"{headline['keras_roc_auc']}" in workspace and headline["verdict"] in workspace

@@ -636,8 +636,16 @@ def open_store(store: Store) -> MlflowClient:
         database = Path(store.tracking_uri.removeprefix("sqlite:///"))
         template = store_template()
         is_new = not database.exists()
+        if is_new:
+            logger.info(
+                "track: first run here: creating the MLflow store %s (runs) and %s (files)",
+                database,
+                paths.MLFLOW_ARTIFACTS,
+            )
         if is_new and template.exists():
             shutil.copyfile(template, database)
+        # MLflow logs each step of creating its tables; the line above says it once.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         client = connect(store)
         if is_new and not template.exists():
             save_template(database, template)

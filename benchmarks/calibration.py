@@ -137,7 +137,7 @@ def run_seed(params: Params) -> SeedOutcome:
     # Heavy imports here, so that the tests of the arithmetic below load neither
     # TensorFlow nor MLflow.
     from pipeline import train_keras, train_sklearn
-    from pipeline.compare import compare_predictions, point_metrics
+    from pipeline.paired_tests import compare_predictions, point_metrics
     from pipeline.replicates import replicate_seeds
 
     started = time.perf_counter()

@@ -4,6 +4,7 @@ write JSON.
     ./run python -m benchmarks.run                       # everything (about 15 min here)
     ./run python -m benchmarks.run --sections throughput --rows 100000 --batches 32
     ./run python -m benchmarks.run --sections replicates   # K = 5 and 6 next to K = 1
+    ./run python -m benchmarks.run --sections loop   # repro, one experiment, a queued grid
 
 Figures and ratios only: nothing here passes or fails. Numbers depend on the machine
 and on whatever else runs on it, so compare ratios measured in one run.
@@ -15,6 +16,7 @@ import logging
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -267,6 +269,79 @@ def memory_section(rows: int) -> dict:
     return {"rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
 
 
+def timed(project: Path, *command: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and everything it waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    completed = subprocess.run(
+        command, cwd=project, env=environment(), capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def loop_section() -> dict:
+    """The experiment loop, each next to a bare `import tensorflow` in the same run:
+    (a) a full default `dvc repro` from scratch, (b) one `dvc exp run -S
+    model.learning_rate=0.01` after it, (c) a queued grid of 4 run two at a time."""
+    import_wall, import_cpu = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-loop-") as work:
+        project = Path(work)
+        copy_repository(project)
+        initialize_repository(project, "benchmark")
+        for _ in range(3):
+            wall, cpu = timed(project, sys.executable, "-c", "import tensorflow")
+            import_wall.append(wall)
+            import_cpu.append(cpu)
+        bare = {"wall": statistics.median(import_wall), "cpu": statistics.median(import_cpu)}
+        repro_wall, repro_cpu = timed(project, "dvc", "repro")
+        experiment_wall, experiment_cpu = timed(
+            project, "dvc", "exp", "run", "-S", "model.learning_rate=0.01"
+        )
+        timed(
+            project,
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            "model.learning_rate=0.002,0.005",
+            "-S",
+            "model.l2=0,0.0001",
+        )
+        started = time.perf_counter()
+        timed(project, "dvc", "queue", "start", "-j", "2")
+        while True:
+            status = subprocess.run(
+                ["dvc", "queue", "status"],
+                cwd=project,
+                env=environment(),
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+            time.sleep(2)
+        grid_wall = time.perf_counter() - started
+        failed = status.count("Failed")
+    return {
+        "bare_tensorflow_import": bare,
+        "repro": {"wall": repro_wall, "cpu": repro_cpu},
+        "experiment": {"wall": experiment_wall, "cpu": experiment_cpu},
+        "grid": {
+            "experiments": 4,
+            "wall": grid_wall,
+            "failed": failed,
+            "experiments_per_minute": 4 * 60 / grid_wall,
+        },
+    }
+
+
 def stage_seconds(project: Path, stage: str) -> float:
     """Wall time of one stage run as a program, from start to exit."""
     started = time.perf_counter()
@@ -364,6 +439,28 @@ def print_tables(results: dict) -> None:
             f"bare `import tensorflow`: {pipeline['bare_tensorflow_import_seconds']:.1f} s; "
             f"total / import = {pipeline['total_over_tensorflow_import']:.1f}"
         )
+    if "loop" in results:
+        loop = results["loop"]
+        bare = loop["bare_tensorflow_import"]
+        print("\nThe experiment loop, next to one bare `import tensorflow`")
+        print("| measurement | wall (s) | x import | CPU (s) | x import |")
+        print("|---|---:|---:|---:|---:|")
+        print(f"| bare `import tensorflow` | {bare['wall']:.1f} | 1.0 | {bare['cpu']:.1f} | 1.0 |")
+        for name, key in (
+            ("(a) full `dvc repro` from scratch", "repro"),
+            ("(b) one `dvc exp run -S model.learning_rate=0.01`", "experiment"),
+        ):
+            item = loop[key]
+            print(
+                f"| {name} | {item['wall']:.1f} | {item['wall'] / bare['wall']:.1f} | "
+                f"{item['cpu']:.1f} | {item['cpu'] / bare['cpu']:.1f} |"
+            )
+        grid = loop["grid"]
+        print(
+            f"(c) a queued grid of 4 with `-j 2`: {grid['wall']:.0f} s, "
+            f"{grid['experiments_per_minute']:.1f} experiments per minute "
+            f"({grid['failed']} failed)"
+        )
     if "replicates" in results:
         print("\nTraining stages with K replicates (wall time of the whole stage)")
         print("| rows | stage | K | seconds | x K=1 |")
@@ -392,8 +489,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--sections",
-        default="throughput,pipeline,replicates,memory",
-        help="comma-separated: throughput, pipeline, replicates, memory",
+        default="throughput,pipeline,loop,replicates,memory",
+        help="comma-separated: throughput, pipeline, loop, replicates, memory",
     )
     parser.add_argument("--replicate-rows", default="2000,100000", help="replicates data sizes")
     parser.add_argument("--replicate-counts", default="1,5,6", help="replicates to compare")
@@ -428,6 +525,9 @@ def main() -> None:
     if "pipeline" in sections:
         print("Full dvc repro", flush=True)
         results["pipeline"] = pipeline_section()
+    if "loop" in sections:
+        print("The experiment loop", flush=True)
+        results["loop"] = loop_section()
     if "replicates" in sections:
         print("Training stages with K replicates", flush=True)
         results["replicates"] = replicates_section(

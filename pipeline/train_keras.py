@@ -356,24 +356,35 @@ class StackedLoop:
         return total / self.n_rows
 
     def _evaluate_rows(self, features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """(K,) summed loss and correct predictions of every replicate on these rows."""
         probabilities = self.network.forward(features, training=False)
         labels = tf.broadcast_to(labels, tf.shape(probabilities)[:2])
         targets = labels[..., None] if self.binary else labels
-        losses = tf.reduce_mean(self.row_losses(targets, probabilities), axis=-1)
+        losses = tf.reduce_sum(self.row_losses(targets, probabilities), axis=-1)
         if self.binary:
             predicted = tf.cast(probabilities[..., 0] > 0.5, labels.dtype)
         else:
             predicted = tf.argmax(probabilities, axis=-1, output_type=labels.dtype)
-        correct = tf.reduce_mean(tf.cast(predicted == labels, tf.float32), axis=-1)
-        return losses + self.penalties(), correct
+        correct = tf.reduce_sum(tf.cast(predicted == labels, tf.float32), axis=-1)
+        return losses, correct
 
     def loss_and_accuracy(self, table: "StackedTable") -> tuple[np.ndarray, np.ndarray]:
-        """(K,) loss (penalty included) and accuracy of every replicate on its rows."""
+        """(K,) loss (penalty included) and accuracy of every replicate on its rows,
+        `PREDICTION_CHUNK` rows at a time: K replicates' activations of a whole large
+        split would take K times its memory."""
         features = table.features if table.per_replicate else table.features[None]
-        labels = tf.constant(keras_targets(table.labels, self.binary).reshape(table.labels.shape))
+        labels = keras_targets(table.labels, self.binary).reshape(table.labels.shape)
         labels = labels if table.per_replicate else labels[None]
-        losses, correct = self._evaluate(features, labels)
-        return losses.numpy(), correct.numpy()
+        n_rows = labels.shape[1]
+        loss_sum, correct = np.zeros(self.count), np.zeros(self.count)
+        for start in range(0, n_rows, PREDICTION_CHUNK):
+            rows = slice(start, start + PREDICTION_CHUNK)
+            chunk_loss, chunk_correct = self._evaluate(
+                features[:, rows], tf.constant(labels[:, rows])
+            )
+            loss_sum += chunk_loss.numpy()
+            correct += chunk_correct.numpy()
+        return loss_sum / n_rows + self.penalties().numpy(), correct / n_rows
 
 
 @dataclass(frozen=True)

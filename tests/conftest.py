@@ -7,6 +7,7 @@ import pytest
 from pipeline.config import ModelSpec, Params, SplitConfig, load_params
 from pipeline.dataset import generate_dataset
 from pipeline.split import Splits, split_dataset
+from tests import endtoend
 from tests.endtoend import (
     END_TO_END_EPOCHS,
     END_TO_END_EXPERIMENT,
@@ -20,6 +21,21 @@ from tests.endtoend import (
 from tests.factories import synthetic_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """End-to-end tests report each DVC stage they start, past pytest's capture: a
+    test that runs `dvc repro` for minutes is not silent."""
+
+    def report(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None:
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+    endtoend.progress = report
 
 
 @pytest.fixture(scope="session")

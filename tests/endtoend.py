@@ -1,10 +1,13 @@
 """Helpers for end-to-end tests: temporary copies of the repository and commands in them."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -33,6 +36,12 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**variables, **(extra or {})}
 
 
+# Set by tests/conftest.py: writes a line to the terminal past pytest's capture, so
+# that a long end-to-end test shows which stage it is in.
+progress: Callable[[str], None] = lambda line: None  # noqa: E731
+PROGRESS_LINE = re.compile(r"^(Running stage '\w+'|Stage '\w+' didn't change)")
+
+
 def execute(
     project: Path,
     *command: str,
@@ -40,14 +49,37 @@ def execute(
     check: bool = True,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess:
-    """Run a command in `project`; with `check`, fail the test with its output."""
-    completed = subprocess.run(
+    """Run a command in `project`; with `check`, fail the test with its output. Each
+    stage DVC starts is reported as progress while it runs."""
+    process = subprocess.Popen(
         command,
         cwd=project,
         env=env or environment(),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
+    )
+    # stderr is drained on its own thread, so that neither pipe can fill and block.
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if PROGRESS_LINE.match(line):
+            progress(f"    {' '.join(command[:2])}: {line.strip()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise subprocess.TimeoutExpired(command, timeout)
+    try:
+        process.wait(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    reader.join()
+    completed = subprocess.CompletedProcess(
+        command, process.returncode, "".join(lines), "".join(errors)
     )
     if check:
         assert completed.returncode == 0, (

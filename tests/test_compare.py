@@ -16,34 +16,36 @@ from sklearn.neural_network import MLPClassifier
 
 from pipeline import paths
 from pipeline.compare import (
-    FAMILIES,
-    METRICS,
     Gate,
-    Interval,
     Promotion,
     Training,
-    _score,
-    bootstrap_p_value,
     build_report,
     check_gates,
-    compare_predictions,
-    decide,
     keras_only_note,
-    mcnemar,
     next_commands,
     p_value_text,
-    paired_bootstrap,
-    parameter_count,
-    point_metrics,
-    stratified_bootstrap_weights,
     verdict_record,
     verdict_sentence,
-    weighted_metrics,
 )
 from pipeline.config import CompareConfig, Params, PromoteConfig
 from pipeline.diagnosis import Finding, Suggestion
 from pipeline.files import read_json
+from pipeline.paired_tests import (
+    FAMILIES,
+    METRICS,
+    _score,
+    bootstrap_p_value,
+    compare_predictions,
+    decide,
+    mcnemar,
+    paired_bootstrap,
+    parameter_count,
+    point_metrics,
+    stratified_bootstrap_weights,
+    weighted_metrics,
+)
 from pipeline.report import Image, to_markdown
+from pipeline.statistics import Interval
 from tests.endtoend import copy_project, execute, set_nested_params
 
 SKLEARN_METRICS = {
@@ -250,7 +252,7 @@ def test_one_class_test_set_is_an_error():
 
 def test_chunked_bootstrap_gives_every_resample(monkeypatch):
     labels, probabilities = scored_example(50, 0.3, seed=5)
-    monkeypatch.setattr("pipeline.compare.BOOTSTRAP_CELLS", 120)  # chunks of 2 resamples
+    monkeypatch.setattr("pipeline.paired_tests.BOOTSTRAP_CELLS", 120)  # chunks of 2 resamples
     samples = paired_bootstrap(labels, {"model": probabilities}, 0.5, 101, seed=0)
     assert {len(values) for values in samples["model"].values()} == {101}
     assert len(np.unique(samples["model"]["roc_auc"])) > 50

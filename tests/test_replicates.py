@@ -1,16 +1,21 @@
 """Replicates: seeds, the shared start, the stacked Keras trainer, and the
 cross-library oracle (same start and batch order: the same training)."""
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.neural_network import MLPClassifier
 
-from pipeline import train_keras, train_sklearn
+from pipeline import paths, train_keras, train_sklearn
 from pipeline.config import Params, parse_params
 from pipeline.dataset import generate_dataset
 from pipeline.errors import PipelineError
+from pipeline.files import read_json, read_table
 from pipeline.replicates import layer_units, replicate_seeds, shared_start
 from pipeline.split import Splits, split_dataset
+from tests.endtoend import copy_project, execute, set_params
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +205,69 @@ def test_bad_replicates_params_are_one_line_errors(default_params, change, messa
     with pytest.raises(PipelineError, match="^params.yaml: ") as error:
         parse_params(raw_params(default_params, **change))
     assert message in str(error.value)
+
+
+# End to end: the real `dvc repro`, with the default 6 replicates.
+
+
+@pytest.mark.slow
+def test_each_replicate_is_a_nested_run_under_its_family(built_project: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{built_project / 'mlflow.db'}")
+    run_ids = read_json(built_project / paths.MLFLOW_RUNS)
+    per_replicate = pd.read_csv(built_project / paths.REPLICATE_METRICS)
+    parent = client.get_run(run_ids["parent_run_id"])
+    assert parent.data.tags["verdict_level"] == "libraries, 6 replicates"
+    for family in ("keras", "sklearn"):
+        child = client.get_run(run_ids[f"{family}_run_id"])
+        nested = client.search_runs(
+            [child.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{child.info.run_id}'",
+        )
+        nested.sort(key=lambda run: int(run.data.tags["replicate"]))
+        summary = read_json(built_project / paths.SUMMARIES[family])
+        rows = per_replicate[per_replicate["family"] == family].sort_values("replicate")
+        assert [run.info.run_name for run in nested] == [f"{family}#{r}" for r in range(6)]
+        assert [int(run.data.tags["seed"]) for run in nested] == [
+            replicate["seed"] for replicate in summary["replicates"]
+        ]
+        np.testing.assert_allclose(
+            [run.data.metrics["test_roc_auc"] for run in nested], rows["roc_auc"], rtol=1e-12
+        )
+        # The family's run holds the replicates' mean, under the same key.
+        assert child.data.metrics["test_roc_auc"] == pytest.approx(rows["roc_auc"].mean())
+        losses = client.get_metric_history(nested[3].info.run_id, "loss")
+        assert [metric.step for metric in losses] == [1, 2, 3]
+        assert all(run.info.status == "FINISHED" for run in nested)
+
+
+@pytest.mark.slow
+def test_shared_start_on_resampled_splits_end_to_end(built_project: Path, tmp_path: Path):
+    """`dvc repro` with every replicate on its own split and a shared start: replicate
+    r of both libraries trains on the same re-drawn rows and computes the same
+    training, so their losses agree replicate by replicate."""
+    project = copy_project(built_project, tmp_path / "project")
+    set_params(project, replicates__resample_split=True, replicates__initialization="shared")
+    execute(project, "dvc", "repro")
+    manifest = read_json(project / paths.SPLIT_REPLICATES / "manifest.json")
+    assert manifest["resample_split"] is True and len(manifest["seeds"]) == 6
+    tests = [read_table(project / paths.TEST)] + [
+        read_table(project / paths.SPLIT_REPLICATES / str(replicate) / "test.parquet")
+        for replicate in range(1, 6)
+    ]
+    assert len({len(table.labels) for table in tests}) == 1
+    assert not np.array_equal(tests[0].features, tests[1].features)
+    histories = {
+        family: pd.read_csv(project / paths.REPLICATE_HISTORIES[family])
+        for family in ("keras", "sklearn")
+    }
+    np.testing.assert_allclose(
+        histories["keras"]["loss"], histories["sklearn"]["loss"], rtol=0, atol=1e-4
+    )
+    assert histories["keras"]["replicate"].nunique() == 6
+    verdict = read_json(project / paths.VERDICT)
+    assert verdict["replicates"] == 6
+    # The same training: the two libraries do not differ, whatever the draw.
+    assert verdict["significant"] is False
+    assert abs(verdict["difference"]) < 1e-3

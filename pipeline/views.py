@@ -127,14 +127,18 @@ def runs_link(address: str, experiment_id: str) -> str:
     )
 
 
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def curves_link(address: str, experiment_id: str, run_ids: dict[str, str]) -> str:
     """MLflow's metric page: both models' loss and val_loss per epoch in one chart."""
-    runs = json.dumps([run_ids[f"{family}_run_id"] for family in FAMILIES])
+    runs = compact([run_ids[f"{family}_run_id"] for family in FAMILIES])
     query = {
         "runs": runs,
-        "metric": json.dumps(CURVES[0]),
-        "experiments": json.dumps([experiment_id]),
-        "plot_metric_keys": json.dumps(list(CURVES)),
+        "metric": compact(CURVES[0]),
+        "experiments": compact([experiment_id]),
+        "plot_metric_keys": compact(list(CURVES)),
         "plot_layout": "{}",
         "x_axis": "step",
         "y_axis_scale": "linear",
@@ -143,7 +147,8 @@ def curves_link(address: str, experiment_id: str, run_ids: dict[str, str]) -> st
         "deselected_curves": "[]",
         "last_linear_y_axis_range": "[]",
     }
-    return f"{address}/#/metric?{urlencode(query, quote_via=quote)}"
+    # JSON's brackets, commas and colons stay readable; its quotes become %22.
+    return f"{address}/#/metric?{urlencode(query, safe='[]{},:', quote_via=quote)}"
 
 
 def publish_views(

@@ -48,6 +48,7 @@ from pipeline.report import (
     Image,
     Paragraph,
     Table,
+    code,
     to_html,
     to_markdown,
 )
@@ -546,7 +547,7 @@ def build_report(
         Heading("Where this comes from"),
         Paragraph(
             f"MLflow parent run `{parent_run_id}` in experiment "
-            f"`{params.track.experiment_name}` (tags `winner`, `significant`; this report "
+            f"{code(params.track.experiment_name)} (tags `winner`, `significant`; this report "
             "is among its artifacts). Per-row test predictions: "
             f"`{paths.KERAS_PREDICTIONS}`, `{paths.SKLEARN_PREDICTIONS}`; histories: "
             f"`{paths.KERAS_HISTORY}`, `{paths.SKLEARN_HISTORY}`."

@@ -1,7 +1,9 @@
 """The validated, typed view of `params.yaml` that every stage reads."""
 
 import difflib
+import itertools
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,6 +36,21 @@ KerasTrainer = Literal["auto", "xla", "graph", "fit"]
 Initialization = Literal["library", "shared"]
 # Enough for any paired test; each replicate costs a model's memory and training time.
 MAX_REPLICATES = 64
+
+# Upper bounds on sizes: far above what the pipeline has been measured on (10 million
+# rows x 8 features, README "Performance"), low enough that a stray extra zero fails
+# here in one line instead of exhausting memory or running for weeks in a stage.
+MAX_SAMPLES = 100_000_000
+MAX_FEATURES = 100_000
+# Generated rows x features: 7.5 GiB as make_classification's float64.
+MAX_CELLS = 1_000_000_000
+MAX_LAYERS = 100
+MAX_UNITS = 100_000
+# Weights between consecutive hidden layers: 400 MB as float32, before the gradients
+# and the optimizer's state.
+MAX_HIDDEN_WEIGHTS = 100_000_000
+MAX_EPOCHS = 1_000_000
+MAX_BOOTSTRAP = 100_000
 
 # Strict types: YAML `true` is not 1, and "10" (quoted) is not a number.
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
@@ -75,8 +92,8 @@ class DatasetConfig(Section):
     source: DataSource
     # source: synthetic
     kind: DataKind
-    n_samples: PositiveInt
-    n_features: PositiveInt
+    n_samples: Annotated[int, Field(gt=0, le=MAX_SAMPLES, strict=True)]
+    n_features: Annotated[int, Field(gt=0, le=MAX_FEATURES, strict=True)]
     n_informative: PositiveInt
     noise: NonNegativeFloat
     class_sep: PositiveFloat
@@ -100,6 +117,16 @@ class DatasetConfig(Section):
             raise ValueError(
                 f"dataset.target = {self.target!r}: with dataset.source = 'file', name "
                 "the column to predict"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_size(self) -> "DatasetConfig":
+        cells = self.n_samples * self.n_features
+        if self.source == "synthetic" and cells > MAX_CELLS:
+            raise ValueError(
+                f"dataset.n_samples x dataset.n_features = {self.n_samples} x "
+                f"{self.n_features} = {cells} values; allowed: at most {MAX_CELLS}"
             )
         return self
 
@@ -142,21 +169,35 @@ class SplitConfig(Section):
 class ModelSpec(Section):
     """The network and its training, translated faithfully for both libraries."""
 
-    hidden_layers: list[PositiveInt]
+    hidden_layers: Annotated[
+        list[Annotated[int, Field(gt=0, le=MAX_UNITS, strict=True)]],
+        Field(max_length=MAX_LAYERS),
+    ]
     activation: Activation
     optimizer: Optimizer
     learning_rate: PositiveFloat
     batch_size: PositiveInt
-    epochs: PositiveInt
+    epochs: Annotated[int, Field(gt=0, le=MAX_EPOCHS, strict=True)]
     l2: NonNegativeFloat
     # Keras only: scikit-learn's MLPClassifier has neither (train_sklearn warns).
     l1: NonNegativeFloat
     dropout: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
     patience: Annotated[int, Field(ge=0, strict=True)]
     momentum: Annotated[float, Field(ge=0, lt=1, strict=True, allow_inf_nan=False)]
-    nesterov: bool
+    nesterov: StrictBool
     # balanced: each row weighs n_rows / (n_classes * rows of its class) in the loss.
     class_weight: ClassWeight
+
+    @model_validator(mode="after")
+    def _check_width(self) -> "ModelSpec":
+        layers = self.hidden_layers
+        weights = sum(fan_in * fan_out for fan_in, fan_out in itertools.pairwise(layers))
+        if weights > MAX_HIDDEN_WEIGHTS:
+            raise ValueError(
+                f"model.hidden_layers = {layers}: {weights} weights between hidden "
+                f"layers; allowed: at most {MAX_HIDDEN_WEIGHTS}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_momentum(self) -> "ModelSpec":
@@ -232,7 +273,7 @@ class PromoteConfig(Section):
 class CompareConfig(Section):
     primary_metric: MetricName
     # Fewer resamples make the tails of a 95% interval rest on a handful of values.
-    n_bootstrap: Annotated[int, Field(ge=100, strict=True)]
+    n_bootstrap: Annotated[int, Field(ge=100, le=MAX_BOOTSTRAP, strict=True)]
     confidence: Fraction
     alpha: Fraction
     promote: PromoteConfig
@@ -343,9 +384,18 @@ def feature_names(n_features: int) -> tuple[str, ...]:
     return tuple(f"x{index}" for index in range(1, n_features + 1))
 
 
+def closest_name(unknown: str, names: Iterable[str]) -> str | None:
+    """The name `unknown` most likely meant: the same but for case, else the closest."""
+    by_case = {name.casefold(): name for name in reversed(list(names))}
+    if unknown.casefold() in by_case:
+        return by_case[unknown.casefold()]
+    matches = difflib.get_close_matches(unknown.casefold(), by_case, n=1)
+    return by_case[matches[0]] if matches else None
+
+
 def _suggestion(unknown: str, section: type[BaseModel]) -> str:
-    matches = difflib.get_close_matches(unknown, section.model_fields, n=1)
-    return f"; did you mean {matches[0]!r}?" if matches else ""
+    match = closest_name(unknown, section.model_fields)
+    return f"; did you mean {match!r}?" if match else ""
 
 
 def _section_at(location: tuple[Any, ...]) -> type[BaseModel]:
@@ -361,7 +411,10 @@ def _section_at(location: tuple[Any, ...]) -> type[BaseModel]:
 
 def _describe(error: ValidationError, source: Path) -> str:
     """One line naming the key path, the bad value and what is allowed."""
-    first = error.errors()[0]
+    errors = error.errors()
+    # A misspelt key also leaves the key it meant missing: the unknown key, with its
+    # did-you-mean, is the one to report.
+    first = next((item for item in errors if item["type"] == "extra_forbidden"), errors[0])
     location = tuple(first["loc"])
     key = ".".join(str(part) for part in location)
     kind = first["type"]
@@ -375,6 +428,11 @@ def _describe(error: ValidationError, source: Path) -> str:
         suggestion = _suggestion(str(location[-1]), _section_at(location))
         return f"{source}: unknown key {key}{suggestion} (allowed here: {allowed})"
     value = first.get("input")
+    if kind == "too_long":
+        # The value itself may be thousands of items long: its length is the point.
+        return (
+            f"{source}: {key} has {len(value)} items; allowed: at most {first['ctx']['max_length']}"
+        )
     message = first["msg"]
     if kind == "literal_error":
         message = message.replace("Input should be", "allowed:")

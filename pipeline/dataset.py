@@ -2,7 +2,6 @@
 (`data/dataset/`): the features as they are, and the target as class codes."""
 
 import csv
-import difflib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from sklearn.datasets import (
 )
 
 from pipeline import paths
-from pipeline.config import DatasetConfig, feature_names, load_params
+from pipeline.config import DatasetConfig, closest_name, feature_names, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.files import LABEL, Table, write_json, write_parquet, write_table
 
@@ -258,8 +257,8 @@ def load_file(config: DatasetConfig) -> RawData:
     frame = read_user_file(path)
     columns = [str(name) for name in frame.columns]
     if config.target not in columns:
-        close = difflib.get_close_matches(config.target, columns, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = closest_name(config.target, columns)
+        hint = f"; did you mean {close!r}?" if close else ""
         raise PipelineError(
             f"{path}: no column dataset.target = {config.target!r}{hint} "
             f"(columns: {', '.join(columns)})"

@@ -85,34 +85,39 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def recorded_hash(path: Path, lock_file: Path = Path("dvc.lock")) -> str | None:
-    """The MD5 that `dvc.lock` records for `path` as a stage output, if any."""
+def recorded_output(path: Path, lock_file: Path = Path("dvc.lock")) -> tuple[str, str] | None:
+    """(stage, MD5) that `dvc.lock` records for `path` as a stage output, if any."""
     try:
         lock = yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return None
-    for stage in (lock.get("stages") or {}).values():
-        for output in stage.get("outs") or []:
-            if Path(output.get("path", "")) == path:
-                return output.get("md5")
+    for stage, record in (lock.get("stages") or {}).items():
+        for output in record.get("outs") or []:
+            if Path(output.get("path", "")) == path and output.get("md5"):
+                return stage, output["md5"]
     return None
 
 
 def verify_recorded_hash(path: Path, lock_file: Path = Path("dvc.lock")) -> None:
-    """Refuse a model file that is not the one its stage produced.
+    """Refuse a model file that is not the one `dvc.lock` records.
 
-    Under `dvc repro`, DVC records each output's hash as soon as its stage ends, so
-    a later stage can check that the file it is about to load was not replaced.
-    Outside DVC (a stage run by hand) there is nothing reliable to compare with.
+    Under `dvc repro`, DVC records each output's hash as soon as its stage ends, so a
+    difference means the file was replaced since. Outside DVC it is checked the same
+    way: a stage rerun by hand also rewrites its outputs without recording them, and
+    nothing here can tell that from an edited archive, so the user says which it was
+    (`dvc commit` records the files as they are, `dvc repro` rebuilds them). A file
+    that `dvc.lock` does not record (no `dvc repro` yet) is not checked.
     """
-    if not os.environ.get("DVC_STAGE"):
+    recorded = recorded_output(path, lock_file)
+    if recorded is None:
         return
-    expected = recorded_hash(path, lock_file)
-    if expected is not None and file_md5(path) != expected:
+    stage, expected = recorded
+    actual = file_md5(path)
+    if actual != expected:
         raise PipelineError(
-            f"{path}: its MD5 {file_md5(path)} differs from {expected} that dvc.lock "
-            "recorded when the pipeline produced it; refusing to load a file changed "
-            "outside the pipeline (run `dvc repro` to rebuild it)"
+            f"{path}: MD5 {actual} differs from {expected}, which dvc.lock records for "
+            f"stage {stage}; refusing a file changed since. Run `dvc repro` to rebuild "
+            f"it, or `dvc commit -f {stage}` if you reran {stage} by hand on purpose"
         )
 
 

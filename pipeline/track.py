@@ -232,8 +232,8 @@ def family_results(flavor: str, replicate_metrics: pd.DataFrame) -> FamilyResult
     mlflow_model = {"keras": paths.KERAS_MLFLOW_MODEL, "sklearn": paths.SKLEARN_MLFLOW_MODEL}[
         flavor
     ]
-    # Only what the pipeline produced is published: under DVC, the archive must be
-    # the one dvc.lock recorded for its training stage.
+    # Only what the pipeline produced is published: the archive must be the one
+    # dvc.lock recorded for its training stage.
     verify_recorded_hash(mlflow_model)
     rows = replicate_metrics[replicate_metrics["family"] == flavor].sort_values("replicate")
     return FamilyResults(
@@ -372,14 +372,34 @@ def _process_alive(pid: int) -> bool:
     return not command_line.exists() or b"pipeline.track" in command_line.read_bytes()
 
 
-def mark_orphans_killed(client: MlflowClient, experiment_id: str) -> list[str]:
-    """End as KILLED the runs of this host whose publishing process is gone (kill -9)."""
+def mark_orphans_killed(client: MlflowClient) -> list[str]:
+    """End as KILLED the runs of this host whose publishing process is gone (kill -9),
+    in every experiment: the next publish may well go to another experiment."""
     host = socket.gethostname()
+    experiment_ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        experiment_ids += [experiment.experiment_id for experiment in page]
+        token = page.token
+        if not token:
+            break
+    running = []
+    token = None
+    while experiment_ids:
+        page = client.search_runs(
+            experiment_ids,
+            filter_string="attributes.status = 'RUNNING'",
+            max_results=1000,
+            page_token=token,
+        )
+        running += page
+        token = page.token
+        if not token:
+            break
     orphans = [
         run.info.run_id
-        for run in client.search_runs(
-            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
-        )
+        for run in running
         if run.data.tags.get(TAG_HOST) == host
         and TAG_PID in run.data.tags
         and not _process_alive(int(run.data.tags[TAG_PID]))
@@ -614,7 +634,7 @@ def publish_once(params: Params, store: Store, revision: Revision) -> tuple[dict
         return run_ids, False
     publication = prepare(params, revision, key)
     with store_lock(store):
-        mark_orphans_killed(client, experiment_id)
+        mark_orphans_killed(client)
         # Checked again under the lock: a parallel process may have just published it.
         run_ids = find_published(client, experiment_id, key)
         if run_ids is not None:

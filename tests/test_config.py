@@ -85,6 +85,34 @@ def test_unknown_key_suggests_the_closest(
     assert str(error).startswith("params.yaml: ")
 
 
+@pytest.mark.parametrize(
+    ("meant", "typed"),
+    [
+        ("model.learning_rate", "learning_rte"),
+        ("model.epochs", "Epochs"),
+        ("compare.promote.min_test_roc_auc", "min_test_auc"),
+    ],
+)
+def test_renamed_key_names_the_unknown_key_not_the_missing_one(
+    default_raw: dict[str, Any], meant: str, typed: str
+) -> None:
+    *section, key = meant.split(".")
+    value = default_raw
+    for part in [*section, key]:
+        value = value[part]
+    raw = changed(removed(default_raw, meant), ".".join([*section, typed]), value)
+
+    error = parse_error(
+        raw,
+        "^"
+        + re.escape(
+            f"params.yaml: unknown key {'.'.join([*section, typed])}; did you mean {key!r}?"
+        ),
+    )
+
+    assert "missing" not in str(error)
+
+
 def test_unknown_key_without_close_match_lists_allowed(default_raw: dict[str, Any]) -> None:
     raw = changed(default_raw, "model.zzzz", 1)
 
@@ -92,6 +120,76 @@ def test_unknown_key_without_close_match_lists_allowed(default_raw: dict[str, An
 
     assert "did you mean" not in str(error)
     assert "learning_rate" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("key_path", "largest"),
+    [
+        ("dataset.n_samples", 100_000_000),
+        ("dataset.n_features", 100_000),
+        ("model.epochs", 1_000_000),
+        ("compare.n_bootstrap", 100_000),
+    ],
+)
+def test_sizes_have_an_upper_bound(default_raw: dict[str, Any], key_path: str, largest: int):
+    raw = changed(default_raw, "dataset.source", "breast_cancer")  # no rows x features limit
+
+    assert parse_params(changed(raw, key_path, largest))
+    parse_error(
+        changed(raw, key_path, largest * 10),
+        "^"
+        + re.escape(
+            f"params.yaml: {key_path} = {largest * 10}: must be less than or equal to {largest}"
+        )
+        + "$",
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"model.hidden_layers": [1_000_000]},
+            "model.hidden_layers.0 = 1000000: must be less than or equal to 100000",
+        ),
+        (
+            {"model.hidden_layers": [1] * 101},
+            "model.hidden_layers has 101 items; allowed: at most 100",
+        ),
+        (
+            {"model.hidden_layers": [20_000, 10_000]},
+            "model.hidden_layers = [20000, 10000]: 200000000 weights between hidden layers; "
+            "allowed: at most 100000000",
+        ),
+        (
+            {"dataset.n_samples": 100_000_000, "dataset.n_features": 11},
+            "dataset.n_samples x dataset.n_features = 100000000 x 11 = 1100000000 values; "
+            "allowed: at most 1000000000",
+        ),
+    ],
+)
+def test_network_and_data_sizes_have_an_upper_bound(
+    default_raw: dict[str, Any], changes: dict[str, Any], message: str
+) -> None:
+    raw = copy.deepcopy(default_raw)
+    for key_path, value in changes.items():
+        raw = changed(raw, key_path, value)
+
+    parse_error(raw, f"^{re.escape(f'params.yaml: {message}')}$")
+
+
+@pytest.mark.parametrize("hidden_layers", [[10_000, 10_000], [1] * 100, [100_000]])
+def test_largest_network_and_data_are_allowed(
+    default_raw: dict[str, Any], hidden_layers: list[int]
+) -> None:
+    raw = changed(default_raw, "model.hidden_layers", hidden_layers)
+    raw = changed(raw, "dataset.n_samples", 100_000_000)
+    raw = changed(raw, "dataset.n_features", 10)
+
+    params = parse_params(raw)
+
+    assert params.model.hidden_layers == hidden_layers
+    assert params.dataset.n_samples * params.dataset.n_features == 1_000_000_000
 
 
 @pytest.mark.parametrize("key_path", ["model.epochs", "dataset.kind", "seed", "split.test_size"])
@@ -216,6 +314,17 @@ def test_momentum_with_adam(default_raw: dict[str, Any]) -> None:
         raw,
         re.escape("model.momentum = 0.9, model.nesterov = False: momentum applies only to")
         + r".*'sgd'",
+    )
+
+
+@pytest.mark.parametrize("value", ["no", "yes", "true", 1, 0, None])
+def test_nesterov_must_be_a_boolean(default_raw: dict[str, Any], value: Any) -> None:
+    raw = changed(default_raw, "model.optimizer", "sgd")
+    raw = changed(raw, "model.momentum", 0.9)
+
+    parse_error(
+        changed(raw, "model.nesterov", value),
+        "^" + re.escape(f"params.yaml: model.nesterov = {value!r}: must be a valid boolean") + "$",
     )
 
 

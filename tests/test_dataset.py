@@ -244,6 +244,12 @@ BAD_FILES = [
         id="misspelt target",
     ),
     pytest.param(
+        "a,b,class\n1,2,yes\n3,4,no\n",
+        {"target": "CLASS"},
+        r"no column dataset\.target = 'CLASS'; did you mean 'class'\?",
+        id="target in another case",
+    ),
+    pytest.param(
         "a,b,approved\n1,2,yes\n3,4,yes\n",
         {},
         r"target column 'approved' has one class only",

@@ -2,9 +2,11 @@
 
 import atexit
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,100 @@ def test_stage_called_in_process_returns(monkeypatch):
     run_stage(lambda: calls.append("main"))
 
     assert calls == ["main"]
+
+
+STOPPED = (
+    "every output is the previous one or a complete new one, and `dvc repro` finishes the rest"
+)
+# A stage that announces itself, then waits to be stopped.
+WAITING_STAGE = """
+import os
+import signal
+import time
+
+from pipeline.errors import run_stage
+
+
+def main():
+    print("started", flush=True)
+    {action}
+    time.sleep(60)
+
+
+run_stage(main)
+"""
+
+
+@pytest.mark.parametrize(
+    ("action", "code", "name"),
+    [
+        ("raise KeyboardInterrupt", 130, "Ctrl-C (SIGINT)"),
+        ("os.kill(os.getpid(), signal.SIGINT)", 130, "Ctrl-C (SIGINT)"),
+        ("os.kill(os.getpid(), signal.SIGTERM)", 143, "SIGTERM"),
+    ],
+)
+def test_interrupt_is_one_line_and_128_plus_the_signal(
+    tmp_path: Path, action: str, code: int, name: str
+):
+    completed = run_python(["-c", WAITING_STAGE.format(action=action)], tmp_path)
+
+    assert completed.returncode == code
+    assert completed.stdout == "started\n"
+    assert completed.stderr == f"error: stopped by {name}; {STOPPED}\n"
+
+
+# Starts the stage above, as `dvc repro` does, and waits to be killed.
+PARENT = """
+import os
+import subprocess
+import sys
+import time
+
+variables = dict(os.environ)
+if sys.argv[1] == "dvc":
+    variables["DVC_STAGE"] = "train"
+stage = subprocess.Popen([sys.executable, "-c", sys.argv[2]], env=variables)
+print(stage.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def stage_is_running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+@pytest.mark.parametrize("started_by", ["dvc", "hand"])
+def test_stage_started_by_dvc_stops_when_dvc_dies(tmp_path: Path, started_by: str):
+    """Under DVC, the parent's death stops the stage; started by hand (`nohup`), it
+    runs on."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, started_by, WAITING_STAGE.format(action="")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stage = int(parent.stdout.readline())
+    try:
+        assert parent.stdout.readline() == "started\n"
+        parent.kill()
+        parent.wait()
+        if started_by == "dvc":
+            # The pipes close when the stage, which shares them, has ended too.
+            output, errors = parent.communicate(timeout=30)
+            assert errors == f"error: stopped by SIGTERM; {STOPPED}\n"
+            deadline = time.monotonic() + 10
+            while stage_is_running(stage) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not stage_is_running(stage)
+        else:
+            time.sleep(2)
+            assert stage_is_running(stage)
+    finally:
+        if stage_is_running(stage):
+            os.kill(stage, signal.SIGKILL)

@@ -1,6 +1,6 @@
 """Atomic writes and the checks on data files: every bad file gets one clear line."""
 
-import os
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +168,8 @@ def test_atomic_write_removes_leftovers_of_a_killed_writer(tmp_path: Path):
     assert other.exists()
 
 
-def test_model_file_is_checked_against_dvc_lock_under_dvc(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("under_dvc", [True, False])
+def test_model_file_is_checked_against_dvc_lock(tmp_path: Path, monkeypatch, under_dvc: bool):
     model = tmp_path / "model.skops"
     model.write_bytes(b"produced by the pipeline")
     lock = tmp_path / "dvc.lock"
@@ -176,14 +177,32 @@ def test_model_file_is_checked_against_dvc_lock_under_dvc(tmp_path: Path, monkey
         "schema: '2.0'\nstages:\n  train:\n    outs:\n"
         f"    - path: {model}\n      md5: {file_md5(model)}\n"
     )
-    monkeypatch.setenv("DVC_STAGE", "evaluate")
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    if under_dvc:
+        monkeypatch.setenv("DVC_STAGE", "evaluate")
     verify_recorded_hash(model, lock)  # untouched: accepted
     model.write_bytes(b"replaced by hand")
-    with pytest.raises(PipelineError, match=r"differs from .* that dvc.lock recorded"):
+    with pytest.raises(PipelineError) as caught:
         verify_recorded_hash(model, lock)
-    monkeypatch.delenv("DVC_STAGE")
-    verify_recorded_hash(model, lock)  # outside DVC there is nothing to compare with
-    assert os.environ.get("DVC_STAGE") is None
+    assert str(caught.value) == (
+        f"{model}: MD5 {file_md5(model)} differs from {md5_of(b'produced by the pipeline')}, "
+        "which dvc.lock records for stage train; refusing a file changed since. Run "
+        "`dvc repro` to rebuild it, or `dvc commit -f train` if you reran train by hand "
+        "on purpose"
+    )
+
+
+def test_model_file_that_dvc_lock_does_not_record_is_accepted(tmp_path: Path):
+    model = tmp_path / "model.skops"
+    model.write_bytes(b"never reproduced")
+    lock = tmp_path / "dvc.lock"
+    verify_recorded_hash(model, lock)  # no dvc.lock at all
+    lock.write_text("schema: '2.0'\nstages:\n  train:\n    outs:\n    - path: other\n")
+    verify_recorded_hash(model, lock)
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def write_test_inputs(folder: Path, keras: list[float], sklearn: list[float]) -> dict:

@@ -164,6 +164,7 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path):
     store = resolve_store({}, tmp_path)
     client = open_store(store)
     experiment_id = ensure_experiment(client, "orphans", store)
+    other_experiment_id = ensure_experiment(client, "an earlier experiment", store)
     dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_pid.wait()
     # A live publisher: its command line names pipeline.track, like the real stage.
@@ -174,15 +175,20 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path):
         host = socket.gethostname()
         runs = {
             name: client.create_run(
-                experiment_id, tags={TAG_HOST: host, TAG_PID: str(pid)}, run_name=name
+                experiment, tags={TAG_HOST: host, TAG_PID: str(pid)}, run_name=name
             ).info.run_id
-            for name, pid in (("dead", dead_pid.pid), ("alive", alive.pid))
+            for name, experiment, pid in (
+                ("dead", experiment_id, dead_pid.pid),
+                ("alive", experiment_id, alive.pid),
+                ("dead elsewhere", other_experiment_id, dead_pid.pid),
+            )
         }
         other_host = client.create_run(
             experiment_id, tags={TAG_HOST: "elsewhere", TAG_PID: str(dead_pid.pid)}
         ).info.run_id
-        assert mark_orphans_killed(client, experiment_id) == [runs["dead"]]
+        assert sorted(mark_orphans_killed(client)) == sorted([runs["dead"], runs["dead elsewhere"]])
         assert client.get_run(runs["dead"]).info.status == "KILLED"
+        assert client.get_run(runs["dead elsewhere"]).info.status == "KILLED"
         assert client.get_run(runs["alive"]).info.status == "RUNNING"
         # Another machine's run: this host cannot know whether it is still going.
         assert client.get_run(other_host).info.status == "RUNNING"

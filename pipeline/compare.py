@@ -497,6 +497,9 @@ def build_report(
         Paragraph(
             f"{faster} trained {speedup:.1f}x faster. Keras' time includes building its "
             "graph; both include measuring train and validation accuracy after each epoch."
+            if np.isfinite(speedup)
+            # timing.json is not a DVC output: `dvc pull` restores the models without it.
+            else "Training times were not measured here (no data/train_*/timing.json)."
         ),
         images["loss"],
         images["roc"],

@@ -792,3 +792,24 @@ def test_mcnemar_is_chi_squared_from_25_discordant_rows():
     # of freedom is erfc(sqrt(statistic / 2)).
     assert result.method == "chi-squared 2.56, continuity-corrected"
     assert result.p_value == pytest.approx(math.erfc(math.sqrt(2.56 / 2)), rel=1e-9)
+
+
+def test_report_without_timings_says_they_were_not_measured(default_params: Params):
+    """After `dvc pull` there is no timing.json: no "nanx faster" in the report."""
+    nan = float("nan")
+    training = {family: Training(10, 10, False, nan, nan, 211) for family in ("keras", "sklearn")}
+    images = {name: Image(b"png", name) for name in ("intervals", "differences", "loss", "roc")}
+    text = to_markdown(
+        build_report(
+            comparison_example(0.3, 0.05),
+            [],
+            training,
+            Promotion("disabled", (), "mlp-compare"),
+            default_params,
+            images,
+            "abc123",
+        )
+    )
+    assert "Training times were not measured here (no data/train_*/timing.json)." in text
+    assert "| training time, all replicates (s) | nan | nan |" in text
+    assert "faster" not in text

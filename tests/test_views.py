@@ -160,3 +160,11 @@ def test_dvc_tables_fit_160_columns_with_the_verdict_and_the_mlflow_run(built_pr
     workspace = next(line for line in table.splitlines() if "workspace" in line)
     headline = json.loads((built_project / paths.HEADLINE).read_text())
     assert f"{headline['keras_roc_auc']}" in workspace and headline["verdict"] in workspace
+
+
+def test_the_readme_documents_the_recipe_and_the_run_list_link():
+    readme = (ROOT / "README.md").read_text()
+    # The same words, quoted for a shell.
+    quoted = EXP_SHOW.replace(".*/", "'.*/'").replace("--keep ", "--keep '") + "'"
+    assert f"./run {quoted}" in readme
+    assert runs_link("http://127.0.0.1:5000", "1") in readme

@@ -1,7 +1,9 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline import history
+from pipeline.errors import PipelineError
 from pipeline.history import (
     EarlyStopping,
     class_count,
@@ -64,3 +66,85 @@ def test_training_summary_with_and_without_early_stopping():
     # Without patience the weights of the last epoch are kept, whatever val_loss did.
     complete = training_summary(4, 4, EarlyStopping(patience=0), train_seconds=1.0, n_rows=10)
     assert (complete.best_epoch, complete.stopped_early) == (4, False)
+
+
+def history_of(losses: list[float]) -> pd.DataFrame:
+    return history.history_frame(
+        [
+            {
+                "epoch": epoch,
+                "loss": loss,
+                "accuracy": 0.5 + epoch / 100,
+                "val_loss": loss + 0.1,
+                "val_accuracy": 0.4 + epoch / 100,
+            }
+            for epoch, loss in enumerate(losses, start=1)
+        ]
+    )
+
+
+def test_replicate_label_names_a_replicate_only_when_there_are_several():
+    assert history.replicate_label("keras", 0, 1) == "keras"
+    assert history.replicate_label("sklearn", 2, 6) == "sklearn#2"
+
+
+def test_replicate_histories_round_trip():
+    histories = [history_of([0.7, 0.6, 0.5]), history_of([0.8, 0.75])]
+    table = history.replicate_histories(histories)
+    assert list(table.columns) == ["replicate", *history.COLUMNS]
+    assert table["replicate"].tolist() == [0, 0, 0, 1, 1]
+    for restored, original in zip(history.split_histories(table), histories, strict=True):
+        pd.testing.assert_frame_equal(restored, original)
+
+
+def test_mean_history_averages_the_replicates_that_trained_each_epoch():
+    # The second replicate stopped early after two epochs.
+    mean = history.mean_history([history_of([0.7, 0.6, 0.5]), history_of([0.9, 0.8])])
+    assert mean["epoch"].tolist() == [1, 2, 3]
+    assert mean["loss"].tolist() == pytest.approx([0.8, 0.7, 0.5])
+    assert mean["val_loss"].tolist() == pytest.approx([0.9, 0.8, 0.6])
+    assert list(mean.columns) == list(history.COLUMNS)
+
+
+def test_family_summary_keeps_replicate_zero_and_each_replicate():
+    stopping = history.EarlyStopping(patience=2)
+    stopping.improved(3, 0.4)
+    summaries = [
+        training_summary(10, 10, history.EarlyStopping(0), 2.0, 100),
+        training_summary(10, 5, stopping, 2.0, 100),
+    ]
+    summary = history.family_summary(summaries, [42, 7], train_seconds=4.0, n_rows=100)
+    assert summary["replicate_count"] == 2
+    assert (summary["epochs_trained"], summary["best_epoch"]) == (10, 10)
+    assert summary["stopped_early"] is False
+    # 100 rows x (10 + 5) epochs in 4 s.
+    assert summary["samples_per_second"] == pytest.approx(375.0)
+    assert summary["replicates"][1] == {
+        "replicate": 1,
+        "seed": 7,
+        "epochs_trained": 5,
+        "best_epoch": 3,
+        "stopped_early": True,
+    }
+
+
+def test_training_records_are_written_for_the_family(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    histories = [history_of([0.7, 0.6]), history_of([0.9, 0.8])]
+    history.write_training_records("sklearn", histories, {"replicate_count": 2})
+    from pipeline import paths
+    from pipeline.files import read_json
+
+    mean = history.read_history(paths.SKLEARN_HISTORY)
+    assert mean["loss"].tolist() == pytest.approx([0.8, 0.7])
+    each = history.read_history(paths.SKLEARN_REPLICATE_HISTORIES, replicates=True)
+    assert each["replicate"].tolist() == [0, 0, 1, 1]
+    assert read_json(paths.SKLEARN_SUMMARY) == {"replicate_count": 2}
+
+
+def test_a_replicate_history_needs_its_replicate_column(tmp_path):
+    path = tmp_path / "replicate_histories.csv"
+    history_of([0.7]).to_csv(path, index=False)
+    assert history.read_history(path)["loss"].tolist() == [0.7]
+    with pytest.raises(PipelineError, match=r"missing columns \['replicate'\]"):
+        history.read_history(path, replicates=True)

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from sklearn.neural_network import MLPClassifier
 
-from pipeline import paths, train_keras, train_sklearn
-from pipeline.config import Params, parse_params
+from pipeline import paths, replicates, train_keras, train_sklearn
+from pipeline.config import Params, ReplicatesConfig, parse_params
 from pipeline.dataset import generate_dataset
 from pipeline.errors import PipelineError
-from pipeline.files import read_json, read_table
+from pipeline.files import read_json, read_table, write_json, write_table
 from pipeline.replicates import layer_units, replicate_seeds, shared_start
 from pipeline.split import Splits, split_dataset
 from tests.endtoend import copy_project, execute, set_params
@@ -271,3 +271,53 @@ def test_shared_start_on_resampled_splits_end_to_end(built_project: Path, tmp_pa
     # The same training: the two libraries do not differ, whatever the draw.
     assert verdict["significant"] is False
     assert abs(verdict["difference"]) < 1e-3
+
+
+def replicates_config(count: int = 6, resample_split: bool = False) -> ReplicatesConfig:
+    return ReplicatesConfig(count=count, initialization="library", resample_split=resample_split)
+
+
+def test_replicate_splits_live_beside_the_main_split():
+    assert replicates.split_path("test", 0) == paths.TEST
+    assert replicates.split_path("train", 3) == paths.SPLIT_REPLICATES / "3" / "train.parquet"
+
+
+def test_split_paths_follow_the_manifest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="manifest.json: missing or unreadable"):
+        replicates.split_paths("train", replicates_config(), 42)
+    write_json(replicates.manifest(replicates_config(), 42), replicates.MANIFEST)
+    assert replicates.split_paths("train", replicates_config(), 42) == [paths.TRAIN]
+    # Other params than the splits were made for: refused, not silently mispaired.
+    for config, seed in ((replicates_config(count=8), 42), (replicates_config(), 43)):
+        with pytest.raises(PipelineError, match="made for other `seed` or `replicates`"):
+            replicates.split_paths("train", config, seed)
+    resampled = replicates_config(count=3, resample_split=True)
+    write_json(replicates.manifest(resampled, 42), replicates.MANIFEST)
+    assert replicates.split_paths("validation", resampled, 42) == [
+        paths.VALIDATION,
+        paths.SPLIT_REPLICATES / "1" / "validation.parquet",
+        paths.SPLIT_REPLICATES / "2" / "validation.parquet",
+    ]
+
+
+def test_read_split_reads_every_replicates_table(tmp_path, monkeypatch, tiny_splits: Splits):
+    monkeypatch.chdir(tmp_path)
+    config = replicates_config(count=2, resample_split=True)
+    write_json(replicates.manifest(config, 1), replicates.MANIFEST)
+    write_table(tiny_splits.test, paths.TEST)
+    write_table(tiny_splits.validation, replicates.split_path("test", 1))
+    tables = replicates.read_split("test", config, 1, n_classes=2)
+    np.testing.assert_array_equal(tables[0].labels, tiny_splits.test.labels)
+    np.testing.assert_array_equal(tables[1].features, tiny_splits.validation.features)
+
+
+def test_keras_own_epoch_orders_are_seeded_permutations():
+    first = replicates.own_epoch_orders(5, 10)
+    orders = [next(first) for _ in range(3)]
+    again = replicates.own_epoch_orders(5, 10)
+    for order in orders:
+        np.testing.assert_array_equal(order, next(again))
+        assert sorted(order) == list(range(10))
+    assert not np.array_equal(orders[0], orders[1])
+    assert orders[0].dtype == np.int32

@@ -46,6 +46,7 @@ from pipeline.paired_tests import (
 )
 from pipeline.report import Image, to_markdown
 from pipeline.statistics import Interval
+from pipeline.views import rounded
 from tests.endtoend import copy_project, execute, set_nested_params
 
 SKLEARN_METRICS = {
@@ -716,7 +717,15 @@ def test_parent_run_holds_the_verdict(repro):
     assert "| ROC AUC |" in description
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
     assert artifacts == {"report/comparison.md", "report/comparison.html", "report/verdict.json"}
-    assert parent.data.metrics["test_roc_auc_difference"] == pytest.approx(verdict["difference"])
+    # Rounded to 4 significant digits: the run list shows them to people.
+    assert parent.data.metrics["test_roc_auc_difference"] == rounded(verdict["difference"])
+    assert parent.data.metrics["p_value"] == rounded(verdict["p_value"])
+    assert parent.data.tags["verdict"].startswith(verdict["winner"])
+    test_metrics = read_json(project / paths.METRICS)
+    for family in ("keras", "sklearn"):
+        assert parent.data.metrics[f"{family}_test_roc_auc"] == rounded(
+            test_metrics[family]["roc_auc"]
+        )
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from pipeline.files import (
     write_json,
     write_text,
 )
-from pipeline.history import read_history, split_histories
+from pipeline.history import read_history, read_summary, split_histories
 from pipeline.paired_tests import (
     FAMILIES,
     METRICS,
@@ -58,6 +58,16 @@ from pipeline.statistics import (
     ReplicateVerdict,
 )
 from pipeline.track import open_store, redact, repository_root, resolve_store, store_lock
+from pipeline.views import (
+    curves_link,
+    headline_record,
+    parent_metrics,
+    publish_views,
+    rounded,
+    runs_link,
+    ui_address,
+    verdict_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -487,6 +497,9 @@ def build_report(
         Paragraph(
             f"{faster} trained {speedup:.1f}x faster. Keras' time includes building its "
             "graph; both include measuring train and validation accuracy after each epoch."
+            if np.isfinite(speedup)
+            # timing.json is not a DVC output: `dvc pull` restores the models without it.
+            else "Training times were not measured here (no data/train_*/timing.json)."
         ),
         images["loss"],
         images["roc"],
@@ -629,7 +642,11 @@ def read_run_ids(path: os.PathLike) -> dict[str, str]:
         run_ids = read_json(path)
     except FileNotFoundError:
         raise PipelineError(f"{path}: missing; run the track stage first") from None
-    needed = {"parent_run_id", *(f"{family}_model_id" for family in FAMILIES)}
+    needed = {
+        "experiment_id",
+        "parent_run_id",
+        *(f"{family}_{kind}_id" for family in FAMILIES for kind in ("run", "model")),
+    }
     missing = needed - set(run_ids)
     if missing:
         raise PipelineError(f"{path}: missing keys {sorted(missing)}")
@@ -721,10 +738,11 @@ def publish_verdict(
     client.set_tag(parent_run_id, TAG_SIGNIFICANT, str(verdict.significant).lower())
     client.set_tag(parent_run_id, "primary_metric", verdict.metric)
     client.set_tag(parent_run_id, TAG_NOTE, note)
+    # Rounded: the run list shows these to people.
     client.log_metric(
-        parent_run_id, f"test_{verdict.metric}_difference", verdict.difference.estimate
+        parent_run_id, f"test_{verdict.metric}_difference", rounded(verdict.difference.estimate)
     )
-    client.log_metric(parent_run_id, "p_value", verdict.p_value)
+    client.log_metric(parent_run_id, "p_value", rounded(verdict.p_value))
     replicates = comparison.replicates
     client.set_tag(
         parent_run_id,
@@ -732,7 +750,9 @@ def publish_verdict(
         "two trained models" if replicates is None else f"libraries, {replicates.count} replicates",
     )
     if replicates is not None:
-        client.log_metric(parent_run_id, "p_keras_better", replicates.keras_better.estimate)
+        client.log_metric(
+            parent_run_id, "p_keras_better", rounded(replicates.keras_better.estimate)
+        )
     for path in files:
         client.log_artifact(parent_run_id, str(path), artifact_path="report")
 
@@ -753,7 +773,7 @@ def main() -> None:
         family: split_histories(read_history(path, replicates=True))
         for family, path in paths.REPLICATE_HISTORIES.items()
     }
-    summaries = {family: read_json(path) for family, path in paths.SUMMARIES.items()}
+    summaries = {family: read_summary(family) for family in FAMILIES}
     run_ids = read_run_ids(paths.MLFLOW_RUNS)
     threshold = params.evaluate.threshold
     try:
@@ -782,8 +802,9 @@ def main() -> None:
             epochs_trained=int(summaries[family]["epochs_trained"]),
             best_epoch=int(summaries[family]["best_epoch"]),
             stopped_early=bool(summaries[family]["stopped_early"]),
-            train_seconds=float(summaries[family]["train_seconds"]),
-            samples_per_second=float(summaries[family]["samples_per_second"]),
+            # NaN where timing.json is missing (outputs restored by `dvc pull`).
+            train_seconds=float(summaries[family].get("train_seconds", "nan")),
+            samples_per_second=float(summaries[family].get("samples_per_second", "nan")),
             parameters=parameter_count(
                 predictions.n_features, params.model.hidden_layers, len(classes)
             ),
@@ -817,10 +838,31 @@ def main() -> None:
         labels[0],
         {family: values[0] for family, values in probabilities.items()},
     )
+    verdict = comparison.verdict
+    address = ui_address(redact(store.tracking_uri))
+    links = {
+        "the run list, with the verdict's columns": runs_link(address, run_ids["experiment_id"]),
+        "both models' loss and val_loss per epoch": curves_link(
+            address, run_ids["experiment_id"], run_ids
+        ),
+    }
     blocks = build_report(comparison, findings, training, promotion, params, images, parent_run_id)
+    blocks += [
+        Heading("In the MLflow UI"),
+        Paragraph("With `mlflow ui` running (see the README), open:"),
+        Code("\n".join(f"# {name}\n{link}" for name, link in links.items())),
+    ]
     write_text(to_markdown(blocks), paths.REPORT_MARKDOWN)
     write_text(to_html(blocks, "Keras vs scikit-learn: the verdict"), paths.REPORT_HTML)
     write_json(verdict_record(comparison, findings, promotion), paths.VERDICT)
+    test_metrics = read_json(paths.METRICS)
+    verdict_label = verdict_text(verdict.winner, verdict.significant)
+    write_json(
+        headline_record(
+            verdict_label, verdict.metric, test_metrics, verdict.p_value, parent_run_id
+        ),
+        paths.HEADLINE,
+    )
     note = to_markdown(
         [
             Heading("Keras vs scikit-learn", 3),
@@ -835,8 +877,15 @@ def main() -> None:
             note,
             [paths.REPORT_MARKDOWN, paths.REPORT_HTML, paths.VERDICT],
         )
+        publish_views(
+            client,
+            run_ids["experiment_id"],
+            run_ids,
+            verdict_label,
+            parent_metrics(test_metrics, verdict.metric),
+            verdict.metric,
+        )
 
-    verdict = comparison.verdict
     logger.info("compare: %s", verdict_sentence(comparison).replace("**", ""))
     for finding in findings:
         logger.info("compare: %s", finding_headline(finding).replace("`", ""))
@@ -849,6 +898,8 @@ def main() -> None:
         str(verdict.significant).lower(),
         parent_run_id,
     )
+    for name, link in links.items():
+        logger.info("compare: MLflow UI, %s: %s", name, link)
 
 
 if __name__ == "__main__":

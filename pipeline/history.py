@@ -13,7 +13,7 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.errors import PipelineError
-from pipeline.files import write_csv, write_json
+from pipeline.files import read_json, write_csv, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -137,20 +137,15 @@ def split_histories(table: pd.DataFrame) -> list[pd.DataFrame]:
     ]
 
 
-def family_summary(
-    summaries: list[TrainingSummary], seeds: list[int], train_seconds: float, n_rows: int
-) -> dict[str, Any]:
-    """summary.json: replicate 0's epochs (the family's model), the time of all
-    replicates together, and each replicate's own epochs."""
+def family_summary(summaries: list[TrainingSummary], seeds: list[int]) -> dict[str, Any]:
+    """summary.json: replicate 0's epochs (the family's model) and each replicate's
+    own epochs; nothing that changes between two identical runs."""
     first = summaries[0]
-    epochs = sum(summary.epochs_trained for summary in summaries)
     return {
         "replicate_count": len(summaries),
         "epochs_trained": first.epochs_trained,
         "best_epoch": first.best_epoch,
         "stopped_early": first.stopped_early,
-        "train_seconds": train_seconds,
-        "samples_per_second": n_rows * epochs / train_seconds,
         "replicates": [
             {
                 "replicate": index,
@@ -162,6 +157,23 @@ def family_summary(
             for index, (summary, seed) in enumerate(zip(summaries, seeds, strict=True))
         ],
     }
+
+
+def family_timing(
+    summaries: list[TrainingSummary], train_seconds: float, n_rows: int
+) -> dict[str, float]:
+    """timing.json: the time of all replicates together and their throughput."""
+    epochs = sum(summary.epochs_trained for summary in summaries)
+    return {"train_seconds": train_seconds, "samples_per_second": n_rows * epochs / train_seconds}
+
+
+def read_summary(family: str) -> dict[str, Any]:
+    """summary.json, with timing.json's numbers where that file exists (it is absent
+    after `dvc pull` or `dvc checkout`, which restore DVC outputs only)."""
+    summary = read_json(paths.SUMMARIES[family])
+    if paths.TIMINGS[family].exists():
+        summary.update(read_json(paths.TIMINGS[family]))
+    return summary
 
 
 def read_history(path: Path, replicates: bool = False) -> pd.DataFrame:
@@ -195,9 +207,11 @@ def write_training_records(
     family: str,
     histories: list[pd.DataFrame],
     summary: dict[str, Any],
+    timing: dict[str, float],
 ) -> None:
-    """A training stage's history.csv (the replicates' mean), replicate_histories.csv
-    and summary.json."""
+    """A training stage's history.csv (the replicates' mean), replicate_histories.csv,
+    summary.json and timing.json."""
     write_csv(mean_history(histories), paths.HISTORIES[family])
     write_csv(replicate_histories(histories), paths.REPLICATE_HISTORIES[family])
     write_json(summary, paths.SUMMARIES[family])
+    write_json(timing, paths.TIMINGS[family])

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.files import atomic_path
+from pipeline.reproducible import rewrite_archive
 
 # MLflow (about 2 s and 150 MB) is imported in the background during training, when
 # the training set is small enough for that memory not to matter.
@@ -26,9 +28,39 @@ PRELOAD_MAX_ROWS = 1_000_000
 _preloading: threading.Thread | None = None
 
 
+def quiet_mlflow_import() -> None:
+    """No warning from urllib3, as MLflow imports it, that a SOCKS proxy set in the
+    environment (ALL_PROXY=socks5://...) would need PySocks: the pipeline's store is
+    local or named by MLFLOW_TRACKING_URI, and a proxy that is needed fails loudly."""
+    warnings.filterwarnings("ignore", message="SOCKS support in urllib3")
+
+
+def load_logged_model(uri: str) -> Any:
+    """`mlflow.pyfunc.load_model(uri)` (`models:/<model_id>`, `runs:/<run_id>/model`)
+    without TensorFlow's start-up lines or Keras' progress bar on each prediction."""
+    quiet_mlflow_import()
+    # MLflow draws a progress bar for each folder it copies out of the store.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # The saved Keras model holds only Adam's step count and learning rate (it trained
+    # outside `model.fit`), and Keras warns that the rest is missing; predicting never
+    # needs the optimizer.
+    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+    from mlflow.models import get_model_info
+
+    if "keras" in get_model_info(uri).flavors:
+        from pipeline.tensorflow_import import import_tensorflow
+
+        _, keras = import_tensorflow()
+        keras.utils.disable_interactive_logging()
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(uri)
+
+
 def preload_mlflow(flavor: str) -> None:
     """Start importing MLflow (about 2 s) in the background while the model trains."""
     global _preloading
+    quiet_mlflow_import()
     _preloading = threading.Thread(
         target=importlib.import_module, args=(f"mlflow.{flavor}",), daemon=True
     )
@@ -47,6 +79,7 @@ def save_mlflow_model(
     """`mlflow.<flavor>.save_model(model, ...)` with a signature, zipped to `path`."""
     if _preloading is not None:
         _preloading.join()
+    quiet_mlflow_import()
     from mlflow.models import infer_signature
 
     # MLflow warns that it cannot find pip's version (uv environments have no pip);
@@ -64,10 +97,12 @@ def save_mlflow_model(
             pip_requirements=requirements,
             **options,
         )
-        with atomic_path(path) as temporary, zipfile.ZipFile(temporary, "w") as archive:
-            for file in sorted(directory.rglob("*")):
-                if file.is_file():
-                    archive.write(file, file.relative_to(directory))
+        with atomic_path(path) as temporary:
+            with zipfile.ZipFile(temporary, "w") as archive:
+                for file in sorted(directory.rglob("*")):
+                    if file.is_file():
+                        archive.write(file, file.relative_to(directory))
+            rewrite_archive(temporary)
 
 
 class _SavedModel:

@@ -47,6 +47,9 @@ PREDICTIONS = {"keras": KERAS_PREDICTIONS, "sklearn": SKLEARN_PREDICTIONS}
 HISTORIES = {"keras": KERAS_HISTORY, "sklearn": SKLEARN_HISTORY}
 REPLICATE_HISTORIES = {"keras": KERAS_REPLICATE_HISTORIES, "sklearn": SKLEARN_REPLICATE_HISTORIES}
 SUMMARIES = {"keras": KERAS_SUMMARY, "sklearn": SKLEARN_SUMMARY}
+# Training time and throughput, beside summary.json but not a DVC output: they differ
+# from run to run, and summary.json must hash the same for the same training.
+TIMINGS = {"keras": KERAS / "timing.json", "sklearn": SKLEARN / "timing.json"}
 
 # evaluate
 EVALUATE = DATA / "evaluate"
@@ -62,6 +65,9 @@ MLFLOW_RUNS = DATA / "track" / "mlflow_runs.json"
 # compare: the verdict for machines (DVC metrics), and the report for people. The
 # report sits in reports/, where a user looks first, not among the stage data.
 VERDICT = DATA / "compare" / "verdict.json"
+# The DVC metrics: the verdict, both families' primary metric and the MLflow parent
+# run, short enough for one row of `dvc exp show`.
+HEADLINE = DATA / "compare" / "headline.json"
 REPORTS = Path("reports")
 REPORT_MARKDOWN = REPORTS / "comparison.md"
 REPORT_HTML = REPORTS / "comparison.html"

@@ -29,6 +29,7 @@ from pipeline.files import (
     write_table,
 )
 from pipeline.replicates import MANIFEST, manifest, replicate_seeds
+from pipeline.reproducible import rewrite_archive
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +274,7 @@ def main() -> None:
     write_json(description, paths.PREPROCESSING)
     with atomic_path(paths.PREPROCESSOR) as temporary:
         skops.io.dump(preprocessor, temporary)
+        rewrite_archive(temporary)
     logger.info(
         "split: %d train, %d validation, %d test rows, %d features -> %s",
         sizes["train"],

@@ -17,7 +17,10 @@ BANNER = re.compile(
 
 def import_tensorflow() -> tuple[ModuleType, ModuleType]:
     """(tensorflow, keras), with devices initialized and only unexpected stderr shown."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: none of the C++ runtime's own log lines, not even oneDNN's "E0000 ...
+    # Falling back to the default Eigen-based implementation" during training. Real
+    # failures still raise Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved_stderr = os.dup(2)
     with tempfile.TemporaryFile() as captured:

@@ -44,7 +44,7 @@ from pipeline.files import (
     verify_recorded_hash,
     write_json,
 )
-from pipeline.history import read_history, split_histories
+from pipeline.history import read_history, read_summary, split_histories
 from pipeline.mlflow_models import log_saved_model
 
 logger = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def family_results(flavor: str, replicate_metrics: pd.DataFrame) -> FamilyResult
         flavor,
         paths.HISTORIES[flavor],
         read_history(paths.HISTORIES[flavor]),
-        read_json(paths.SUMMARIES[flavor]),
+        read_summary(flavor),
         mlflow_model,
         split_histories(read_history(paths.REPLICATE_HISTORIES[flavor], replicates=True)),
         [
@@ -542,7 +542,11 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
                     for name, value in publication.test_metrics[family].items()
                 }
                 final_metrics.update(
-                    {name: float(results.summary[name]) for name in SUMMARY_METRICS}
+                    {
+                        name: float(results.summary[name])
+                        for name in SUMMARY_METRICS
+                        if name in results.summary  # no timings after `dvc pull`
+                    }
                 )
                 now = int(time.time() * 1000)
                 # One batch instead of hundreds of single calls.
@@ -652,8 +656,16 @@ def open_store(store: Store) -> MlflowClient:
         database = Path(store.tracking_uri.removeprefix("sqlite:///"))
         template = store_template()
         is_new = not database.exists()
+        if is_new:
+            logger.info(
+                "track: first run here: creating the MLflow store %s (runs) and %s (files)",
+                database,
+                paths.MLFLOW_ARTIFACTS,
+            )
         if is_new and template.exists():
             shutil.copyfile(template, database)
+        # MLflow logs each step of creating its tables; the line above says it once.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         client = connect(store)
         if is_new and not template.exists():
             save_template(database, template)

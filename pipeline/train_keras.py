@@ -39,6 +39,7 @@ from pipeline.history import (
     TrainingSummary,
     class_count,
     family_summary,
+    family_timing,
     history_frame,
     log_epoch,
     predict_in_chunks,
@@ -55,6 +56,7 @@ from pipeline.replicates import (
     replicate_seeds,
     shared_start,
 )
+from pipeline.reproducible import rewrite_archive
 from pipeline.tensorflow_import import import_tensorflow
 
 tf, keras = import_tensorflow()
@@ -636,6 +638,7 @@ def load_model(path: os.PathLike = paths.KERAS_MODEL) -> keras.Model:
 def save_model(model: keras.Model, path: Path) -> None:
     with atomic_path(path) as temporary:
         model.save(temporary)
+        rewrite_archive(temporary)
 
 
 def to_device(table: Table) -> Table:
@@ -649,6 +652,7 @@ def save_replicate_models(models: list[keras.Model], folder: Path) -> None:
     with atomic_directory(folder) as temporary:
         for replicate, model in enumerate(models):
             model.save(temporary / f"replicate_{replicate}.keras")
+            rewrite_archive(temporary / f"replicate_{replicate}.keras")
 
 
 def main() -> None:
@@ -692,7 +696,8 @@ def main() -> None:
     write_training_records(
         "keras",
         [result.history for result in results],
-        family_summary([result.summary for result in results], seeds, train_seconds, n_rows),
+        family_summary([result.summary for result in results], seeds),
+        family_timing([result.summary for result in results], train_seconds, n_rows),
     )
     sample = test_tables[0].features[:5]
     save_mlflow_model(

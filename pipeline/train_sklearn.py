@@ -38,6 +38,7 @@ from pipeline.history import (
     TrainingSummary,
     class_count,
     family_summary,
+    family_timing,
     history_frame,
     log_epoch,
     predict_in_chunks,
@@ -48,6 +49,7 @@ from pipeline.history import (
 )
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
 from pipeline.replicates import read_split, replicate_seeds
+from pipeline.reproducible import rewrite_archive
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +231,7 @@ def save_model(classifier: MLPClassifier, path: os.PathLike) -> None:
     """skops, not pickle: loading it back cannot execute code."""
     with atomic_path(path) as temporary:
         skops.io.dump(classifier, temporary)
+        rewrite_archive(temporary)
 
 
 def predict_probabilities(classifier: MLPClassifier, features: np.ndarray) -> np.ndarray:
@@ -245,6 +248,7 @@ def save_replicate_models(classifiers: list[MLPClassifier], folder: Path) -> Non
     with atomic_directory(folder) as temporary:
         for replicate, classifier in enumerate(classifiers):
             skops.io.dump(classifier, temporary / f"replicate_{replicate}.skops")
+            rewrite_archive(temporary / f"replicate_{replicate}.skops")
 
 
 def main() -> None:
@@ -286,7 +290,8 @@ def main() -> None:
     write_training_records(
         "sklearn",
         [result.history for result in results],
-        family_summary([result.summary for result in results], seeds, train_seconds, n_rows),
+        family_summary([result.summary for result in results], seeds),
+        family_timing([result.summary for result in results], train_seconds, n_rows),
     )
     sample = test_tables[0].features[:5]
     save_mlflow_model(

@@ -46,6 +46,7 @@ from pipeline.paired_tests import (
 )
 from pipeline.report import Image, to_markdown
 from pipeline.statistics import Interval
+from pipeline.views import rounded
 from tests.endtoend import copy_project, execute, set_nested_params
 
 SKLEARN_METRICS = {
@@ -684,7 +685,9 @@ def test_report_files(repro):
     assert verdict["difference_low"] <= verdict["difference"] <= verdict["difference_high"]
     shown = json.loads(execute(project, "dvc", "metrics", "show", "--json").stdout)
     (workspace,) = shown.values()
-    assert workspace["data"][str(paths.VERDICT)]["data"]["winner"] == verdict["winner"]
+    # The only DVC metrics: one short row, the verdict first among them.
+    assert set(workspace["data"]) == {str(paths.HEADLINE)}
+    assert workspace["data"][str(paths.HEADLINE)]["data"]["verdict"].startswith(verdict["winner"])
 
 
 @pytest.mark.slow
@@ -714,7 +717,15 @@ def test_parent_run_holds_the_verdict(repro):
     assert "| ROC AUC |" in description
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
     assert artifacts == {"report/comparison.md", "report/comparison.html", "report/verdict.json"}
-    assert parent.data.metrics["test_roc_auc_difference"] == pytest.approx(verdict["difference"])
+    # Rounded to 4 significant digits: the run list shows them to people.
+    assert parent.data.metrics["test_roc_auc_difference"] == rounded(verdict["difference"])
+    assert parent.data.metrics["p_value"] == rounded(verdict["p_value"])
+    assert parent.data.tags["verdict"].startswith(verdict["winner"])
+    test_metrics = read_json(project / paths.METRICS)
+    for family in ("keras", "sklearn"):
+        assert parent.data.metrics[f"{family}_test_roc_auc"] == rounded(
+            test_metrics[family]["roc_auc"]
+        )
 
 
 @pytest.mark.slow
@@ -792,3 +803,24 @@ def test_mcnemar_is_chi_squared_from_25_discordant_rows():
     # of freedom is erfc(sqrt(statistic / 2)).
     assert result.method == "chi-squared 2.56, continuity-corrected"
     assert result.p_value == pytest.approx(math.erfc(math.sqrt(2.56 / 2)), rel=1e-9)
+
+
+def test_report_without_timings_says_they_were_not_measured(default_params: Params):
+    """After `dvc pull` there is no timing.json: no "nanx faster" in the report."""
+    nan = float("nan")
+    training = {family: Training(10, 10, False, nan, nan, 211) for family in ("keras", "sklearn")}
+    images = {name: Image(b"png", name) for name in ("intervals", "differences", "loss", "roc")}
+    text = to_markdown(
+        build_report(
+            comparison_example(0.3, 0.05),
+            [],
+            training,
+            Promotion("disabled", (), "mlp-compare"),
+            default_params,
+            images,
+            "abc123",
+        )
+    )
+    assert "Training times were not measured here (no data/train_*/timing.json)." in text
+    assert "| training time, all replicates (s) | nan | nan |" in text
+    assert "faster" not in text

@@ -113,12 +113,15 @@ def test_family_summary_keeps_replicate_zero_and_each_replicate():
         training_summary(10, 10, history.EarlyStopping(0), 2.0, 100),
         training_summary(10, 5, stopping, 2.0, 100),
     ]
-    summary = history.family_summary(summaries, [42, 7], train_seconds=4.0, n_rows=100)
+    summary = history.family_summary(summaries, [42, 7])
     assert summary["replicate_count"] == 2
     assert (summary["epochs_trained"], summary["best_epoch"]) == (10, 10)
     assert summary["stopped_early"] is False
+    # Timings go to timing.json, not to summary.json, whose hash must repeat.
+    assert "train_seconds" not in summary and "samples_per_second" not in summary
+    timing = history.family_timing(summaries, train_seconds=4.0, n_rows=100)
     # 100 rows x (10 + 5) epochs in 4 s.
-    assert summary["samples_per_second"] == pytest.approx(375.0)
+    assert timing == {"train_seconds": 4.0, "samples_per_second": pytest.approx(375.0)}
     assert summary["replicates"][1] == {
         "replicate": 1,
         "seed": 7,
@@ -131,7 +134,9 @@ def test_family_summary_keeps_replicate_zero_and_each_replicate():
 def test_training_records_are_written_for_the_family(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     histories = [history_of([0.7, 0.6]), history_of([0.9, 0.8])]
-    history.write_training_records("sklearn", histories, {"replicate_count": 2})
+    history.write_training_records(
+        "sklearn", histories, {"replicate_count": 2}, {"train_seconds": 1.5}
+    )
     from pipeline import paths
     from pipeline.files import read_json
 
@@ -140,6 +145,11 @@ def test_training_records_are_written_for_the_family(tmp_path, monkeypatch):
     each = history.read_history(paths.SKLEARN_REPLICATE_HISTORIES, replicates=True)
     assert each["replicate"].tolist() == [0, 0, 1, 1]
     assert read_json(paths.SKLEARN_SUMMARY) == {"replicate_count": 2}
+    assert read_json(paths.TIMINGS["sklearn"]) == {"train_seconds": 1.5}
+    # read_summary merges the two, and works without timing.json (after `dvc pull`).
+    assert history.read_summary("sklearn") == {"replicate_count": 2, "train_seconds": 1.5}
+    paths.TIMINGS["sklearn"].unlink()
+    assert history.read_summary("sklearn") == {"replicate_count": 2}
 
 
 def test_a_replicate_history_needs_its_replicate_column(tmp_path):

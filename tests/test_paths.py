@@ -41,6 +41,7 @@ STAGE_OUTPUTS = {
     "METRICS": paths.METRICS,
     "MLFLOW_RUNS": paths.MLFLOW_RUNS,
     "VERDICT": paths.VERDICT,
+    "HEADLINE": paths.HEADLINE,
 }
 # The report is for people, so it sits in reports/ rather than under data/compare/.
 REPORT_OUTPUTS = {

@@ -74,7 +74,11 @@ def test_metrics_and_plots_for_both_models(project: Path):
         assert len(confusion) == 1 + test_rows
     for figure in ("loss", "accuracy", "roc", "precision_recall", "confusion"):
         assert (project / paths.FIGURES / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
-    shown = json.loads(execute(project, "dvc", "metrics", "show", "--json").stdout)
+    # metrics.json is a DVC output, not DVC metrics (headline.json is), but DVC
+    # shows any JSON file it is pointed at.
+    shown = json.loads(
+        execute(project, "dvc", "metrics", "show", str(paths.METRICS), "--json").stdout
+    )
     # One entry: the workspace (keyed "" or "workspace", depending on the DVC version).
     (workspace,) = shown.values()
     shown_metrics = workspace["data"]["data/evaluate/metrics.json"]["data"]
@@ -175,8 +179,8 @@ def test_parameter_experiment_adds_a_comparison(scratch: Path):
         for group in baseline.get("experiments") or []
         for experiment in group["revs"]
     }
-    runs_file = experiments["faster"]["metrics"]["data/track/mlflow_runs.json"]["data"]
-    assert runs_file["parent_run_id"] == new_parent.info.run_id
+    headline = experiments["faster"]["metrics"]["data/compare/headline.json"]["data"]
+    assert headline["mlflow_run"] == new_parent.info.run_id
 
 
 def test_queued_experiments_land_in_the_main_store(scratch: Path):

@@ -51,7 +51,7 @@ EPOCHS = 2
 QUEUED_LEARNING_RATES = ("0.002", "0.005", "0.02", "0.05")
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 TEST_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
-# The tracking database and the role that owns it, as the README creates them.
+# The tracking database and the role that owns it, as docs/team.md creates them.
 DATABASE = "mlflow"
 POSTGRES_SUPERUSER = "postgres"
 
@@ -234,7 +234,7 @@ def wait_until_healthy(uri: str, process: subprocess.Popen, log: Path) -> None:
 def tracking_server(
     postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TrackingServer]:
-    """scripts/tracking-server itself, as the README starts it, against `postgres`."""
+    """scripts/tracking-server itself, as docs/team.md starts it, against `postgres`."""
     data_dir = tmp_path_factory.mktemp("tracking-server")
     log = tmp_path_factory.mktemp("tracking-server-log") / "server.log"
     port = free_port()
@@ -260,7 +260,7 @@ def tracking_server(
 
 @pytest.fixture(scope="module")
 def team(tracking_server: TrackingServer) -> dict[str, User]:
-    """Two members, created by the admin as the README shows."""
+    """Two members, created by the admin as docs/team.md shows."""
     members = {name: User(name, secrets.token_urlsafe(18)) for name in ("alice", "bob")}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in tracking_server.variables(tracking_server.admin).items():

@@ -215,6 +215,9 @@ def ensure_experiment(client: MlflowClient, name: str, store: Store) -> str:
         return experiment.experiment_id
 
 
+MLFLOW_MODELS = {"keras": paths.KERAS_MLFLOW_MODEL, "sklearn": paths.SKLEARN_MLFLOW_MODEL}
+
+
 @dataclass(frozen=True)
 class FamilyResults:
     """One family's results, as its training stage wrote them."""
@@ -229,9 +232,7 @@ class FamilyResults:
 
 
 def family_results(flavor: str, replicate_metrics: pd.DataFrame) -> FamilyResults:
-    mlflow_model = {"keras": paths.KERAS_MLFLOW_MODEL, "sklearn": paths.SKLEARN_MLFLOW_MODEL}[
-        flavor
-    ]
+    mlflow_model = MLFLOW_MODELS[flavor]
     # Only what the pipeline produced is published: the archive must be the one
     # dvc.lock recorded for its training stage.
     verify_recorded_hash(mlflow_model)
@@ -438,11 +439,12 @@ def end_active_runs(status: str) -> None:
         mlflow.end_run(status)
 
 
-def end_publication(status: str, replicate_runs: list[str], client: MlflowClient) -> None:
-    """End an interrupted publication: its open runs, and the replicate runs it had
-    already finished, all with `status`."""
+def end_publication(status: str, created_runs: list[str], client: MlflowClient) -> None:
+    """End an interrupted publication: its open runs, and the runs it had already
+    finished (a family's, a replicate's), all with `status`: a publication is
+    complete, or none of its runs says FINISHED."""
     end_active_runs(status)
-    for run_id in replicate_runs:
+    for run_id in created_runs:
         client.set_terminated(run_id, status)
 
 
@@ -511,15 +513,16 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
         **({TAG_DVC_BASELINE: revision.baseline} if revision.baseline else {}),
     }
     run_ids = {"experiment_id": experiment_id}
-    # Replicate runs end as soon as they are logged; if the publication is then
-    # interrupted, they end as KILLED (or FAILED) with the rest of it.
-    replicate_runs: list[str] = []
+    # Every run this publication creates: runs end as soon as they are logged, and if
+    # the publication is then interrupted, they end as KILLED (or FAILED) with it.
+    created_runs: list[str] = []
     try:
         with signals_deferred():
             parent = mlflow.start_run(
                 experiment_id=experiment_id, run_name=parent_run_name(revision), tags=common_tags
             )
             run_ids["parent_run_id"] = parent.info.run_id
+            created_runs.append(parent.info.run_id)
             mlflow.log_params(flat_params)
             checkpoint()
             mlflow.log_artifacts(str(paths.FIGURES), "figures")
@@ -535,6 +538,7 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
                     tags={**common_tags, TAG_FAMILY: family},
                 )
                 run_ids[f"{family}_run_id"] = child.info.run_id
+                created_runs.append(child.info.run_id)
                 mlflow.log_params(flat_params)
                 checkpoint()
                 final_metrics = {
@@ -570,17 +574,17 @@ def publish(publication: Publication, experiment_id: str, client: MlflowClient) 
                     experiment_id,
                     {**common_tags, TAG_FAMILY: family},
                     client,
-                    replicate_runs,
+                    created_runs,
                 )
                 mlflow.end_run()
             mlflow.end_run()
         # A signal after the last write: the runs are complete, but the user asked to stop.
         checkpoint()
     except Terminated:
-        end_publication("KILLED", replicate_runs, client)
+        end_publication("KILLED", created_runs, client)
         raise
     except BaseException:
-        end_publication("FAILED", replicate_runs, client)
+        end_publication("FAILED", created_runs, client)
         raise
     return run_ids
 
@@ -627,6 +631,10 @@ def publish_once(params: Params, store: Store, revision: Revision) -> tuple[dict
     Returns the ids and whether this call created them.
     """
     key = publish_key(params)
+    # A model archive changed since its stage recorded it is refused before the store
+    # is opened (or created): a refusal leaves no trace in it.
+    for archive in MLFLOW_MODELS.values():
+        verify_recorded_hash(archive)
     client = open_store(store)
     experiment_id = ensure_experiment(client, params.track.experiment_name, store)
     run_ids = find_published(client, experiment_id, key)

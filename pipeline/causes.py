@@ -15,6 +15,7 @@ from pipeline.findings import (
     ModelEvidence,
     Suggestion,
     is_narrow,
+    ordered_for_not_converged,
     ordered_for_underfitting,
     regularizers,
     weaker,
@@ -153,6 +154,25 @@ def with_few_steps(finding: Finding, spec: ModelSpec, train_rows: int | None) ->
         f"per epoch, {steps * spec.epochs} in all"
     )
     return replace(finding, evidence=evidence, suggestions=(batch, *others))
+
+
+def barely_trained(
+    history: pd.DataFrame, family: str, spec: ModelSpec, train_rows: int | None, chance: float
+) -> Finding | None:
+    """Too few steps in all to learn: fewer than MIN_STEPS_PER_EPOCH per epoch, and the
+    training loss still at chance. The loss moves too slowly for the other rules (a
+    creep, not a plateau), yet the model has barely begun."""
+    loss = float(history["loss"].iloc[-1])
+    if train_rows is None or loss < CHANCE_SHARE * chance:
+        return None
+    if math.ceil(train_rows / spec.batch_size) >= MIN_STEPS_PER_EPOCH:
+        return None
+    evidence = (
+        f"the training loss ends at {loss:.4f}, {loss / chance:.0%} of the chance level "
+        f"{chance:.4f}, after {len(history)} epochs: training has barely begun"
+    )
+    # `diagnose` adds the steps and the smaller batch, as to every slow finding.
+    return Finding("not_converged", family, evidence, ordered_for_not_converged(spec))
 
 
 def estimated_train_rows(test_rows: int, split: SplitConfig) -> int:

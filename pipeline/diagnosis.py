@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipeline.causes import (
     SLOW_KINDS,
+    barely_trained,
     estimated_train_rows,
     imbalance,
     over_regularized,
@@ -320,6 +321,7 @@ def diagnose(
             None
             if regularized or plateau or underfitting
             else _not_converged(history, model.family, spec, model.stopped_early)
+            or barely_trained(history, model.family, spec, train_rows, chance)
         )
         candidates = [
             imbalance(history, model.family, spec, fractions),

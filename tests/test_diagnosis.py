@@ -535,3 +535,21 @@ def test_estimated_train_rows_is_within_a_row_or_two_of_the_split(
     split = SplitConfig(test_size=test_size, validation_size=validation_size)
     n_train, _, n_test = split_sizes(n_samples, split)
     assert abs(estimated_train_rows(n_test, split) - n_train) <= 2
+
+
+def test_a_loss_still_at_chance_after_few_steps_is_barely_trained(spec: ModelSpec):
+    """Batch size 1024 on 1200 rows: 20 steps in 10 epochs. The loss creeps (no
+    plateau), the test ROC AUC is above chance, and yet the model has barely begun."""
+    large = spec.model_copy(update={"batch_size": 1024})
+    loss = [0.7300, 0.7290, 0.7280, 0.7270, 0.7260, 0.7250, 0.7240, 0.7230, 0.7220, 0.7210]
+    frame = history(loss, [value - 0.01 for value in loss])
+
+    (finding,) = diagnose([evidence("keras", frame)], large, DATA, 0.95, train_rows=1200)
+
+    assert finding.kind == "not_converged"
+    assert "ends at 0.7210, 104% of the chance level 0.6931, after 10 epochs" in finding.evidence
+    assert finding.evidence.count("steps per epoch") == 1
+    assert "only 2 steps per epoch, 20 in all" in finding.evidence
+    assert finding.suggestions[0].override() == "model.batch_size=32"
+    # With 38 steps per epoch the same creep is left to the other rules: no finding.
+    assert diagnose([evidence("keras", frame)], spec, DATA, 0.95, train_rows=1200) == []

@@ -203,6 +203,8 @@ HEALTHY = {
     # diagnosis says so); ten times larger steps converge within 60.
     "moons": {"dataset": {"kind": "moons"}, "model": {"learning_rate": 0.01, **LONG}},
     "breast_cancer": {"dataset": {"source": "breast_cancer"}, "model": SETTLED},
+    # Without early stopping: the calibration's 20 epochs at the default steps.
+    "breast_cancer_20": {"dataset": {"source": "breast_cancer"}, "model": {"epochs": 20}},
     "wine": {"dataset": {"source": "wine"}, "model": SETTLED},
     "iris": {"dataset": {"source": "iris"}, "model": SETTLED},
 }

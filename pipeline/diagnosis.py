@@ -352,8 +352,8 @@ def diagnose_replicates(
 ) -> list[Finding]:
     """`diagnose` for each replicate (both families' models of replicate r), and one
     finding per family and kind: from the first replicate that shows it, with how
-    many of the K replicates do. A finding in one replicate of six is a draw of the
-    random numbers; in six of six, a property of the setting."""
+    many of the K replicates do, the commonest first. A finding in one replicate of
+    six is a draw of the random numbers; in six of six, a property of the setting."""
     per_replicate = [
         diagnose(models, spec, data, confidence, class_fractions, train_rows)
         for models in replicates
@@ -369,4 +369,6 @@ def diagnose_replicates(
                 first[key] = replace(
                     finding, seen_in=(counts[key], len(replicates)), replicate=replicate
                 )
-    return list(first.values())
+    # The commonest first: a finding in all K replicates is the setting's, one in a
+    # single replicate may be chance. Ties keep the order of severity.
+    return sorted(first.values(), key=lambda finding: -finding.seen_in[0])

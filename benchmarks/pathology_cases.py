@@ -118,6 +118,16 @@ PATHOLOGIES = {
             "val_log_loss",
         ),
         Pathology(
+            "too_few_epochs_breast_cancer",
+            "breast_cancer at 20 epochs of the default steps, as benchmarks/calibration.py "
+            "trains it",
+            {"dataset": {"source": "breast_cancer"}, "model": {"epochs": 20}},
+            "both",
+            ("not_converged",),
+            {"model.epochs": "up"},
+            "val_log_loss",
+        ),
+        Pathology(
             "batch_too_large",
             "batch size 1024 on 1200 train rows: 2 steps per epoch",
             {"model": {"batch_size": 1024}},
@@ -172,6 +182,21 @@ PATHOLOGIES = {
             "val_log_loss",
         ),
         Pathology(
+            "overfit_long",
+            "the defaults at learning rate 0.01 for 60 epochs: val_loss bottoms out by epoch 30",
+            {"model": {"learning_rate": 0.01, **LONG}},
+            "both",
+            ("overfitting",),
+            {
+                "model.l2": "up",
+                "model.dropout": "up",
+                "model.l1": "up",
+                "model.patience": "up",
+                "model.epochs": "down",
+            },
+            "val_log_loss",
+        ),
+        Pathology(
             "random_labels",
             "labels drawn independently of the features",
             {"dataset": {"kind": "random_labels"}},
@@ -203,8 +228,6 @@ HEALTHY = {
     # diagnosis says so); ten times larger steps converge within 60.
     "moons": {"dataset": {"kind": "moons"}, "model": {"learning_rate": 0.01, **LONG}},
     "breast_cancer": {"dataset": {"source": "breast_cancer"}, "model": SETTLED},
-    # Without early stopping: the calibration's 20 epochs at the default steps.
-    "breast_cancer_20": {"dataset": {"source": "breast_cancer"}, "model": {"epochs": 20}},
     "wine": {"dataset": {"source": "wine"}, "model": SETTLED},
     "iris": {"dataset": {"source": "iris"}, "model": SETTLED},
 }

@@ -69,8 +69,9 @@ def train_and_diagnose(params: Params, count: int) -> Trained:
     """What `dvc repro` does for these params, in memory, with K = `count`."""
     # Heavy imports here, as in benchmarks.calibration.
     from pipeline import train_keras, train_sklearn
-    from pipeline.compare import compare_predictions, point_metrics, replicate_evidence
+    from pipeline.compare import replicate_evidence
     from pipeline.diagnosis import diagnose_replicates
+    from pipeline.paired_tests import compare_predictions, point_metrics
     from pipeline.replicates import replicate_seeds
     from pipeline.split import split_dataset
 

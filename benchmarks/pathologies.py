@@ -309,7 +309,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, help="K")
     parser.add_argument(
-        "--seeds", type=int, default=PATHOLOGY_SEEDS, help="master seeds 0..N-1 per pathology"
+        "--seeds", type=int, default=PATHOLOGY_SEEDS, help="master seeds per pathology"
+    )
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds start here (a fresh sample: 10)"
     )
     parser.add_argument(
         "--healthy-seeds", type=int, default=HEALTHY_SEEDS, help="master seeds per healthy case"
@@ -332,7 +335,8 @@ def main() -> None:
     started = time.perf_counter()
     pathology_rows, healthy_rows = [], []
     for name in names:
-        for seed in range(arguments.seeds if name in PATHOLOGIES else arguments.healthy_seeds):
+        count = arguments.seeds if name in PATHOLOGIES else arguments.healthy_seeds
+        for seed in range(arguments.first_seed, arguments.first_seed + count):
             if name in PATHOLOGIES:
                 row = score_pathology(PATHOLOGIES[name], base, seed, arguments.replicates)
                 pathology_rows.append(row)

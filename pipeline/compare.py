@@ -19,7 +19,12 @@ from pipeline.config import (
     PromoteConfig,
     load_params,
 )
-from pipeline.diagnosis import Finding, ModelEvidence, diagnose_replicates
+from pipeline.diagnosis import (
+    Finding,
+    ModelEvidence,
+    diagnose_replicates,
+    estimated_train_rows,
+)
 from pipeline.errors import PipelineError, run_stage
 from pipeline.files import (
     read_classes,
@@ -196,6 +201,8 @@ METRIC_NAMES = {
 FINDING_NAMES = {
     "no_signal": "no learnable signal",
     "diverged": "diverged",
+    "over_regularized": "over-regularized",
+    "imbalance": "accuracy hides a class imbalance",
     "overfitting": "over-fitting",
     "underfitting": "under-fitting",
     "not_converged": "not converged",
@@ -796,6 +803,7 @@ def main() -> None:
         params.dataset,
         params.compare.confidence,
         (np.bincount(labels[0], minlength=len(classes)) / labels.shape[1]).tolist(),
+        estimated_train_rows(labels.shape[1], params.split),
     )
     training = {
         family: Training(

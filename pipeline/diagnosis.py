@@ -1,19 +1,52 @@
 """The textbook's FAQ, automated: read the training histories and test results, name
-what went wrong (over-fitting, under-fitting, slow or failed convergence, or data
-without signal), the evidence in numbers, and the params to change."""
+what went wrong (over-fitting, under-fitting, slow or failed convergence, a setting
+that causes it, or data without signal), the evidence in numbers, and the params to
+change."""
 
-import math
 from collections import Counter
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
+from pipeline.causes import (
+    SLOW_KINDS,
+    barely_trained,
+    estimated_train_rows,
+    imbalance,
+    over_regularized,
+    too_narrow,
+    with_few_steps,
+)
 from pipeline.config import DatasetConfig, ModelSpec
+from pipeline.findings import (
+    CHANCE_SHARE,
+    Finding,
+    FindingKind,
+    ModelEvidence,
+    Suggestion,
+    class_entropy,
+    is_narrow,
+    label_entropy,
+    learning_rate_change,
+    learning_rate_is_low,
+    more_regularization,
+    ordered_for_not_converged,
+    ordered_for_underfitting,
+    scaled,
+)
 
-FindingKind = Literal[
-    "no_signal", "diverged", "overfitting", "underfitting", "not_converged", "plateau"
+# What callers (the compare stage, the tests, the benchmarks) import from here.
+__all__ = [
+    "Finding",
+    "FindingKind",
+    "ModelEvidence",
+    "Suggestion",
+    "class_entropy",
+    "diagnose",
+    "diagnose_replicates",
+    "estimated_train_rows",
+    "label_entropy",
 ]
 
 # scikit-learn's default `tol`: an epoch that lowers the training loss by more than
@@ -26,144 +59,19 @@ RISE_EPOCHS = 2
 # ... or train accuracy exceeds validation accuracy by this much at the last epoch.
 ACCURACY_GAP = 0.10
 # Plateau: over the last PLATEAU_EPOCHS epochs the loss moved less than this, and it
-# sits at (at least this share of) the loss of always predicting the base rate.
+# sits at chance (at least CHANCE_SHARE of the loss of always predicting the base rate).
 PLATEAU_EPOCHS = 3
 PLATEAU_CHANGE = 1e-3
-PLATEAU_CHANCE_SHARE = 0.9
 # Divergence: the last training loss exceeds the first by this relative margin, or
 # the loss rose (by more than TOLERANCE) in at least this share of the epochs while
 # staying near the chance level: the steps overshoot.
 DIVERGENCE_RISE = 0.05
 UNSTABLE_SHARE = 0.5
-# Learning rates above these are unusually high for the optimizer: steps this large
-# overshoot, or push ReLU units into never firing again (a flat loss at chance).
-HIGH_LEARNING_RATE = {"adam": 0.05, "sgd": 0.5}
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    param: str  # the params.yaml key, e.g. "model.l2"
-    value: float | int | list[int] | str  # the value to try
-    current: float | int | list[int] | str
-    note: str = ""
-
-    def override(self) -> str:
-        """The `-S` argument of `dvc exp run` that applies this suggestion."""
-        if isinstance(self.value, list):
-            return f"{self.param}=[{','.join(str(width) for width in self.value)}]"
-        return f"{self.param}={format_value(self.value)}"
-
-
-@dataclass(frozen=True)
-class Finding:
-    kind: FindingKind
-    family: str  # "keras", "sklearn", or "both"
-    evidence: str  # what the histories and test metrics show, in numbers
-    suggestions: tuple[Suggestion, ...]  # first: the param to change first
-    # Over K replicates: how many show this finding, of how many, and the first that
-    # does (whose numbers `evidence` quotes).
-    seen_in: tuple[int, int] = (1, 1)
-    replicate: int = 0
-
-    @property
-    def param(self) -> str:
-        return self.suggestions[0].param
-
-    @property
-    def prevalence(self) -> str:
-        """ "" for one training run, else e.g. " in 5 of 6 replicates"."""
-        seen, count = self.seen_in
-        return "" if count == 1 else f" in {seen} of {count} replicates"
-
-
-@dataclass(frozen=True)
-class ModelEvidence:
-    """What diagnosis reads about one trained model."""
-
-    family: str
-    history: pd.DataFrame  # epoch, loss, accuracy, val_loss, val_accuracy
-    test_roc_auc: float
-    roc_auc_interval: tuple[float, float]  # bootstrap confidence interval
-    stopped_early: bool
-
-
-def format_value(value: float | int | str) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def label_entropy(positive_fraction: float) -> float:
-    """Log-loss of always predicting the base rate: what a network that learnt
-    nothing converges to."""
-    p = positive_fraction
-    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
-
-
-def _scaled(value: float, factor: float) -> float:
-    return float(f"{value * factor:.3g}")
-
-
-def _more_regularization(spec: ModelSpec, family: str) -> tuple[Suggestion, ...]:
-    suggestions = [
-        Suggestion(
-            "model.l2",
-            1e-4 if spec.l2 == 0 else _scaled(spec.l2, 10),
-            spec.l2,
-            "a stronger L2 penalty shrinks the weights (both libraries)",
-        )
-    ]
-    if family == "keras":
-        if spec.dropout < 0.5:
-            suggestions.append(
-                Suggestion(
-                    "model.dropout",
-                    round(min(spec.dropout + 0.2, 0.5), 2),
-                    spec.dropout,
-                    "dropout after each hidden layer (Keras only)",
-                )
-            )
-        suggestions.append(
-            Suggestion(
-                "model.l1",
-                1e-5 if spec.l1 == 0 else _scaled(spec.l1, 10),
-                spec.l1,
-                "an L1 penalty drives useless weights to zero (Keras only)",
-            )
-        )
-    if spec.patience == 0:
-        suggestions.append(
-            Suggestion(
-                "model.patience",
-                3,
-                0,
-                "early stopping: stop when val_loss stops falling, keep the best epoch",
-            )
-        )
-    return tuple(suggestions)
-
-
-def _learning_rate_is_high(spec: ModelSpec) -> bool:
-    return spec.learning_rate >= HIGH_LEARNING_RATE[spec.optimizer]
-
-
-def _learning_rate_change(spec: ModelSpec, larger_note: str) -> Suggestion:
-    """Larger steps, unless the learning rate is already high for the optimizer."""
-    if _learning_rate_is_high(spec):
-        return Suggestion(
-            "model.learning_rate",
-            _scaled(spec.learning_rate, 0.1),
-            spec.learning_rate,
-            f"{spec.learning_rate:g} is high for {spec.optimizer}: steps this large "
-            "overshoot or leave ReLU units dead",
-        )
-    return Suggestion(
-        "model.learning_rate", _scaled(spec.learning_rate, 10), spec.learning_rate, larger_note
-    )
-
-
-def _wider(hidden_layers: list[int]) -> list[int]:
-    return [2 * units for units in hidden_layers] if hidden_layers else [10]
+# Not converged: besides a training loss still falling, val_loss fell by at least this
+# share per epoch over the last PLATEAU_EPOCHS epochs. Adam creeps on for hundreds of
+# epochs by more than `tol`; below half a percent per epoch, doubling the epochs
+# buys little.
+CONVERGENCE_GAIN = 0.005
 
 
 def _diverged(history: pd.DataFrame, family: str, spec: ModelSpec, chance: float) -> Finding | None:
@@ -182,7 +90,7 @@ def _diverged(history: pd.DataFrame, family: str, spec: ModelSpec, chance: float
     elif (
         len(history) >= PLATEAU_EPOCHS + 1
         and rises >= UNSTABLE_SHARE * (len(history) - 1)
-        and loss[-1] >= PLATEAU_CHANCE_SHARE * chance
+        and loss[-1] >= CHANCE_SHARE * chance
     ):
         evidence = (
             f"the training loss went up in {rises} of {len(history) - 1} epochs and ends at "
@@ -197,7 +105,7 @@ def _diverged(history: pd.DataFrame, family: str, spec: ModelSpec, chance: float
         (
             Suggestion(
                 "model.learning_rate",
-                _scaled(spec.learning_rate, 0.1),
+                scaled(spec.learning_rate, 0.1),
                 spec.learning_rate,
                 "smaller steps (a learning rate too high diverges)",
             ),
@@ -225,6 +133,8 @@ def _overfitting(
         and not stopped_early
         and last - best >= RISE_EPOCHS
         and val_loss[last] > val_loss[best] * (1 + RISE)
+        # Near zero, a relative rise is noise: 0.0001 to 0.0002 is no over-fitting.
+        and val_loss[last] - val_loss[best] > PLATEAU_CHANGE
         and loss[last] < loss[best]
     )
     gap = float(history["accuracy"].iloc[-1] - history["val_accuracy"].iloc[-1])
@@ -242,7 +152,7 @@ def _overfitting(
         )
     else:
         return None
-    return Finding("overfitting", family, evidence, _more_regularization(spec, family))
+    return Finding("overfitting", family, evidence, more_regularization(spec, family))
 
 
 def _plateau(history: pd.DataFrame, family: str, spec: ModelSpec, chance: float) -> Finding | None:
@@ -250,7 +160,7 @@ def _plateau(history: pd.DataFrame, family: str, spec: ModelSpec, chance: float)
         return None
     recent = history["loss"].to_numpy(float)[-(PLATEAU_EPOCHS + 1) :]
     change = float(recent.max() - recent.min())
-    if change >= PLATEAU_CHANGE or recent[-1] < PLATEAU_CHANCE_SHARE * chance:
+    if change >= PLATEAU_CHANGE or recent[-1] < CHANCE_SHARE * chance:
         return None
     first_epoch = int(history["epoch"].iloc[-(PLATEAU_EPOCHS + 1)])
     evidence = (
@@ -264,7 +174,7 @@ def _plateau(history: pd.DataFrame, family: str, spec: ModelSpec, chance: float)
         family,
         evidence,
         (
-            _learning_rate_change(spec, "larger steps to leave the plateau"),
+            learning_rate_change(spec, "larger steps to leave the plateau"),
             Suggestion(
                 "model.batch_size",
                 max(1, spec.batch_size // 2),
@@ -289,20 +199,8 @@ def _underfitting(model: ModelEvidence, spec: ModelSpec, confidence: float) -> F
         "underfitting",
         model.family,
         evidence,
-        _ordered_for_underfitting(spec),
+        ordered_for_underfitting(spec),
     )
-
-
-def _ordered_for_underfitting(spec: ModelSpec) -> tuple[Suggestion, ...]:
-    capacity = Suggestion(
-        "model.hidden_layers", _wider(spec.hidden_layers), spec.hidden_layers, "more capacity"
-    )
-    steps = _learning_rate_change(spec, "larger steps")
-    longer = Suggestion("model.epochs", spec.epochs * 2, spec.epochs, "longer training")
-    # A learning rate far too high is the likelier culprit than too small a network.
-    if _learning_rate_is_high(spec):
-        return (steps, capacity, longer)
-    return (capacity, steps, longer)
 
 
 def _not_converged(
@@ -312,13 +210,21 @@ def _not_converged(
         return None
     loss, val_loss = history["loss"].to_numpy(float), history["val_loss"].to_numpy(float)
     drop = float(loss[-2] - loss[-1])
-    # More epochs help only while the validation loss still improves too.
-    if drop <= TOLERANCE or val_loss[-1] > val_loss.min() + TOLERANCE:
+    window = min(PLATEAU_EPOCHS, len(history) - 1)
+    gain = float((val_loss[-1 - window] - val_loss[-1]) / val_loss[-1] / window)
+    # More epochs help only while the validation loss still improves too, and by more
+    # than a creep; with tiny steps a creep is the symptom itself.
+    if (
+        drop <= TOLERANCE
+        or val_loss[-1] > val_loss.min() + TOLERANCE
+        or (gain < CONVERGENCE_GAIN and not learning_rate_is_low(spec))
+    ):
         return None
     evidence = (
         f"the training loss still fell by {drop:.4f} in the last epoch "
         f"({loss[-2]:.4f} to {loss[-1]:.4f}, more than tol = {TOLERANCE:g}) and val_loss "
-        f"{val_loss[-1]:.4f} is at its minimum"
+        f"{val_loss[-1]:.4f} is at its minimum, {gain:.1%} per epoch lower over the last "
+        f"{window} epoch{'s' if window > 1 else ''}"
     )
     if family == "sklearn":
         evidence += (
@@ -329,15 +235,7 @@ def _not_converged(
         "not_converged",
         family,
         evidence,
-        (
-            Suggestion("model.epochs", spec.epochs * 2, spec.epochs, "train longer"),
-            Suggestion(
-                "model.learning_rate",
-                _scaled(spec.learning_rate, 3),
-                spec.learning_rate,
-                "or take larger steps",
-            ),
-        ),
+        ordered_for_not_converged(spec),
     )
 
 
@@ -368,32 +266,30 @@ def _no_signal(models: list[ModelEvidence], data: DatasetConfig, confidence: flo
     )
 
 
-def class_entropy(class_fractions: list[float]) -> float:
-    """Log-loss of always predicting the class frequencies, for any number of classes."""
-    return -sum(p * math.log(p) for p in class_fractions if p > 0)
-
-
 def diagnose(
     models: list[ModelEvidence],
     spec: ModelSpec,
     data: DatasetConfig,
     confidence: float,
     class_fractions: list[float] | None = None,
+    train_rows: int | None = None,
 ) -> list[Finding]:
     """Findings for each model, most severe first; none when training looks healthy.
 
     `class_fractions` (the share of each class in the data) sets the chance-level
-    loss; without it, generated data's `positive_fraction` does.
+    loss and the majority rate; without it, generated data's `positive_fraction` does.
+    `train_rows`, where known, tells how many optimizer steps an epoch takes.
     """
     findings: list[Finding] = []
     no_signal = data.source == "synthetic" and data.kind == "random_labels"
     if no_signal:
         findings.append(_no_signal(models, data, confidence))
-    chance = (
-        class_entropy(class_fractions)
+    fractions = (
+        class_fractions
         if class_fractions is not None
-        else label_entropy(data.positive_fraction)
+        else [1 - data.positive_fraction, data.positive_fraction]
     )
+    chance = class_entropy(fractions)
     for model in models:
         history = model.history
         diverged = _diverged(history, model.family, spec, chance)
@@ -404,17 +300,43 @@ def diagnose(
         if no_signal:
             # Without signal, over- and under-fitting are what the control shows.
             continue
-        plateau = _plateau(history, model.family, spec, chance)
+        # A penalty that holds the model at chance explains a plateau or a chance
+        # result better than the learning rate or the network's size.
+        regularized = over_regularized(model, spec, chance, models)
+        # A tiny network at chance needs units, not larger steps: no plateau for it.
+        plateau = (
+            None
+            if regularized or is_narrow(spec)
+            else _plateau(history, model.family, spec, chance)
+        )
         # A plateau at chance is the more specific reason for a chance result, and
         # the advice for under-fitting already includes more epochs.
-        underfitting = None if plateau else _underfitting(model, spec, confidence)
+        underfitting = (
+            None
+            if regularized or plateau
+            else _underfitting(model, spec, confidence)
+            or too_narrow(history, model.family, spec, chance)
+        )
+        not_converged = (
+            None
+            if regularized or plateau or underfitting
+            else _not_converged(history, model.family, spec, model.stopped_early)
+            or barely_trained(history, model.family, spec, train_rows, chance)
+        )
         candidates = [
+            imbalance(history, model.family, spec, fractions),
+            regularized,
             plateau,
             underfitting,
             _overfitting(history, model.family, spec, model.stopped_early),
-            None
-            if plateau or underfitting
-            else _not_converged(history, model.family, spec, model.stopped_early),
+            not_converged,
+        ]
+        # A slow or stuck training may be one of too few steps per epoch.
+        candidates = [
+            with_few_steps(finding, spec, train_rows)
+            if finding is not None and finding.kind in SLOW_KINDS
+            else finding
+            for finding in candidates
         ]
         findings.extend(finding for finding in candidates if finding is not None)
     return findings
@@ -426,13 +348,15 @@ def diagnose_replicates(
     data: DatasetConfig,
     confidence: float,
     class_fractions: list[float] | None = None,
+    train_rows: int | None = None,
 ) -> list[Finding]:
     """`diagnose` for each replicate (both families' models of replicate r), and one
     finding per family and kind: from the first replicate that shows it, with how
-    many of the K replicates do. A finding in one replicate of six is a draw of the
-    random numbers; in six of six, a property of the setting."""
+    many of the K replicates do, the commonest first. A finding in one replicate of
+    six is a draw of the random numbers; in six of six, a property of the setting."""
     per_replicate = [
-        diagnose(models, spec, data, confidence, class_fractions) for models in replicates
+        diagnose(models, spec, data, confidence, class_fractions, train_rows)
+        for models in replicates
     ]
     counts = Counter(
         (finding.family, finding.kind) for findings in per_replicate for finding in findings
@@ -445,4 +369,6 @@ def diagnose_replicates(
                 first[key] = replace(
                     finding, seen_in=(counts[key], len(replicates)), replicate=replicate
                 )
-    return list(first.values())
+    # The commonest first: a finding in all K replicates is the setting's, one in a
+    # single replicate may be chance. Ties keep the order of severity.
+    return sorted(first.values(), key=lambda finding: -finding.seen_in[0])

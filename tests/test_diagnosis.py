@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import ModelSpec
+from pipeline.config import ModelSpec, SplitConfig, split_sizes
 from pipeline.diagnosis import (
     ModelEvidence,
     Suggestion,
     diagnose,
+    diagnose_replicates,
+    estimated_train_rows,
     label_entropy,
 )
 from tests.factories import synthetic_config
@@ -318,3 +320,257 @@ def test_small_ups_and_downs_at_a_low_loss_are_not_divergence(spec: ModelSpec):
     loss = [0.5, 0.3, 0.25, 0.2502, 0.2498, 0.2503, 0.2497, 0.2501]
     frame = history(loss, [0.5, 0.31, 0.26, 0.26, 0.26, 0.26, 0.26, 0.26])
     assert diagnose([evidence("keras", frame)], spec, DATA, 0.95) == []
+
+
+# Keras with model.l1 = 0.1 (benchmarks/pathologies.py, replicate 0): the penalty
+# dominates the loss, which falls only as the weights shrink, far above ln 2.
+L1_DOMINATED = history(
+    [5.8401, 5.1743, 4.5565, 3.9841, 3.4561, 2.9677, 2.5213, 2.1295, 1.7855, 1.4883],
+    [5.4792, 4.8380, 4.2442, 3.6974, 3.1925, 2.7236, 2.3069, 1.9422, 1.6235, 1.3487],
+)
+# Keras with dropout 0.9: both losses hover at ln 2, the training loss noisy.
+DROPOUT_AT_CHANCE = history(
+    [0.7003, 0.7064, 0.6924, 0.6924, 0.6975, 0.6904, 0.6937, 0.6901],
+    [0.6918, 0.6918, 0.6920, 0.6921, 0.6922, 0.6920, 0.6919, 0.6918],
+)
+CHANCE_AUC = (0.44, 0.58)
+
+
+def test_a_keras_only_penalty_that_outweighs_the_data_is_over_regularized(spec: ModelSpec):
+    """The known failure: Keras at chance under L1 0.1 while scikit-learn learns.
+    The cause is the penalty, not the network's size."""
+    l1 = spec.model_copy(update={"l1": 0.1})
+    models = [evidence("keras", L1_DOMINATED, CHANCE_AUC), evidence("sklearn", CONVERGED)]
+
+    (finding,) = diagnose(models, l1, DATA, 0.95)
+
+    assert (finding.kind, finding.family) == ("over_regularized", "keras")
+    assert "ends at 1.4883 and val_loss at 1.3487, above the chance level 0.6931" in (
+        finding.evidence
+    )
+    assert "with model.l1 = 0.1" in finding.evidence
+    assert "sklearn, which trains without an L1 penalty, reaches val_loss 0.3110" in (
+        finding.evidence
+    )
+    assert finding.suggestions[0].override() == "model.l1=0.01"
+    assert [suggestion.param for suggestion in finding.suggestions] == ["model.l1"]
+
+
+def test_an_l2_penalty_too_strong_is_over_regularized_in_both_libraries(spec: ModelSpec):
+    l2 = spec.model_copy(update={"l2": 0.1})
+    models = [
+        evidence("keras", L1_DOMINATED, CHANCE_AUC),
+        evidence("sklearn", L1_DOMINATED, CHANCE_AUC),
+    ]
+
+    findings = diagnose(models, l2, DATA, 0.95)
+
+    assert kinds(findings) == [("over_regularized", "keras"), ("over_regularized", "sklearn")]
+    assert [finding.suggestions[0].override() for finding in findings] == ["model.l2=0.01"] * 2
+    # Both libraries have the L2 penalty: no "which trains without" contrast.
+    assert "trains without" not in findings[0].evidence
+
+
+def test_dropout_that_holds_keras_at_chance_is_over_regularized_not_a_plateau(spec: ModelSpec):
+    dropout = spec.model_copy(update={"dropout": 0.9, "l1": 1e-4})
+
+    (finding,) = diagnose([evidence("keras", DROPOUT_AT_CHANCE, CHANCE_AUC)], dropout, DATA, 0.95)
+
+    assert finding.kind == "over_regularized"
+    assert "val_loss at 0.6918, next to the chance level 0.6931" in finding.evidence
+    # Dropout 0.9 is three times a typical 0.3; L1 1e-4 is typical: dropout goes first.
+    assert [suggestion.override() for suggestion in finding.suggestions] == [
+        "model.dropout=0.45",
+        "model.l1=1e-05",
+    ]
+
+
+def test_a_penalty_on_a_good_fit_is_no_finding(spec: ModelSpec):
+    penalized = spec.model_copy(update={"l2": 0.001, "l1": 0.0001, "dropout": 0.2})
+    models = [evidence("keras", CONVERGED), evidence("sklearn", CONVERGED)]
+    assert diagnose(models, penalized, DATA, 0.95) == []
+
+
+def test_the_same_chance_result_without_regularization_is_underfitting(spec: ModelSpec):
+    (finding,) = diagnose([evidence("keras", DROPOUT_AT_CHANCE, CHANCE_AUC)], spec, DATA, 0.95)
+    assert (finding.kind, finding.param) == ("underfitting", "model.hidden_layers")
+
+
+IMBALANCED = [0.95, 0.05]
+MAJORITY_ONLY = history(
+    CONVERGED["loss"].tolist(),
+    CONVERGED["val_loss"].tolist(),
+    accuracy=[0.95] * 10,
+    val_accuracy=[0.95] * 10,
+)
+
+
+def test_accuracy_at_the_majority_rate_on_skewed_data_is_an_imbalance(spec: ModelSpec):
+    (finding,) = diagnose(
+        [evidence("sklearn", MAJORITY_ONLY)], spec, DATA, 0.95, class_fractions=IMBALANCED
+    )
+
+    assert (finding.kind, finding.family) == ("imbalance", "sklearn")
+    assert "validation accuracy 0.9500 is no better than the majority rate 0.9500" in (
+        finding.evidence
+    )
+    assert "the largest class holds 95% of the rows" in finding.evidence
+    assert finding.suggestions[0].override() == "model.class_weight=balanced"
+
+
+@pytest.mark.parametrize(
+    ("class_weight", "fractions", "val_accuracy"),
+    [
+        ("balanced", IMBALANCED, 0.95),  # already weighed
+        ("none", [0.6, 0.4], 0.60),  # no strong imbalance: a chance result is not this
+        ("none", IMBALANCED, 0.975),  # better than the majority rate
+    ],
+)
+def test_no_imbalance_finding(spec: ModelSpec, class_weight: str, fractions, val_accuracy):
+    weighted = spec.model_copy(update={"class_weight": class_weight})
+    frame = MAJORITY_ONLY.assign(val_accuracy=val_accuracy)
+    findings = diagnose([evidence("keras", frame)], weighted, DATA, 0.95, fractions)
+    assert "imbalance" not in [finding.kind for finding in findings]
+
+
+def test_batches_too_large_for_the_data_ask_for_smaller_batches_first(spec: ModelSpec):
+    large = spec.model_copy(update={"batch_size": 1024})
+
+    (finding,) = diagnose([evidence("keras", STILL_FALLING)], large, DATA, 0.95, train_rows=1200)
+
+    assert finding.kind == "not_converged"
+    assert "1200 train rows and model.batch_size = 1024" in finding.evidence
+    assert "only 2 steps per epoch, 20 in all" in finding.evidence
+    assert [suggestion.override() for suggestion in finding.suggestions] == [
+        "model.batch_size=32",
+        "model.epochs=20",
+        "model.learning_rate=0.003",
+    ]
+    # Without the number of train rows, the steps are unknown: epochs first.
+    (unknown,) = diagnose([evidence("keras", STILL_FALLING)], large, DATA, 0.95)
+    assert unknown.param == "model.epochs"
+
+
+def test_enough_steps_per_epoch_keep_the_usual_advice(spec: ModelSpec):
+    (finding,) = diagnose([evidence("keras", STILL_FALLING)], spec, DATA, 0.95, train_rows=1200)
+    assert finding.param == "model.epochs"
+    assert "steps per epoch" not in finding.evidence
+
+
+def test_a_linear_model_at_chance_needs_units_not_larger_steps(spec: ModelSpec):
+    linear = spec.model_copy(update={"hidden_layers": []})
+
+    (finding,) = diagnose([evidence("keras", STUCK, CHANCE_AUC)], linear, DATA, 0.95)
+
+    assert finding.kind == "underfitting"
+    assert finding.suggestions[0].override() == "model.hidden_layers=[10]"
+
+
+def test_a_tiny_network_with_a_high_training_loss_is_underfitting(spec: ModelSpec):
+    """xor with 2 hidden units (benchmarks/pathologies.py): test ROC AUC well above
+    chance, but the training loss stays above half of ln 2."""
+    tiny = spec.model_copy(update={"hidden_layers": [2]})
+    frame = history(
+        [0.69, 0.60, 0.53, 0.50, 0.497, 0.496, 0.4955, 0.495],
+        [0.69, 0.61, 0.55, 0.532, 0.5305, 0.5302, 0.5301, 0.5300],
+    )
+
+    (finding,) = diagnose([evidence("sklearn", frame)], tiny, DATA, 0.95)
+
+    assert finding.kind == "underfitting"
+    assert "with hidden layers [2] the training loss ends at 0.4950, 71% of the chance level" in (
+        finding.evidence
+    )
+    assert finding.suggestions[0].override() == "model.hidden_layers=[4]"
+    # The same curve from a network of normal width is no finding.
+    assert diagnose([evidence("sklearn", frame)], spec, DATA, 0.95) == []
+
+
+def test_a_tiny_network_still_learning_needs_units_first(spec: ModelSpec):
+    tiny = spec.model_copy(update={"hidden_layers": [2]})
+    lower = STILL_FALLING.assign(loss=STILL_FALLING["loss"] - 0.15)
+    lower["val_loss"] -= 0.15
+    (finding,) = diagnose([evidence("sklearn", lower)], tiny, DATA, 0.95)
+    assert finding.kind == "not_converged"
+    assert finding.suggestions[0].override() == "model.hidden_layers=[4]"
+    assert "fits only simple boundaries" in finding.suggestions[0].note
+
+
+# Adam creeping on after many epochs: 0.2% lower per epoch.
+CREEPING = history(
+    [0.340, 0.3393, 0.3386, 0.3379, 0.3372, 0.3365],
+    [0.2900, 0.2894, 0.2888, 0.2882, 0.2876, 0.2870],
+)
+
+
+def test_a_creeping_loss_is_converged(spec: ModelSpec):
+    assert diagnose([evidence("keras", CREEPING)], spec, DATA, 0.95) == []
+
+
+def test_a_creep_at_a_tiny_learning_rate_asks_for_larger_steps(spec: ModelSpec):
+    slow = spec.model_copy(update={"learning_rate": 1e-5})
+
+    (finding,) = diagnose([evidence("keras", CREEPING)], slow, DATA, 0.95)
+
+    assert finding.kind == "not_converged"
+    assert "0.2% per epoch lower over the last 3 epochs" in finding.evidence
+    assert finding.suggestions[0].override() == "model.learning_rate=0.0001"
+    assert "1e-05 is low for adam" in finding.suggestions[0].note
+
+
+def test_a_chance_result_at_a_tiny_learning_rate_asks_for_larger_steps(spec: ModelSpec):
+    slow = spec.model_copy(update={"learning_rate": 1e-5})
+    frame = history([0.72, 0.71, 0.705, 0.70, 0.69, 0.68], [0.71, 0.70, 0.69, 0.685, 0.68, 0.68])
+    (finding,) = diagnose([evidence("sklearn", frame, CHANCE_AUC)], slow, DATA, 0.95)
+    assert finding.kind == "underfitting"
+    assert finding.suggestions[0].override() == "model.learning_rate=0.0001"
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "test_size", "validation_size"),
+    [(2000, 0.2, 0.2), (569, 0.2, 0.2), (150, 0.2, 0.2), (178, 0.25, 0.15), (10_000, 0.1, 0.3)],
+)
+def test_estimated_train_rows_is_within_a_row_or_two_of_the_split(
+    n_samples: int, test_size: float, validation_size: float
+):
+    split = SplitConfig(test_size=test_size, validation_size=validation_size)
+    n_train, _, n_test = split_sizes(n_samples, split)
+    assert abs(estimated_train_rows(n_test, split) - n_train) <= 2
+
+
+def test_a_loss_still_at_chance_after_few_steps_is_barely_trained(spec: ModelSpec):
+    """Batch size 1024 on 1200 rows: 20 steps in 10 epochs. The loss creeps (no
+    plateau), the test ROC AUC is above chance, and yet the model has barely begun."""
+    large = spec.model_copy(update={"batch_size": 1024})
+    loss = [0.7300, 0.7290, 0.7280, 0.7270, 0.7260, 0.7250, 0.7240, 0.7230, 0.7220, 0.7210]
+    frame = history(loss, [value - 0.01 for value in loss])
+
+    (finding,) = diagnose([evidence("keras", frame)], large, DATA, 0.95, train_rows=1200)
+
+    assert finding.kind == "not_converged"
+    assert "ends at 0.7210, 104% of the chance level 0.6931, after 10 epochs" in finding.evidence
+    assert finding.evidence.count("steps per epoch") == 1
+    assert "only 2 steps per epoch, 20 in all" in finding.evidence
+    assert finding.suggestions[0].override() == "model.batch_size=32"
+    # With 38 steps per epoch the same creep is left to the other rules: no finding.
+    assert diagnose([evidence("keras", frame)], spec, DATA, 0.95, train_rows=1200) == []
+
+
+def test_replicates_report_each_finding_once_the_commonest_first(spec: ModelSpec):
+    """Replicate 0 under-fits, replicates 1 and 2 blow up: the divergence (2 of 3)
+    comes first, quoting replicate 1, then the under-fitting (1 of 3)."""
+    chance_curve = history([0.72, 0.70, 0.685, 0.67], [0.71, 0.70, 0.69, 0.685])
+    blown_up = history([0.7, 0.9, math.nan, math.nan], [0.7, 1.2, math.nan, math.nan])
+    replicates = [
+        [evidence("keras", chance_curve, CHANCE_AUC)],
+        [evidence("keras", blown_up, CHANCE_AUC)],
+        [evidence("keras", blown_up, CHANCE_AUC)],
+    ]
+
+    findings = diagnose_replicates(replicates, spec, DATA, 0.95)
+
+    assert [(finding.kind, finding.seen_in, finding.replicate) for finding in findings] == [
+        ("diverged", (2, 3), 1),
+        ("underfitting", (1, 3), 0),
+    ]
+    assert findings[0].prevalence == " in 2 of 3 replicates"

@@ -520,6 +520,10 @@ def train_stacked(
     train_seconds = time.perf_counter() - started
     for replicate, model in enumerate(models):
         model.set_weights(network.replicate_weights(replicate))
+        # The stacked loop trained with its own optimizer. Built here, each model's
+        # own optimizer is saved with its slots, so that loading a `.keras` file does
+        # not warn that the saved optimizer lacks them.
+        model.optimizer.build(model.trainable_variables)
     return recorder.results(models, train_seconds, n_rows)
 
 

@@ -86,14 +86,14 @@ def module_scores(counts: dict[str, Counter]) -> list[ModuleScore]:
 
 def table(scores: list[ModuleScore]) -> str:
     lines = [
-        "| module | mutants | killed | survived | no test reaches it | timeout | score |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| module | mutants | killed | survived | no test reaches it | timeout | not run | score |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for item in scores:
         mark = "" if item.score >= TARGET else " (below 85%)"
         lines.append(
             f"| `{item.module}` | {item.mutants} | {item.killed} | {item.survived} | "
-            f"{item.no_tests} | {item.timeout} | {item.score:.0%}{mark} |"
+            f"{item.no_tests} | {item.timeout} | {item.other} | {item.score:.0%}{mark} |"
         )
     return "\n".join(lines)
 

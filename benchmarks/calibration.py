@@ -132,41 +132,70 @@ def dataset_table(params: Params) -> Table:
     )
 
 
-def run_seed(params: Params) -> SeedOutcome:
-    """Data, split, K replicates of each library and both verdicts, for params.seed."""
-    # Heavy imports here, so that the tests of the arithmetic below load neither
-    # TensorFlow nor MLflow.
+@dataclass
+class TrainedInMemory:
+    """Both libraries' K replicates, trained as `dvc repro` would train them."""
+
+    splits: Any  # pipeline.split.Splits
+    results: dict[str, list]  # family -> one training result per replicate
+    network: Any  # the Keras replicates as one pipeline.train_keras.StackedNetwork
+
+    def probabilities(self, family: str, table: Table) -> list[np.ndarray]:
+        """Each replicate's (n_rows, n_classes) class probabilities on `table`."""
+        from pipeline import train_keras, train_sklearn
+
+        if family == "keras":
+            return list(self.network.probabilities(train_keras.stack_tables([table])))
+        return [
+            train_sklearn.predict_probabilities(result.model, table.features)
+            for result in self.results["sklearn"]
+        ]
+
+
+def train_in_memory(params: Params) -> TrainedInMemory:
+    """Data, split and `params.replicates.count` replicates of each library, in this
+    process: what the pipeline's first four stages do, without files."""
+    # Heavy imports here, so that the tests of the arithmetic load neither TensorFlow
+    # nor MLflow.
     from pipeline import train_keras, train_sklearn
-    from pipeline.paired_tests import compare_predictions, point_metrics
     from pipeline.replicates import replicate_seeds
 
-    started = time.perf_counter()
     splits = split_dataset(dataset_table(params), params.split, params.seed)
     seeds = replicate_seeds(params.seed, params.replicates.count)
-    keras_results = train_keras.train_replicates(
-        [splits.train],
-        [splits.validation],
-        params.model,
-        params.train_keras.kernel_initializer,
-        seeds,
-        params.replicates.initialization,
-        params.train_keras.trainer,
+    results = {
+        "keras": train_keras.train_replicates(
+            [splits.train],
+            [splits.validation],
+            params.model,
+            params.train_keras.kernel_initializer,
+            seeds,
+            params.replicates.initialization,
+            params.train_keras.trainer,
+        ),
+        "sklearn": train_sklearn.train_replicates(
+            [splits.train],
+            [splits.validation],
+            params.model,
+            params.train_sklearn.learning_rate_schedule,
+            seeds,
+        ),
+    }
+    network = train_keras.StackedNetwork(
+        [result.model for result in results["keras"]], params.model.activation
     )
-    sklearn_results = train_sklearn.train_replicates(
-        [splits.train],
-        [splits.validation],
-        params.model,
-        params.train_sklearn.learning_rate_schedule,
-        seeds,
-    )
-    test = splits.test
-    keras_probabilities = train_keras.StackedNetwork(
-        [result.model for result in keras_results], params.model.activation
-    ).probabilities(train_keras.stack_tables([test]))
-    sklearn_probabilities = [
-        train_sklearn.predict_probabilities(result.model, test.features)
-        for result in sklearn_results
-    ]
+    return TrainedInMemory(splits, results, network)
+
+
+def run_seed(params: Params) -> SeedOutcome:
+    """Data, split, K replicates of each library and both verdicts, for params.seed."""
+    from pipeline import train_keras
+    from pipeline.paired_tests import compare_predictions, point_metrics
+
+    started = time.perf_counter()
+    trained = train_in_memory(params)
+    test = trained.splits.test
+    keras_probabilities = trained.probabilities("keras", test)
+    sklearn_probabilities = trained.probabilities("sklearn", test)
     metric, threshold = params.compare.primary_metric, params.evaluate.threshold
     keras_values = [
         point_metrics(test.labels, probabilities, threshold)[metric]

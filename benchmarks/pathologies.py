@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
-from benchmarks.calibration import QUIET_LOGGERS, configured_params, dataset_table
+from benchmarks.calibration import QUIET_LOGGERS, configured_params, train_in_memory
 from benchmarks.pathology_cases import (
     HEALTHY,
     MARGINS,
@@ -68,44 +68,18 @@ class Trained:
 def train_and_diagnose(params: Params, count: int) -> Trained:
     """What `dvc repro` does for these params, in memory, with K = `count`."""
     # Heavy imports here, as in benchmarks.calibration.
-    from pipeline import train_keras, train_sklearn
+    from pipeline import train_keras
     from pipeline.compare import replicate_evidence
     from pipeline.diagnosis import diagnose_replicates
     from pipeline.paired_tests import compare_predictions, point_metrics
-    from pipeline.replicates import replicate_seeds
-    from pipeline.split import split_dataset
 
     started = time.perf_counter()
-    splits = split_dataset(dataset_table(params), params.split, params.seed)
-    seeds = replicate_seeds(params.seed, count)
-    keras_results = train_keras.train_replicates(
-        [splits.train],
-        [splits.validation],
-        params.model,
-        params.train_keras.kernel_initializer,
-        seeds,
-        params.replicates.initialization,
-        params.train_keras.trainer,
+    params = params.model_copy(
+        update={"replicates": params.replicates.model_copy(update={"count": count})}
     )
-    sklearn_results = train_sklearn.train_replicates(
-        [splits.train],
-        [splits.validation],
-        params.model,
-        params.train_sklearn.learning_rate_schedule,
-        seeds,
-    )
-    results = {"keras": keras_results, "sklearn": sklearn_results}
-    stacked = train_keras.StackedNetwork(
-        [result.model for result in keras_results], params.model.activation
-    )
-
-    def probabilities(family: str, table) -> list[np.ndarray]:
-        if family == "keras":
-            return list(stacked.probabilities(train_keras.stack_tables([table])))
-        return [
-            train_sklearn.predict_probabilities(result.model, table.features)
-            for result in sklearn_results
-        ]
+    trained = train_in_memory(params)
+    splits, results = trained.splits, trained.results
+    probabilities = trained.probabilities
 
     threshold = params.evaluate.threshold
     test = {family: probabilities(family, splits.test) for family in results}

@@ -4,10 +4,12 @@ import atexit
 import ctypes
 import logging
 import os
+import select
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from pipeline.report import visible
 
@@ -40,10 +42,15 @@ def _raise_stopped(signal_number: int, frame: object) -> None:
 
 
 def stop_with_dvc() -> None:
-    """Under DVC on Linux, have the kernel send SIGTERM when the `dvc` process that
-    started this stage dies: killed, it cannot stop the stage, which would otherwise
-    go on writing outputs that nothing records. By hand, a stage outlives its shell
-    (`nohup`)."""
+    """Under DVC on Linux, stop this stage with SIGTERM when the `dvc` process that
+    started it dies: killed, it cannot stop the stage, which would otherwise go on
+    writing outputs that nothing records. By hand, a stage outlives its shell (`nohup`).
+
+    DVC starts a stage through `$SHELL -c` (`/bin/sh` where SHELL is unset). bash and
+    zsh replace themselves with the command; dash forks it and waits, so the stage's
+    parent is then a shell that outlives `dvc`. The kernel's parent-death signal covers
+    the first case; a thread watching the `dvc` process covers the second.
+    """
     if not sys.platform.startswith("linux") or not os.environ.get("DVC_STAGE"):
         return
     try:
@@ -51,6 +58,39 @@ def stop_with_dvc() -> None:
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     except (OSError, AttributeError):
         pass  # without prctl the stage runs on, as before
+    owner = _dvc_process(os.getppid(), os.environ["DVC_STAGE"])
+    if owner != os.getppid():
+        threading.Thread(target=_stop_when_ended, args=(owner,), daemon=True).start()
+
+
+def _dvc_process(pid: int, stage: str) -> int:
+    """The nearest ancestor, from `pid` up, that is not part of the stage's command:
+    DVC gives the command's processes (a shell, then this one) `DVC_STAGE`, and not
+    itself."""
+    while pid > 1:
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return pid
+        if f"DVC_STAGE={stage}".encode() not in environment:
+            return pid
+        pid = parent
+    return pid
+
+
+def _stop_when_ended(pid: int) -> None:
+    """Send this process SIGTERM once process `pid` has ended (a pidfd becomes readable
+    then: no polling, no confusion with a later process given the same number)."""
+    try:
+        descriptor = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    except (OSError, AttributeError):
+        return  # a kernel without pidfds (before 5.3): the stage runs on, as before
+    select.select([descriptor], [], [])
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_stage(main: Callable[[], None]) -> None:

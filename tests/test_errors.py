@@ -148,17 +148,23 @@ def test_interrupt_is_one_line_and_128_plus_the_signal(
     assert completed.stderr == f"error: stopped by {name}; {STOPPED}\n"
 
 
-# Starts the stage above, as `dvc repro` does, and waits to be killed.
+# Starts the stage above, as `dvc repro` does, and waits to be killed. With "dvc", the
+# stage is its child; with "dvc through sh", a child of `/bin/sh -c`, as under DVC when
+# SHELL is unset (dash forks the command and waits for it). Prints the child's pid.
 PARENT = """
 import os
 import subprocess
 import sys
 import time
 
+started_by, script = sys.argv[1], sys.argv[2]
 variables = dict(os.environ)
-if sys.argv[1] == "dvc":
+if started_by.startswith("dvc"):
     variables["DVC_STAGE"] = "train"
-stage = subprocess.Popen([sys.executable, "-c", sys.argv[2]], env=variables)
+command = [sys.executable, script]
+if started_by == "dvc through sh":
+    command = ["/bin/sh", "-c", f"{sys.executable} {script}"]
+stage = subprocess.Popen(command, env=variables)
 print(stage.pid, flush=True)
 time.sleep(60)
 """
@@ -172,12 +178,14 @@ def stage_is_running(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
-@pytest.mark.parametrize("started_by", ["dvc", "hand"])
+@pytest.mark.parametrize("started_by", ["dvc", "dvc through sh", "hand"])
 def test_stage_started_by_dvc_stops_when_dvc_dies(tmp_path: Path, started_by: str):
-    """Under DVC, the parent's death stops the stage; started by hand (`nohup`), it
-    runs on."""
+    """Under DVC, the death of `dvc` stops the stage, with or without a shell between
+    them; started by hand (`nohup`), it runs on."""
+    script = tmp_path / "stage.py"
+    script.write_text(WAITING_STAGE.format(action=""))
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, started_by, WAITING_STAGE.format(action="")],
+        [sys.executable, "-c", PARENT, started_by, str(script)],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -189,7 +197,7 @@ def test_stage_started_by_dvc_stops_when_dvc_dies(tmp_path: Path, started_by: st
         assert parent.stdout.readline() == "started\n"
         parent.kill()
         parent.wait()
-        if started_by == "dvc":
+        if started_by != "hand":
             # The pipes close when the stage, which shares them, has ended too.
             output, errors = parent.communicate(timeout=30)
             assert errors == f"error: stopped by SIGTERM; {STOPPED}\n"

@@ -59,11 +59,11 @@ def run_statuses(project: Path) -> list[tuple[str, str]]:
         return []
 
 
-def start(project: Path, *command: str) -> subprocess.Popen:
+def start(project: Path, *command: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         command,
         cwd=project,
-        env=environment(),
+        env=env or environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -325,20 +325,30 @@ def test_interrupted_stage_stops_in_one_line(
     assert not leftovers(project)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs, from /proc."""
+    children = [
+        int(child)
+        for tasks in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in tasks.read_text().split()
+    ]
+    return children + [grandchild for child in children for grandchild in descendants(child)]
+
+
 def test_stage_stops_when_dvc_is_killed(project: Path):
     """SIGTERM to `dvc repro` alone (not its process group): the stage it started
-    stops too, instead of training on with nobody to record its outputs."""
+    stops too, instead of training on with nobody to record its outputs. SHELL=/bin/sh
+    (what DVC uses where SHELL is unset, as in many CI services) puts a shell between
+    them: dash forks the stage and waits, so the stage's parent outlives `dvc`."""
     before = output_hashes(project)
     set_params(project, model__epochs=100_000)
-    process = start(project, "dvc", "repro")
+    process = start(project, "dvc", "repro", env=environment({"SHELL": "/bin/sh"}))
     try:
         seen = read_until_second_keras_epoch(process)
-        (stage,) = (
-            int(pid)
-            for children in Path(f"/proc/{process.pid}/task").glob("*/children")
-            for pid in children.read_text().split()
+        stage = descendants(process.pid)
+        assert any(
+            b"pipeline.train_keras" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in stage
         )
-        assert b"pipeline.train_keras" in Path(f"/proc/{stage}/cmdline").read_bytes()
         os.kill(process.pid, signal.SIGTERM)
         # The pipe closes only when the stage, which shares it, has ended as well.
         output, _ = process.communicate(timeout=60)
@@ -348,7 +358,7 @@ def test_stage_stops_when_dvc_is_killed(project: Path):
     output = "".join(seen) + output
     assert f"error: stopped by SIGTERM; {STOPPED}" in output.splitlines()
     assert "Traceback" not in output
-    assert not running(stage)
+    assert not any(running(pid) for pid in stage)
     assert output_hashes(project) == before
     assert not leftovers(project)
 

@@ -351,12 +351,15 @@ def diagnose_replicates(
     train_rows: int | None = None,
 ) -> list[Finding]:
     """`diagnose` for each replicate (both families' models of replicate r), and one
-    finding per family and kind that at least half of the K replicates show: from the
-    first replicate that shows it, with how many do, the commonest first.
+    finding per family and kind: from the first replicate that shows it, with how many
+    of the K replicates do, the commonest first. A family's findings are reported only
+    when at least half of its replicates show some finding.
 
-    A finding in one replicate of six is a draw of the random numbers; in six of six,
-    a property of the setting, which is what a suggested param change can act on.
-    Before this rule, the defaults trained for 100 epochs were called over-fitting in 3
+    A problem in one replicate of six is a draw of the random numbers; in six of six, a
+    property of the setting, which is what a suggested param change can act on. The
+    rule counts replicates with any finding, not with the same one: a learning rate far
+    too high shows as a divergence in one replicate and dead units at chance in the
+    next. Before it, the defaults trained for 100 epochs were called over-fitting in 3
     of 25 healthy runs (seeds 10 to 14), each time in 1 replicate of 3."""
     per_replicate = [
         diagnose(models, spec, data, confidence, class_fractions, train_rows)
@@ -365,11 +368,14 @@ def diagnose_replicates(
     counts = Counter(
         (finding.family, finding.kind) for findings in per_replicate for finding in findings
     )
+    affected = Counter(
+        family for findings in per_replicate for family in {finding.family for finding in findings}
+    )
     first: dict[tuple[str, str], Finding] = {}
     for replicate, findings in enumerate(per_replicate):
         for finding in findings:
             key = (finding.family, finding.kind)
-            if key not in first and 2 * counts[key] >= len(replicates):
+            if key not in first and 2 * affected[finding.family] >= len(replicates):
                 first[key] = replace(
                     finding, seen_in=(counts[key], len(replicates)), replicate=replicate
                 )

@@ -1,0 +1,229 @@
+"""What a run will cost in memory, estimated from the params and the data's shape
+before any stage does the work, and what the machine has available."""
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Params, split_sizes
+from pipeline.errors import PipelineError
+from pipeline.history import PREDICTION_CHUNK
+from pipeline.paired_tests import BOOTSTRAP_CELLS
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+# What each stage holds before it reads a row: Python, NumPy, pandas, scikit-learn,
+# and TensorFlow in train_keras, MLflow in track and compare. Measured as the peak RSS
+# of each stage on 1,000 rows (`benchmarks/run.py --sections memory`), rounded up.
+# track and compare were not measured: MLflow's import, about 150 MiB, on top.
+IMPORT_BYTES = {
+    "dataset": 220 * MIB,
+    "split": 250 * MIB,
+    "train_keras": 830 * MIB,
+    "train_sklearn": 300 * MIB,
+    "evaluate": 270 * MIB,
+    "compare": 450 * MIB,
+}
+FLOAT32, FLOAT64 = 4, 8
+# A text cell as pandas holds it: a Python string object and its pointer.
+TEXT_CELL_BYTES = 64
+# Bytes per float32 cell of the generated data at its peak: make_classification's
+# float64 array and the float32 copy; the geometric kinds also stack a float64 copy.
+GENERATED_CELL_BYTES = {"classification": FLOAT64 + FLOAT32}
+OTHER_GENERATED_CELL_BYTES = 2 * FLOAT64 + FLOAT32
+# A numeric cell of a user's file while loading: Arrow's float64, pandas' float64
+# and the checked float32 copy.
+FILE_CELL_BYTES = 2 * FLOAT64 + FLOAT32
+# Copies of each weight held while training: Keras holds every replicate's model and
+# the stacked network, its gradients and two Adam moments; scikit-learn the weights,
+# gradients, two Adam moments and the best weights of early stopping.
+KERAS_WEIGHT_COPIES = 5
+SKLEARN_WEIGHT_COPIES = 5
+# Forward and backward activations per unit of a row in a batch or a prediction chunk.
+ACTIVATION_COPIES = 3
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the stages' memory depends on, known once the data set is loaded."""
+
+    n_rows: int
+    n_columns: int  # feature columns as loaded
+    n_text_columns: int
+    n_features: int  # network inputs, after one-hot encoding
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A stage's estimated peak memory, and the params key that drives most of it."""
+
+    stage: str
+    bytes: int
+    key: str
+    part: str  # what that key makes the stage hold, and its bytes
+
+
+def _gib(size: float) -> str:
+    return f"{size / GIB:.1f} GiB" if size >= GIB else f"{size / MIB:.0f} MiB"
+
+
+def _cost(stage: str, parts: list[tuple[str, str, float]]) -> Cost:
+    """The stage's import floor plus its parts (key, description, bytes)."""
+    key, description, largest = max(parts, key=lambda part: part[2])
+    total = IMPORT_BYTES[stage] + sum(size for _, _, size in parts)
+    return Cost(stage, int(total), key, f"{description}: {_gib(largest)}")
+
+
+def network_weights(n_features: int, hidden_layers: list[int], n_classes: int) -> int:
+    """Weights and biases of the network, input and output layers included."""
+    units = [n_features, *hidden_layers, 1 if n_classes == 2 else n_classes]
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in itertools.pairwise(units))
+
+
+def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
+    """Each stage's estimated peak memory (the stages run one at a time, each in its
+    own process, so a run needs the largest of them, not their sum)."""
+    model, replicates = params.model, params.replicates
+    count = replicates.count
+    n_train, n_validation, n_test = split_sizes(shape.n_rows, params.split)
+    n_numeric = shape.n_columns - shape.n_text_columns
+    rows_key = "dataset.n_samples" if params.dataset.source == "synthetic" else "dataset.path"
+    if params.dataset.source == "synthetic":
+        cell_bytes = GENERATED_CELL_BYTES.get(params.dataset.kind, OTHER_GENERATED_CELL_BYTES)
+        loading = shape.n_rows * shape.n_columns * cell_bytes
+    else:
+        loading = shape.n_rows * (
+            n_numeric * FILE_CELL_BYTES + shape.n_text_columns * 2 * TEXT_CELL_BYTES
+        )
+    held = shape.n_rows * (n_numeric * FLOAT32 + shape.n_text_columns * TEXT_CELL_BYTES)
+    # A split's encoded rows: float64 out of the preprocessor, then the float32 copy.
+    encoded_copy = FLOAT64 + FLOAT32 if shape.n_text_columns else FLOAT32
+    split_copies = count if replicates.resample_split else 1
+    weights = network_weights(shape.n_features, model.hidden_layers, shape.n_classes)
+    units = sum(model.hidden_layers) + shape.n_features
+    weights_key = "model.hidden_layers" if count == 1 else "replicates.count"
+    weights_what = f"{count} replicate(s) of {weights:,} weights"
+    keras_rows = min(max(model.batch_size, PREDICTION_CHUNK), shape.n_rows)
+    workers = min(count, os.cpu_count() or 1)
+    return [
+        _cost("dataset", [(rows_key, f"{shape.n_rows:,} rows as loaded", loading)]),
+        _cost(
+            "split",
+            [
+                (rows_key, f"{shape.n_rows:,} rows", held),
+                (
+                    rows_key,
+                    f"{n_train:,} train rows x {shape.n_features:,} features",
+                    n_train * shape.n_features * encoded_copy,
+                ),
+            ],
+        ),
+        _cost(
+            "train_keras",
+            [
+                (
+                    "replicates.resample_split" if split_copies > 1 else rows_key,
+                    f"{split_copies} copies of the train and validation rows",
+                    split_copies * (n_train + n_validation) * shape.n_features * 2 * FLOAT32,
+                ),
+                (weights_key, weights_what, count * weights * KERAS_WEIGHT_COPIES * FLOAT32),
+                (
+                    "model.hidden_layers",
+                    f"activations of {count} x {keras_rows:,} rows",
+                    count * keras_rows * units * ACTIVATION_COPIES * FLOAT32,
+                ),
+            ],
+        ),
+        _cost(
+            "train_sklearn",
+            [
+                (
+                    "replicates.resample_split" if split_copies > 1 else rows_key,
+                    f"{split_copies} copies of the train and validation rows",
+                    split_copies * (n_train + n_validation) * shape.n_features * FLOAT32,
+                ),
+                (
+                    weights_key,
+                    weights_what,
+                    (count + workers * SKLEARN_WEIGHT_COPIES) * weights * FLOAT32,
+                ),
+                (
+                    "model.batch_size",
+                    f"activations of {workers} x {model.batch_size:,} rows",
+                    workers * min(model.batch_size, n_train) * units * ACTIVATION_COPIES * FLOAT64,
+                ),
+            ],
+        ),
+        _cost(
+            "evaluate",
+            [
+                (
+                    "replicates.count",
+                    f"{count} x {n_test:,} test predictions",
+                    2 * count * n_test * shape.n_classes * FLOAT64,
+                )
+            ],
+        ),
+        _cost(
+            "compare",
+            [
+                (
+                    "compare.n_bootstrap",
+                    f"{params.compare.n_bootstrap:,} bootstrap resamples",
+                    # The resample matrix comes in chunks of BOOTSTRAP_CELLS; each
+                    # metric of each family keeps one value per resample.
+                    4 * min(BOOTSTRAP_CELLS, params.compare.n_bootstrap * n_test) * FLOAT64
+                    + 2 * 6 * params.compare.n_bootstrap * FLOAT64,
+                )
+            ],
+        ),
+    ]
+
+
+def check_memory(costs: list[Cost], available: int, source: str) -> None:
+    """Refuse, in one line naming the key, the estimate and the limit, a run whose
+    largest stage would not fit in `available` bytes."""
+    largest = max(costs, key=lambda cost: cost.bytes)
+    if largest.bytes > available:
+        raise PipelineError(
+            f"{largest.key}: {largest.stage} would need about {_gib(largest.bytes)} of memory "
+            f"({largest.part}), more than the {_gib(available)} available ({source}); "
+            "make the data or the network smaller"
+        )
+
+
+def _read_number(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_memory(
+    meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")
+) -> tuple[int, str] | None:
+    """(bytes, where that figure comes from): the kernel's MemAvailable, or what the
+    cgroup's limit leaves if that is lower; None where neither can be read."""
+    found: list[tuple[int, str]] = []
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append((int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"))
+    except (OSError, ValueError, IndexError):
+        pass
+    limit = _read_number(cgroup / "memory.max")
+    if limit is not None:
+        used = _read_number(cgroup / "memory.current") or 0
+        found.append((max(limit - used, 0), "the cgroup's memory.max less memory.current"))
+    return min(found) if found else None
+
+
+def check_run_memory(params: Params, shape: DataShape) -> None:
+    """Refuse a run that this machine's memory cannot hold, before it starts."""
+    available = available_memory()
+    if available is not None:
+        check_memory(estimate_costs(params, shape), *available)

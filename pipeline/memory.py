@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import Params, split_sizes
+from pipeline.config import Params, flatten, split_sizes
 from pipeline.errors import PipelineError
 from pipeline.history import PREDICTION_CHUNK
 from pipeline.paired_tests import BOOTSTRAP_CELLS
@@ -104,9 +104,10 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
     split_copies = count if replicates.resample_split else 1
     weights = network_weights(shape.n_features, model.hidden_layers, shape.n_classes)
     units = sum(model.hidden_layers) + shape.n_features
-    weights_key = "model.hidden_layers" if count == 1 else "replicates.count"
-    weights_what = f"{count} replicate(s) of {weights:,} weights"
-    keras_rows = min(max(model.batch_size, PREDICTION_CHUNK), shape.n_rows)
+    weights_key = "model.hidden_layers"
+    weights_what = f"{count} replicate{'s' if count > 1 else ''} of {weights:,} weights"
+    keras_rows = min(PREDICTION_CHUNK, n_train)
+    widest = max(shape.n_features, *model.hidden_layers)
     workers = min(count, os.cpu_count() or 1)
     return [
         _cost("dataset", [(rows_key, f"{shape.n_rows:,} rows as loaded", loading)]),
@@ -133,7 +134,14 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
                 (
                     "model.hidden_layers",
                     f"activations of {count} x {keras_rows:,} rows",
-                    count * keras_rows * units * ACTIVATION_COPIES * FLOAT32,
+                    count
+                    * FLOAT32
+                    * max(
+                        # Predicting a chunk of rows: a layer's input and output at once.
+                        keras_rows * 2 * widest,
+                        # A training step: every layer's activations and their gradients.
+                        min(model.batch_size, n_train) * units * ACTIVATION_COPIES,
+                    ),
                 ),
             ],
         ),
@@ -183,13 +191,15 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
     ]
 
 
-def check_memory(costs: list[Cost], available: int, source: str) -> None:
+def check_memory(costs: list[Cost], available: int, source: str, params: Params) -> None:
     """Refuse, in one line naming the key, the estimate and the limit, a run whose
     largest stage would not fit in `available` bytes."""
     largest = max(costs, key=lambda cost: cost.bytes)
     if largest.bytes > available:
+        value = flatten(params)[largest.key]
         raise PipelineError(
-            f"{largest.key}: {largest.stage} would need about {_gib(largest.bytes)} of memory "
+            f"{largest.key} = {value!r}: {largest.stage} would need about "
+            f"{_gib(largest.bytes)} of memory "
             f"({largest.part}), more than the {_gib(available)} available ({source}); "
             "make the data or the network smaller"
         )
@@ -226,4 +236,4 @@ def check_run_memory(params: Params, shape: DataShape) -> None:
     """Refuse a run that this machine's memory cannot hold, before it starts."""
     available = available_memory()
     if available is not None:
-        check_memory(estimate_costs(params, shape), *available)
+        check_memory(estimate_costs(params, shape), *available, params)

@@ -108,9 +108,10 @@ def _csv_batches(path: Path, column_types: dict[str, pa.DataType]) -> Iterator[p
     # Arrow ends a quote left open at the end of the file there, with every line after
     # it inside one value; values hold no line breaks otherwise (newlines_in_values).
     for column in last.columns if last is not None else []:
-        if pa.types.is_string(column.type) and pa_compute.any(
-            pa_compute.match_substring(column, "\n")
-        ).as_py():
+        if (
+            pa.types.is_string(column.type)
+            and pa_compute.any(pa_compute.match_substring(column, "\n")).as_py()
+        ):
             raise ValueError("a quote opened near the end of the file is never closed")
 
 

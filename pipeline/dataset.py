@@ -145,7 +145,13 @@ def encode_target(values: pd.Series, path: Path) -> tuple[np.ndarray, list[Any]]
             f"(first at row {int(np.argmax(empty))}); fill or drop those rows"
         )
     try:
-        classes, codes = np.unique(values.to_numpy(), return_inverse=True)
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            # Text read from a file: sorting its few distinct values, not its rows.
+            ordered = values.cat.reorder_categories(sorted(values.cat.categories))
+            classes = np.asarray(ordered.cat.categories, dtype=object)
+            codes = ordered.cat.codes.to_numpy()
+        else:
+            classes, codes = np.unique(values.to_numpy(), return_inverse=True)
     except TypeError:
         raise PipelineError(
             f"{path}: target column {values.name!r} mixes numbers and text; "
@@ -205,7 +211,9 @@ def check_features(frame: pd.DataFrame, config: DatasetConfig, path: Path) -> pd
                 f"{path}: column {name!r} has {int(empty.sum())} empty cells (first at row "
                 f"{int(np.argmax(empty))}); set dataset.missing: impute, or fill them"
             )
-        checked[name] = column.astype(np.float32) if numeric else column.astype(object)
+        # Text read from a file stays categorical: one copy of each distinct value.
+        text = column if isinstance(column.dtype, pd.CategoricalDtype) else column.astype(object)
+        checked[name] = column.astype(np.float32) if numeric else text
     return pd.DataFrame(checked)
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pa_compute
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from pandas.api.types import union_categoricals
 
 from pipeline.errors import PipelineError
 
@@ -115,9 +116,10 @@ def _csv_batches(path: Path, column_types: dict[str, pa.DataType]) -> Iterator[p
             raise ValueError("a quote opened near the end of the file is never closed")
 
 
-def _column_values(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A batch's column as NumPy: numbers (and booleans) as float32, NaN where empty;
-    text as objects, NaN where empty."""
+def _column_values(array: pa.Array) -> np.ndarray | pd.Categorical:
+    """A batch's column: numbers (and booleans) as float32, NaN where empty; text as
+    categories (each distinct value stored once, not once per row); anything else as
+    objects."""
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
     kind = array.type
@@ -125,34 +127,46 @@ def _column_values(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
         if pa.types.is_boolean(kind):
             array = array.cast(pa.int8())
         return array.to_numpy(zero_copy_only=False).astype(np.float32)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return pa_compute.dictionary_encode(array).to_pandas().array
     values = array.to_numpy(zero_copy_only=False).astype(object)
     values[pd.isna(values)] = np.nan
     return values
 
 
+def _join(chunks: list) -> np.ndarray | pd.Categorical:
+    """One column out of its batches' pieces."""
+    if len(chunks) == 1:
+        return chunks[0]
+    if all(isinstance(chunk, pd.Categorical) for chunk in chunks):
+        return union_categoricals(chunks)
+    return np.concatenate(
+        [
+            np.asarray(chunk, dtype=object) if isinstance(chunk, pd.Categorical) else chunk
+            for chunk in chunks
+        ]
+    )
+
+
 def _assemble(
     batches: Iterator[pa.RecordBatch], target: str, done: Callable[[int], None]
 ) -> pd.DataFrame:
-    """Each batch's columns converted at once (features to float32), then joined: the
-    raw Arrow batch is let go before the next is read."""
-    parts: dict[str, list[np.ndarray]] = {}
-    kinds: dict[str, pa.DataType] = {}
+    """Each batch's columns converted at once (numbers to float32, text to categories),
+    then joined: the raw Arrow batch is let go before the next is read."""
+    parts: dict[str, list] = {}
     for batch in batches:
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            kinds.setdefault(name, column.type)
-            # The target keeps its own values (integers stay integers: 1, not 1.0).
-            values = (
-                column.to_numpy(zero_copy_only=False) if name == target else _column_values(column)
-            )
+            if name == target and not _text_columns(pa.schema([(name, column.type)])):
+                # Numbers to predict keep their type: integers stay integers (1, not 1.0).
+                values = column.to_numpy(zero_copy_only=False)
+            else:
+                values = _column_values(column)
             parts.setdefault(name, []).append(values)
         done(batch.num_rows)
     frame = {}
     for name, chunks in parts.items():
-        joined = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        frame[name] = _join(chunks)
         chunks.clear()
-        if name == target and _text_columns(pa.schema([(name, kinds[name])])):
-            joined = joined.astype(object)
-        frame[name] = joined
     return pd.DataFrame(frame, copy=False)
 
 

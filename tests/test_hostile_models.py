@@ -182,6 +182,8 @@ def test_a_pickle_logged_to_the_store_is_refused_where_mlflow_runs_it(
     make_pickled(directory, marker)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(store)
+    # Artifacts in the test's folder, not MLflow's default ./mlruns.
+    mlflow.create_experiment("hostile", artifact_location=(tmp_path / "artifacts").as_uri())
     mlflow.set_experiment("hostile")
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(directory), "model")

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.config import parse_params
+from pipeline.memory import DataShape, estimate_costs
 from tests.endtoend import copy_repository, environment, initialize_repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,6 +234,12 @@ def pipeline_section() -> dict:
     }
 
 
+def estimated_peaks(params: dict, shape: DataShape) -> dict[str, int]:
+    """What `pipeline.memory` estimates for each stage of this run, to set beside the
+    measured peaks."""
+    return {cost.stage: cost.bytes for cost in estimate_costs(parse_params(params), shape)}
+
+
 def memory_section(rows: int) -> dict:
     """Peak RSS of each stage, run as its own process, on `rows` x 8 features."""
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as work:
@@ -242,7 +250,9 @@ def memory_section(rows: int) -> dict:
         params["dataset"]["n_samples"] = rows
         params["model"]["epochs"] = 1
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        data_bytes = rows * params["dataset"]["n_features"] * 4
+        n_features = params["dataset"]["n_features"]
+        data_bytes = rows * n_features * 4
+        estimates = estimated_peaks(params, DataShape(rows, n_features, 0, n_features, 2))
         stages = {}
         for stage in ("dataset", "split", "train_keras", "train_sklearn", "evaluate"):
             started = time.perf_counter()
@@ -256,14 +266,18 @@ def memory_section(rows: int) -> dict:
             if completed.returncode != 0:
                 raise RuntimeError(f"{stage} failed on {rows} rows:\n{completed.stderr[-2000:]}")
             peak = int(completed.stdout.strip().splitlines()[-1])
+            estimate = estimates[stage]
             stages[stage] = {
                 "peak_rss_bytes": peak,
                 "peak_rss_over_data": peak / data_bytes,
+                "estimate_bytes": estimate,
+                "estimate_over_peak": estimate / peak,
                 "seconds": time.perf_counter() - started,
             }
             print(
                 f"  {stage:14} peak RSS {peak / 2**20:8,.0f} MiB = "
-                f"{peak / data_bytes:4.2f} x the float32 data",
+                f"{peak / data_bytes:4.2f} x the float32 data; estimated "
+                f"{estimate / 2**20:,.0f} MiB ({estimate / peak:.2f} x)",
                 flush=True,
             )
     return {"rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
@@ -312,6 +326,8 @@ def csv_section(megabytes: int) -> dict:
         params = yaml.safe_load(params_path.read_text())
         params["dataset"] |= {"source": "file", "path": "large.csv", "target": "approved"}
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        # 8 numbers and a text column of 5 categories: 13 network inputs.
+        estimates = estimated_peaks(params, DataShape(rows, 9, 1, 13, 2))
         stages = {}
         for stage in ("dataset", "split"):
             started = time.perf_counter()
@@ -325,8 +341,11 @@ def csv_section(megabytes: int) -> dict:
             if completed.returncode != 0:
                 raise RuntimeError(f"{stage} failed on {path}:\n{completed.stderr[-2000:]}")
             peak = int(completed.stdout.strip().splitlines()[-1])
+            estimate = estimates[stage]
             stages[stage] = {
                 "peak_rss_bytes": peak,
+                "estimate_bytes": estimate,
+                "estimate_over_peak": estimate / peak,
                 "peak_rss_per_csv_gb": peak / (size / 10**9),
                 "peak_rss_over_data": peak / data_bytes,
                 "seconds": time.perf_counter() - started,
@@ -337,7 +356,8 @@ def csv_section(megabytes: int) -> dict:
             print(
                 f"  {stage:8} peak RSS {peak / 2**20:8,.0f} MiB = "
                 f"{peak / (size / 10**9) / 2**30:.2f} "
-                f"GiB per GB of CSV, {peak / data_bytes:4.2f} x the float32 data",
+                f"GiB per GB of CSV, {peak / data_bytes:4.2f} x the float32 data; estimated "
+                f"{estimate / 2**20:,.0f} MiB ({estimate / peak:.2f} x)",
                 flush=True,
             )
     return {"csv_bytes": size, "rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
@@ -550,13 +570,13 @@ def print_tables(results: dict) -> None:
             f"\nPeak RSS on a {large['csv_bytes'] / 10**9:.2f} GB CSV file, {large['rows']:,} rows "
             f"({large['float32_data_bytes'] / 2**20:,.0f} MiB as float32)"
         )
-        print("| stage | peak RSS (MiB) | GiB per GB of CSV | x data | seconds |")
-        print("|---|---:|---:|---:|---:|")
+        print("| stage | peak RSS (MiB) | GiB per GB of CSV | x data | seconds | estimate |")
+        print("|---|---:|---:|---:|---:|---:|")
         for stage, item in large["stages"].items():
             print(
                 f"| {stage} | {item['peak_rss_bytes'] / 2**20:,.0f} | "
                 f"{item['peak_rss_per_csv_gb'] / 2**30:.2f} | {item['peak_rss_over_data']:.2f} | "
-                f"{item['seconds']:.0f} |"
+                f"{item['seconds']:.0f} | {item['estimate_over_peak']:.2f} x |"
             )
     if "memory" in results:
         memory = results["memory"]
@@ -564,12 +584,13 @@ def print_tables(results: dict) -> None:
             f"\nPeak RSS per stage, {memory['rows']:,} rows x 8 features "
             f"({memory['float32_data_bytes'] / 2**20:,.0f} MiB as float32)"
         )
-        print("| stage | peak RSS (MiB) | x data | seconds |")
-        print("|---|---:|---:|---:|")
+        print("| stage | peak RSS (MiB) | x data | seconds | estimate |")
+        print("|---|---:|---:|---:|---:|")
         for stage, item in memory["stages"].items():
             print(
                 f"| {stage} | {item['peak_rss_bytes'] / 2**20:,.0f} | "
-                f"{item['peak_rss_over_data']:.2f} | {item['seconds']:.0f} |"
+                f"{item['peak_rss_over_data']:.2f} | {item['seconds']:.0f} | "
+                f"{item['estimate_over_peak']:.2f} x |"
             )
 
 

@@ -43,6 +43,21 @@ KERAS_WEIGHT_COPIES = 5
 SKLEARN_WEIGHT_COPIES = 5
 # Forward and backward activations per unit of a row in a batch or a prediction chunk.
 ACTIVATION_COPIES = 3
+# The constants below were fitted to the peak RSS of each stage at 2 and 10 million rows
+# x 8 features (docs/performance.md, "The memory estimate").
+# split fits its scaler and writes its tables a chunk of rows at a time
+# (`split.CHUNK_ROWS`): float64 copies and Arrow buffers of one chunk, per feature.
+SPLIT_CHUNK_ROWS = 1 << 20
+SPLIT_CHUNK_BYTES = 28
+# train_keras: the rows as NumPy and as tensors, partly at once; XLA's compiled program
+# and its buffers once training is long enough for XLA (`XLA_MIN_SAMPLE_EPOCHS`).
+KERAS_ROW_COPIES = 1.25
+KERAS_XLA_MIN_SAMPLE_EPOCHS = 300_000
+KERAS_XLA_BYTES = 300 * MIB
+# train_sklearn: the splits, and what joblib and scikit-learn's checks copy of them.
+SKLEARN_ROW_COPIES = 3.5
+# evaluate: both families' probabilities, and the per-replicate metrics' copies.
+EVALUATE_PREDICTION_COPIES = 2.5
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,8 @@ def _gib(size: float) -> str:
 
 
 def _cost(stage: str, parts: list[tuple[str, str, float]]) -> Cost:
-    """The stage's import floor plus its parts (key, description, bytes)."""
+    """The stage's import floor plus its parts (key, description, bytes); the largest
+    part names the key."""
     key, description, largest = max(parts, key=lambda part: part[2])
     total = IMPORT_BYTES[stage] + sum(size for _, _, size in parts)
     return Cost(stage, int(total), key, f"{description}: {_gib(largest)}")
@@ -120,6 +136,11 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
                     f"{n_train:,} train rows x {shape.n_features:,} features",
                     n_train * shape.n_features * encoded_copy,
                 ),
+                (
+                    rows_key,
+                    "a chunk of rows at a time",
+                    min(shape.n_rows, SPLIT_CHUNK_ROWS) * shape.n_features * SPLIT_CHUNK_BYTES,
+                ),
             ],
         ),
         _cost(
@@ -128,7 +149,19 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
                 (
                     "replicates.resample_split" if split_copies > 1 else rows_key,
                     f"{split_copies} copies of the train and validation rows",
-                    split_copies * (n_train + n_validation) * shape.n_features * 2 * FLOAT32,
+                    split_copies
+                    * (n_train + n_validation)
+                    * shape.n_features
+                    * FLOAT32
+                    * KERAS_ROW_COPIES,
+                ),
+                (
+                    "model.epochs",
+                    "XLA's compiled program",
+                    KERAS_XLA_BYTES
+                    if params.train_keras.trainer != "fit"
+                    and n_train * model.epochs * count >= KERAS_XLA_MIN_SAMPLE_EPOCHS
+                    else 0,
                 ),
                 (weights_key, weights_what, count * weights * KERAS_WEIGHT_COPIES * FLOAT32),
                 (
@@ -151,7 +184,11 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
                 (
                     "replicates.resample_split" if split_copies > 1 else rows_key,
                     f"{split_copies} copies of the train and validation rows",
-                    split_copies * (n_train + n_validation) * shape.n_features * FLOAT32,
+                    split_copies
+                    * (n_train + n_validation)
+                    * shape.n_features
+                    * FLOAT32
+                    * SKLEARN_ROW_COPIES,
                 ),
                 (
                     weights_key,
@@ -171,7 +208,7 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
                 (
                     "replicates.count",
                     f"{count} x {n_test:,} test predictions",
-                    2 * count * n_test * shape.n_classes * FLOAT64,
+                    EVALUATE_PREDICTION_COPIES * count * n_test * shape.n_classes * FLOAT64,
                 )
             ],
         ),

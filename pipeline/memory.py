@@ -206,7 +206,7 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
             "evaluate",
             [
                 (
-                    "replicates.count",
+                    rows_key,
                     f"{count} x {n_test:,} test predictions",
                     EVALUATE_PREDICTION_COPIES * count * n_test * shape.n_classes * FLOAT64,
                 )

@@ -27,15 +27,18 @@ IMPORT_BYTES = {
     "compare": 450 * MIB,
 }
 FLOAT32, FLOAT64 = 4, 8
-# A text cell as pandas holds it: a Python string object and its pointer.
+# A text cell as `split` holds it: a Python string object and its pointer.
 TEXT_CELL_BYTES = 64
 # Bytes per float32 cell of the generated data at its peak: make_classification's
 # float64 array and the float32 copy; the geometric kinds also stack a float64 copy.
 GENERATED_CELL_BYTES = {"classification": FLOAT64 + FLOAT32}
 OTHER_GENERATED_CELL_BYTES = 2 * FLOAT64 + FLOAT32
-# A numeric cell of a user's file while loading: Arrow's float64, pandas' float64
-# and the checked float32 copy.
-FILE_CELL_BYTES = 2 * FLOAT64 + FLOAT32
+# A cell of a user's file while `dataset` loads and writes it: a number is float32
+# in the table, float32 again in the Arrow table written out, plus the parsing of one
+# batch; text is a category code and its share of the batch's Arrow strings. Fitted
+# to the peak RSS of `dataset` on a 1 GB CSV file (benchmarks/run.py --sections csv).
+FILE_CELL_BYTES = 14
+FILE_TEXT_CELL_BYTES = 8
 # Copies of each weight held while training: Keras holds every replicate's model and
 # the stacked network, its gradients and two Adam moments; scikit-learn the weights,
 # gradients, two Adam moments and the best weights of early stopping.
@@ -112,7 +115,7 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
         loading = shape.n_rows * shape.n_columns * cell_bytes
     else:
         loading = shape.n_rows * (
-            n_numeric * FILE_CELL_BYTES + shape.n_text_columns * 2 * TEXT_CELL_BYTES
+            n_numeric * FILE_CELL_BYTES + shape.n_text_columns * FILE_TEXT_CELL_BYTES
         )
     held = shape.n_rows * (n_numeric * FLOAT32 + shape.n_text_columns * TEXT_CELL_BYTES)
     # A split's encoded rows: float64 out of the preprocessor, then the float32 copy.

@@ -97,10 +97,12 @@ def sample_file(path: Path) -> FileSample:
     return FileSample(n_rows, list(schema.names), distinct)
 
 
-def _csv_batches(path: Path, column_types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+def _csv_batches(
+    path: Path, column_types: dict[str, pa.DataType], block_bytes: int
+) -> Iterator[pa.RecordBatch]:
     options = pa_csv.ConvertOptions(strings_can_be_null=True, column_types=column_types)
     reader = pa_csv.open_csv(
-        path, read_options=pa_csv.ReadOptions(block_size=BLOCK_BYTES), convert_options=options
+        path, read_options=pa_csv.ReadOptions(block_size=block_bytes), convert_options=options
     )
     last = None
     for batch in reader:
@@ -171,7 +173,12 @@ def _assemble(
 
 
 def read_batches(
-    path: Path, target: str, column_types: dict[str, pa.DataType], expected_rows: int
+    path: Path,
+    target: str,
+    column_types: dict[str, pa.DataType],
+    expected_rows: int,
+    block_bytes: int,
+    progress_min_bytes: int,
 ) -> pd.DataFrame:
     """The whole file as a data frame with float32 numbers, read in batches, with a
     progress line every tenth of a large file (by rows, estimated for CSV)."""
@@ -179,13 +186,13 @@ def read_batches(
     if path.suffix.lower() == ".parquet":
         batches: Iterator[pa.RecordBatch] = pq.ParquetFile(path).iter_batches(batch_size=1 << 16)
     else:
-        batches = _csv_batches(path, column_types)
+        batches = _csv_batches(path, column_types, block_bytes)
     progress = {"rows": 0, "next": PROGRESS_STEP}
 
     def done(rows: int) -> None:
         progress["rows"] += rows
         share = progress["rows"] / max(expected_rows, 1)
-        if size >= PROGRESS_MIN_BYTES and share >= progress["next"]:
+        if size >= progress_min_bytes and share >= progress["next"]:
             logger.info(
                 "dataset: reading %s: %d rows, about %d%% of %.2f GiB",
                 path,
@@ -195,7 +202,10 @@ def read_batches(
             )
             progress["next"] = share + PROGRESS_STEP
 
-    return _assemble(batches, target, done)
+    frame = _assemble(batches, target, done)
+    if size >= progress_min_bytes:
+        logger.info("dataset: read %s: %d rows", path, progress["rows"])
+    return frame
 
 
 def check_readable(path: Path) -> None:
@@ -217,14 +227,22 @@ def check_readable(path: Path) -> None:
 RETYPES = (pa.float64(), pa.string())
 
 
-def read_user_file(path: Path, target: str, expected_rows: int) -> pd.DataFrame:
+def read_user_file(
+    path: Path,
+    target: str,
+    expected_rows: int,
+    block_bytes: int = BLOCK_BYTES,
+    progress_min_bytes: int = PROGRESS_MIN_BYTES,
+) -> pd.DataFrame:
     """A checked file (`check_readable`) as a data frame, or one line saying why it
     cannot be read. A CSV column with text anywhere is text, as pandas reads it."""
     header = csv_header(path) if path.suffix.lower() == ".csv" else []
     column_types: dict[str, pa.DataType] = {}
     while True:
         try:
-            frame = read_batches(path, target, column_types, expected_rows)
+            frame = read_batches(
+                path, target, column_types, expected_rows, block_bytes, progress_min_bytes
+            )
             break
         except pa.ArrowInvalid as error:
             # Numbers in a CSV file's first rows, and decimals or text further on: read

@@ -213,3 +213,26 @@ def test_a_pickle_logged_to_the_store_is_refused_where_mlflow_runs_it(
         [sys.executable, "-c", MLFLOW_LOAD, uri], env=variables, capture_output=True, text=True
     )
     assert marker.exists()
+
+
+def test_a_keras_model_with_python_code_is_refused(tmp_path: Path) -> None:
+    # A Lambda layer holds Python bytecode; Keras' safe_mode, which MLflow's loader
+    # keeps on, refuses to deserialize it.
+    from mlflow.keras import save_model
+
+    from pipeline.mlflow_models import load_logged_model
+    from pipeline.tensorflow_import import import_tensorflow
+
+    _, keras = import_tensorflow()
+    inputs = keras.Input(shape=(3,))
+    outputs = keras.layers.Dense(1)(keras.layers.Lambda(lambda values: values * 2)(inputs))
+    save_model(keras.Model(inputs, outputs), str(tmp_path / "model"))
+
+    with pytest.raises(PipelineError) as caught:
+        load_logged_model(str(tmp_path / "model"))
+
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'model'}: ")
+    assert "Lambda" in message and "safe_mode" in message
+    assert message.endswith("refusing to load it (not a model this pipeline logged)")
+    assert "\n" not in message

@@ -36,9 +36,12 @@ OTHER_GENERATED_CELL_BYTES = 2 * FLOAT64 + FLOAT32
 # A cell of a user's file while `dataset` loads and writes it: a number is float32
 # in the table, float32 again in the Arrow table written out, plus the parsing of one
 # batch; text is a category code and its share of the batch's Arrow strings. Fitted
-# to the peak RSS of `dataset` on a 1 GB CSV file (benchmarks/run.py --sections csv).
+# to the peak RSS of `dataset` on CSV files of 0.2 and 1 GB (benchmarks/run.py
+# --sections csv).
 FILE_CELL_BYTES = 14
 FILE_TEXT_CELL_BYTES = 8
+# pyarrow parses several blocks at once, one per thread: the reader's own buffers.
+FILE_READER_BYTES = 120 * MIB
 # Copies of each weight held while training: Keras holds every replicate's model and
 # the stacked network, its gradients and two Adam moments; scikit-learn the weights,
 # gradients, two Adam moments and the best weights of early stopping.
@@ -48,7 +51,7 @@ SKLEARN_WEIGHT_COPIES = 5
 ACTIVATION_COPIES = 3
 # The constants below were fitted to the peak RSS of each stage at 2 and 10 million rows
 # x 8 features (docs/performance.md, "The memory estimate").
-# split fits its scaler and writes its tables a chunk of rows at a time
+# split fits its scaler to numbers-only data a chunk of rows at a time
 # (`split.CHUNK_ROWS`): float64 copies and Arrow buffers of one chunk, per feature.
 SPLIT_CHUNK_ROWS = 1 << 20
 SPLIT_CHUNK_BYTES = 28
@@ -114,10 +117,13 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
         cell_bytes = GENERATED_CELL_BYTES.get(params.dataset.kind, OTHER_GENERATED_CELL_BYTES)
         loading = shape.n_rows * shape.n_columns * cell_bytes
     else:
-        loading = shape.n_rows * (
+        loading = FILE_READER_BYTES + shape.n_rows * (
             n_numeric * FILE_CELL_BYTES + shape.n_text_columns * FILE_TEXT_CELL_BYTES
         )
-    held = shape.n_rows * (n_numeric * FLOAT32 + shape.n_text_columns * TEXT_CELL_BYTES)
+    generated = params.dataset.source != "file"
+    # A file's table is read by pandas through Arrow: its numbers are held twice at once.
+    number_bytes = FLOAT32 if generated else 2 * FLOAT32
+    held = shape.n_rows * (n_numeric * number_bytes + shape.n_text_columns * TEXT_CELL_BYTES)
     # A split's encoded rows: float64 out of the preprocessor, then the float32 copy.
     encoded_copy = FLOAT64 + FLOAT32 if shape.n_text_columns else FLOAT32
     split_copies = count if replicates.resample_split else 1
@@ -142,7 +148,9 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
                 (
                     rows_key,
                     "a chunk of rows at a time",
-                    min(shape.n_rows, SPLIT_CHUNK_ROWS) * shape.n_features * SPLIT_CHUNK_BYTES,
+                    min(shape.n_rows, SPLIT_CHUNK_ROWS) * shape.n_features * SPLIT_CHUNK_BYTES
+                    if generated
+                    else 0,
                 ),
             ],
         ),

@@ -81,10 +81,8 @@ def test_one_hot_width_drives_the_split_and_the_first_layer() -> None:
     def split(costs) -> int:
         return next(cost.bytes for cost in costs if cost.stage == "split")
 
-    # The train rows (60%) as the preprocessor's float64 and then as float32, and the
-    # work on a chunk of rows (here all of them).
-    added = 50_002 - 12
-    assert split(wide) - split(narrow) == 60_000 * added * 12 + 100_000 * added * 28
+    # The train rows (60%) as the preprocessor's float64 and then as float32.
+    assert split(wide) - split(narrow) == 60_000 * (50_002 - 12) * 12
 
 
 def test_a_run_over_the_limit_is_one_line_naming_key_estimate_and_limit() -> None:

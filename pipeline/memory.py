@@ -285,3 +285,17 @@ def check_run_memory(params: Params, shape: DataShape) -> None:
     available = available_memory()
     if available is not None:
         check_memory(estimate_costs(params, shape), *available, params)
+
+
+def check_stage_memory(
+    params: Params, n_train: int, n_features: int, n_classes: int, stage: str
+) -> None:
+    """A training stage that runs without `dataset` before it (only `model.*` changed):
+    refuse its own estimated memory, from the train rows it read, before it trains."""
+    available = available_memory()
+    if available is None:
+        return
+    held_out = params.split.test_size + params.split.validation_size
+    shape = DataShape(round(n_train / (1 - held_out)), n_features, 0, n_features, n_classes)
+    costs = [cost for cost in estimate_costs(params, shape) if cost.stage == stage]
+    check_memory(costs, *available, params)

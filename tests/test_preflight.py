@@ -189,3 +189,39 @@ def test_a_file_larger_than_memory_allows_is_refused_before_loading(tmp_path: Pa
         r"[\d.]+ [GM]iB available .*",
         line,
     ), line
+
+
+def run_stage(project: Path, stage: str) -> subprocess.CompletedProcess[str]:
+    variables = {**os.environ, "PYTHONPATH": str(ROOT)}
+    variables.pop("PIPELINE_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", f"pipeline.{stage}"],
+        cwd=project,
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_trainer_run_without_dataset_checks_its_own_memory(tmp_path: Path) -> None:
+    # Only model.hidden_layers changed since dataset and split ran: DVC reruns the
+    # trainers alone, and train_keras refuses 64 replicates of 10^8 weights itself.
+    raw = default_raw()
+    raw["replicates"]["count"] = 64
+    (tmp_path / paths.PARAMS).write_text(yaml.safe_dump(raw), encoding="utf-8")
+    for stage in ("dataset", "split"):
+        assert run_stage(tmp_path, stage).returncode == 0
+    raw["model"]["hidden_layers"] = [100_000, 1000]
+    (tmp_path / paths.PARAMS).write_text(yaml.safe_dump(raw), encoding="utf-8")
+
+    completed = run_stage(tmp_path, "train_keras")
+
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        "error: model.hidden_layers = [100000, 1000]: train_keras would need about "
+    )
+    assert not (tmp_path / paths.KERAS_MODEL).parent.exists()

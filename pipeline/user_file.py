@@ -59,6 +59,14 @@ def csv_header(path: Path) -> list[str]:
         raise _unreadable(path, error) from None
 
 
+def parquet_columns(path: Path) -> list[str]:
+    """The column names from a Parquet file's footer, without reading its rows."""
+    try:
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise _unreadable(path, error) from None
+
+
 def _text_columns(schema: pa.Schema) -> list[str]:
     return [
         field.name
@@ -214,7 +222,7 @@ def check_readable(path: Path) -> None:
         raise PipelineError(f"{path}: no such file (dataset.path)")
     if path.stat().st_size == 0:
         raise PipelineError(f"{path}: the file is empty")
-    header = csv_header(path) if path.suffix.lower() == ".csv" else sample_file(path).columns
+    header = csv_header(path) if path.suffix.lower() == ".csv" else parquet_columns(path)
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
         raise PipelineError(

@@ -1,6 +1,6 @@
-"""A user's CSV or Parquet file read in batches: its size estimated and refused before
-loading when it cannot fit, its numbers held as float32 from the first batch on, and
-a progress line for large files."""
+"""A user's CSV or Parquet file read in batches: its rows and columns estimated before
+it is loaded, its numbers held as float32 and its text as categories from the first
+batch on, and a progress line for large files."""
 
 import csv
 import io
@@ -96,7 +96,12 @@ def sample_file(path: Path) -> FileSample:
             if len(head) < size:
                 # Whole lines only: the last one may be cut in the middle.
                 head = head[: head.rfind(b"\n") + 1] or head
-            first = pa_csv.read_csv(io.BytesIO(head), convert_options=CONVERT)
+            # One block: the types are inferred from all of it, not its first megabyte.
+            first = pa_csv.read_csv(
+                io.BytesIO(head),
+                read_options=pa_csv.ReadOptions(block_size=len(head) + 1),
+                convert_options=CONVERT,
+            )
             schema = first.schema
             n_rows = round(first.num_rows * size / max(len(head), 1))
     except (pa.ArrowException, OSError, ValueError) as error:

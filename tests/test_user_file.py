@@ -81,6 +81,17 @@ def test_the_rows_of_a_csv_file_are_estimated_from_its_first_bytes(tmp_path: Pat
     assert sample.distinct_text == {"colour": 2, "approved": 1}
 
 
+def test_the_sample_types_columns_from_all_of_its_rows(tmp_path: Path) -> None:
+    # Whole numbers for over a megabyte, then decimals, within the first 4 MiB.
+    rows = [f"{index},1,red,yes" for index in range(200_000)] + ["0.5,1,red,no"]
+    path = write_rows(tmp_path / "data.csv", rows)
+
+    sample = sample_file(path)
+
+    assert sample.n_rows == 200_001
+    assert sample.distinct_text == {"colour": 1, "approved": 2}
+
+
 def test_an_unclosed_quote_at_the_end_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_text('a,b,approved\n1,2,"yes\n3,4,no\n')

@@ -16,8 +16,8 @@ GIB = 1 << 30
 
 # What each stage holds before it reads a row: Python, NumPy, pandas, scikit-learn,
 # and TensorFlow in train_keras, MLflow in track and compare. Measured as the peak RSS
-# of each stage on 1,000 rows (`benchmarks/run.py --sections memory`), rounded up.
-# track and compare were not measured: MLflow's import, about 150 MiB, on top.
+# of each stage on 1,000 rows (`benchmarks/run.py --sections memory`), rounded up;
+# compare's was not measured: evaluate's and MLflow's import (about 150 MiB) on top.
 IMPORT_BYTES = {
     "dataset": 220 * MIB,
     "split": 250 * MIB,

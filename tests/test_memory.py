@@ -119,3 +119,21 @@ def test_available_memory_is_the_lower_of_meminfo_and_the_cgroup(tmp_path: Path)
     (cgroup / "memory.max").write_text("max\n")
     assert available_memory(meminfo, cgroup)[1] == "MemAvailable in /proc/meminfo"
     assert available_memory(tmp_path / "absent", tmp_path / "absent") is None
+
+
+def test_the_constants_copied_from_the_stages_match_them() -> None:
+    # Copied rather than imported: importing train_keras loads TensorFlow.
+    import ast
+
+    from pipeline import memory, split
+
+    assert memory.SPLIT_CHUNK_ROWS == split.CHUNK_ROWS
+    source = ast.parse((ROOT / "pipeline" / "train_keras.py").read_text(encoding="utf-8"))
+    values = {
+        target.id: ast.literal_eval(node.value)
+        for node in source.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id == "XLA_MIN_SAMPLE_EPOCHS"
+    }
+    assert values == {"XLA_MIN_SAMPLE_EPOCHS": memory.KERAS_XLA_MIN_SAMPLE_EPOCHS}

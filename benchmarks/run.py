@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.config import parse_params
+from pipeline.memory import DataShape, estimate_costs
 from tests.endtoend import copy_repository, environment, initialize_repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,6 +234,12 @@ def pipeline_section() -> dict:
     }
 
 
+def estimated_peaks(params: dict, shape: DataShape) -> dict[str, int]:
+    """What `pipeline.memory` estimates for each stage of this run, to set beside the
+    measured peaks."""
+    return {cost.stage: cost.bytes for cost in estimate_costs(parse_params(params), shape)}
+
+
 def memory_section(rows: int) -> dict:
     """Peak RSS of each stage, run as its own process, on `rows` x 8 features."""
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as work:
@@ -242,7 +250,9 @@ def memory_section(rows: int) -> dict:
         params["dataset"]["n_samples"] = rows
         params["model"]["epochs"] = 1
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        data_bytes = rows * params["dataset"]["n_features"] * 4
+        n_features = params["dataset"]["n_features"]
+        data_bytes = rows * n_features * 4
+        estimates = estimated_peaks(params, DataShape(rows, n_features, 0, n_features, 2))
         stages = {}
         for stage in ("dataset", "split", "train_keras", "train_sklearn", "evaluate"):
             started = time.perf_counter()
@@ -256,17 +266,101 @@ def memory_section(rows: int) -> dict:
             if completed.returncode != 0:
                 raise RuntimeError(f"{stage} failed on {rows} rows:\n{completed.stderr[-2000:]}")
             peak = int(completed.stdout.strip().splitlines()[-1])
+            estimate = estimates[stage]
             stages[stage] = {
                 "peak_rss_bytes": peak,
                 "peak_rss_over_data": peak / data_bytes,
+                "estimate_bytes": estimate,
+                "estimate_over_peak": estimate / peak,
                 "seconds": time.perf_counter() - started,
             }
             print(
                 f"  {stage:14} peak RSS {peak / 2**20:8,.0f} MiB = "
-                f"{peak / data_bytes:4.2f} x the float32 data",
+                f"{peak / data_bytes:4.2f} x the float32 data; estimated "
+                f"{estimate / 2**20:,.0f} MiB ({estimate / peak:.2f} x)",
                 flush=True,
             )
     return {"rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
+
+
+def write_csv_file(path: Path, megabytes: int, seed: int = 0) -> tuple[int, int]:
+    """A CSV file of about `megabytes` MB: 8 numeric columns, a text column of 5
+    categories and a yes/no target, written in chunks. (rows, float32 bytes of its
+    numbers as the pipeline holds them)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    rng = np.random.default_rng(seed)
+    chunk, rows = 200_000, 0
+    categories = np.array(["north", "south", "east", "west", "centre"], dtype=object)
+    with pa_csv.CSVWriter(path, schema=_csv_schema()) as writer:
+        while path.stat().st_size < megabytes * 10**6:
+            numbers = rng.normal(size=(chunk, 8)).round(6)
+            columns = [pa.array(numbers[:, index]) for index in range(8)]
+            columns.append(pa.array(categories[rng.integers(0, 5, chunk)]))
+            columns.append(pa.array(np.where(numbers[:, 0] > 0, "yes", "no").astype(object)))
+            writer.write_table(pa.Table.from_arrays(columns, schema=_csv_schema()))
+            rows += chunk
+    return rows, rows * 9 * 4
+
+
+def _csv_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [*(pa.field(f"x{index}", pa.float64()) for index in range(1, 9))]
+        + [pa.field("region", pa.string()), pa.field("approved", pa.string())]
+    )
+
+
+def csv_section(megabytes: int) -> dict:
+    """Peak RSS of `dataset` and `split` on a CSV file of `megabytes` MB, per GB."""
+    with tempfile.TemporaryDirectory(prefix="bench-csv-") as work:
+        project = Path(work)
+        copy_repository(project)
+        path = project / "large.csv"
+        rows, data_bytes = write_csv_file(path, megabytes)
+        size = path.stat().st_size
+        params_path = project / "params.yaml"
+        params = yaml.safe_load(params_path.read_text())
+        params["dataset"] |= {"source": "file", "path": "large.csv", "target": "approved"}
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        # 8 numbers and a text column of 5 categories: 13 network inputs.
+        estimates = estimated_peaks(params, DataShape(rows, 9, 1, 13, 2))
+        stages = {}
+        for stage in ("dataset", "split"):
+            started = time.perf_counter()
+            completed = subprocess.run(
+                [sys.executable, "-c", PEAK_RSS, "-m", f"pipeline.{stage}"],
+                cwd=project,
+                env=environment(),
+                capture_output=True,
+                text=True,
+            )
+            if completed.returncode != 0:
+                raise RuntimeError(f"{stage} failed on {path}:\n{completed.stderr[-2000:]}")
+            peak = int(completed.stdout.strip().splitlines()[-1])
+            estimate = estimates[stage]
+            stages[stage] = {
+                "peak_rss_bytes": peak,
+                "estimate_bytes": estimate,
+                "estimate_over_peak": estimate / peak,
+                "peak_rss_per_csv_gb": peak / (size / 10**9),
+                "peak_rss_over_data": peak / data_bytes,
+                "seconds": time.perf_counter() - started,
+                "progress_lines": sum(
+                    "dataset: reading" in line for line in completed.stderr.splitlines()
+                ),
+            }
+            print(
+                f"  {stage:8} peak RSS {peak / 2**20:8,.0f} MiB = "
+                f"{peak / (size / 10**9) / 2**30:.2f} "
+                f"GiB per GB of CSV, {peak / data_bytes:4.2f} x the float32 data; estimated "
+                f"{estimate / 2**20:,.0f} MiB ({estimate / peak:.2f} x)",
+                flush=True,
+            )
+    return {"csv_bytes": size, "rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
 
 
 def timed(project: Path, *command: str) -> tuple[float, float]:
@@ -470,18 +564,33 @@ def print_tables(results: dict) -> None:
                 f"| {item['rows']:,} | {item['stage']} | {item['replicates']} | "
                 f"{item['seconds']:.1f} | {item['over_one_replicate']:.2f} |"
             )
+    if "csv" in results:
+        large = results["csv"]
+        print(
+            f"\nPeak RSS on a {large['csv_bytes'] / 10**9:.2f} GB CSV file, {large['rows']:,} rows "
+            f"({large['float32_data_bytes'] / 2**20:,.0f} MiB as float32)"
+        )
+        print("| stage | peak RSS (MiB) | GiB per GB of CSV | x data | seconds | estimate |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for stage, item in large["stages"].items():
+            print(
+                f"| {stage} | {item['peak_rss_bytes'] / 2**20:,.0f} | "
+                f"{item['peak_rss_per_csv_gb'] / 2**30:.2f} | {item['peak_rss_over_data']:.2f} | "
+                f"{item['seconds']:.0f} | {item['estimate_over_peak']:.2f} x |"
+            )
     if "memory" in results:
         memory = results["memory"]
         print(
             f"\nPeak RSS per stage, {memory['rows']:,} rows x 8 features "
             f"({memory['float32_data_bytes'] / 2**20:,.0f} MiB as float32)"
         )
-        print("| stage | peak RSS (MiB) | x data | seconds |")
-        print("|---|---:|---:|---:|")
+        print("| stage | peak RSS (MiB) | x data | seconds | estimate |")
+        print("|---|---:|---:|---:|---:|")
         for stage, item in memory["stages"].items():
             print(
                 f"| {stage} | {item['peak_rss_bytes'] / 2**20:,.0f} | "
-                f"{item['peak_rss_over_data']:.2f} | {item['seconds']:.0f} |"
+                f"{item['peak_rss_over_data']:.2f} | {item['seconds']:.0f} | "
+                f"{item['estimate_over_peak']:.2f} x |"
             )
 
 
@@ -490,7 +599,10 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         default="throughput,pipeline,loop,replicates,memory",
-        help="comma-separated: throughput, pipeline, loop, replicates, memory",
+        help="comma-separated: throughput, pipeline, loop, replicates, memory, csv",
+    )
+    parser.add_argument(
+        "--csv-mb", type=int, default=100, help="size of the CSV file of the csv section (MB)"
     )
     parser.add_argument("--replicate-rows", default="2000,100000", help="replicates data sizes")
     parser.add_argument("--replicate-counts", default="1,5,6", help="replicates to compare")
@@ -537,6 +649,9 @@ def main() -> None:
     if "memory" in sections:
         print(f"Peak memory on {arguments.memory_rows:,} rows", flush=True)
         results["memory"] = memory_section(arguments.memory_rows)
+    if "csv" in sections:
+        print(f"Peak memory on a CSV file of {arguments.csv_mb} MB", flush=True)
+        results["csv"] = csv_section(arguments.csv_mb)
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     arguments.output.write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results)

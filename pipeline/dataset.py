@@ -1,7 +1,6 @@
 """Load the data set, from a file or scikit-learn's bundled sets, or generate it
 (`data/dataset/`): the features as they are, and the target as class codes."""
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from sklearn.datasets import (
     load_breast_cancer,
     load_digits,
@@ -21,9 +19,13 @@ from sklearn.datasets import (
 )
 
 from pipeline import paths
-from pipeline.config import DatasetConfig, closest_name, feature_names, load_params
+from pipeline.config import DatasetConfig, Params, closest_name, feature_names, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.files import LABEL, Table, write_json, write_parquet, write_table
+from pipeline.memory import check_run_memory
+from pipeline.preflight import check_before_writing, frame_shape, generated_shape, sampled_shape
+from pipeline.stratify import check_class_rows
+from pipeline.user_file import FileSample, check_readable, read_user_file, sample_file
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,6 @@ SIGNAL_FEATURES = 2
 # A text column with more distinct values than this share of its rows looks like an
 # identifier (names, ids, free text) rather than a category.
 IDENTIFIER_SHARE = 0.5
-# A row of each class in each of train, validation and test.
-MIN_CLASS_ROWS = 3
 
 
 def class_counts(n_samples: int, positive_fraction: float) -> tuple[int, int]:
@@ -136,35 +136,6 @@ def bundled_dataset(name: str) -> RawData:
     )
 
 
-def read_user_file(path: Path) -> pd.DataFrame:
-    """A CSV or Parquet file as a data frame, or one line saying why it cannot be read."""
-    if not path.is_file():
-        raise PipelineError(f"{path}: no such file (dataset.path)")
-    if path.stat().st_size == 0:
-        raise PipelineError(f"{path}: the file is empty")
-    try:
-        if path.suffix.lower() == ".csv":
-            with open(path, newline="", encoding="utf-8") as file:
-                header = next(csv.reader(file), [])
-            frame = pd.read_csv(path, encoding="utf-8")
-        else:
-            table = pq.read_table(path)
-            header = table.column_names
-            frame = table.to_pandas()
-    except (UnicodeDecodeError, ValueError, OSError, pd.errors.ParserError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PipelineError(f"{path}: cannot be read as {path.suffix[1:]} ({reason})") from None
-    duplicates = sorted({name for name in header if header.count(name) > 1})
-    if duplicates:
-        raise PipelineError(
-            f"{path}: column names appear more than once: {', '.join(duplicates)}; "
-            "every column needs its own name"
-        )
-    if frame.empty:
-        raise PipelineError(f"{path}: has a header but no rows")
-    return frame
-
-
 def encode_target(values: pd.Series, path: Path) -> tuple[np.ndarray, list[Any]]:
     """Class codes 0..k-1 in the sorted order of the target's values, and those values."""
     empty = values.isna().to_numpy()
@@ -174,7 +145,13 @@ def encode_target(values: pd.Series, path: Path) -> tuple[np.ndarray, list[Any]]
             f"(first at row {int(np.argmax(empty))}); fill or drop those rows"
         )
     try:
-        classes, codes = np.unique(values.to_numpy(), return_inverse=True)
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            # Text read from a file: sorting its few distinct values, not its rows.
+            ordered = values.cat.reorder_categories(sorted(values.cat.categories))
+            classes = np.asarray(ordered.cat.categories, dtype=object)
+            codes = ordered.cat.codes.to_numpy()
+        else:
+            classes, codes = np.unique(values.to_numpy(), return_inverse=True)
     except TypeError:
         raise PipelineError(
             f"{path}: target column {values.name!r} mixes numbers and text; "
@@ -186,21 +163,6 @@ def encode_target(values: pd.Series, path: Path) -> tuple[np.ndarray, list[Any]]
             "a classifier needs at least two"
         )
     return codes.astype(np.int32), classes.tolist()
-
-
-def check_class_sizes(labels: np.ndarray, classes: list[Any], target: str, path: Path) -> None:
-    """Enough rows of every class for the stratified split."""
-    counts = np.bincount(labels, minlength=len(classes))
-    rare = np.flatnonzero(counts < MIN_CLASS_ROWS)
-    if len(rare):
-        # Most often a number to predict (a regression target), not a class.
-        examples = ", ".join(repr(classes[code]) for code in rare[:3])
-        raise PipelineError(
-            f"{path}: target column {target!r} has {len(classes)} classes, "
-            f"{len(rare)} of them in fewer than {MIN_CLASS_ROWS} rows ({examples}"
-            f"{', ...' if len(rare) > 3 else ''}); the stratified split needs "
-            f"{MIN_CLASS_ROWS} rows of each class (one per split)"
-        )
 
 
 def check_features(frame: pd.DataFrame, config: DatasetConfig, path: Path) -> pd.DataFrame:
@@ -216,6 +178,8 @@ def check_features(frame: pd.DataFrame, config: DatasetConfig, path: Path) -> pd
         if values.nunique() <= 1:
             first = values.iloc[0] if not values.empty else None
             first = first.item() if isinstance(first, np.generic) else first
+            # Numbers are float32 once read: 7 as the file has it, not 7.0.
+            first = int(first) if isinstance(first, float) and first.is_integer() else first
             what = "no values" if values.empty else f"a single value ({first!r})"
             raise PipelineError(
                 f"{path}: column {name!r} has {what}; it cannot help predict, drop it"
@@ -247,14 +211,20 @@ def check_features(frame: pd.DataFrame, config: DatasetConfig, path: Path) -> pd
                 f"{path}: column {name!r} has {int(empty.sum())} empty cells (first at row "
                 f"{int(np.argmax(empty))}); set dataset.missing: impute, or fill them"
             )
-        checked[name] = column.astype(np.float32) if numeric else column.astype(object)
+        # Text read from a file stays categorical: one copy of each distinct value.
+        text = column if isinstance(column.dtype, pd.CategoricalDtype) else column.astype(object)
+        checked[name] = column.astype(np.float32) if numeric else text
     return pd.DataFrame(checked)
 
 
-def load_file(config: DatasetConfig) -> RawData:
-    """The user's own table: the target column, and every other column as a feature."""
+def load_file(config: DatasetConfig, sample: FileSample | None = None) -> RawData:
+    """The user's own table: the target column, and every other column as a feature.
+    `sample` is what `sample_file` found, where the caller has already checked it."""
     path = Path(config.path)
-    frame = read_user_file(path)
+    if sample is None:
+        check_readable(path)
+        sample = sample_file(path)
+    frame = read_user_file(path, config.target, sample.n_rows)
     columns = [str(name) for name in frame.columns]
     if config.target not in columns:
         close = closest_name(config.target, columns)
@@ -273,22 +243,56 @@ def load_file(config: DatasetConfig) -> RawData:
     if features.shape[1] == 0:
         raise PipelineError(f"{path}: no columns besides the target {config.target!r}")
     checked = check_features(features, config, path)
-    check_class_sizes(labels, classes, config.target, path)
+    counts = np.bincount(labels, minlength=len(classes)).tolist()
+    check_class_rows(counts, classes, f"{path}: target column {config.target!r}")
     return RawData(checked, labels, classes, config.target)
 
 
-def load_dataset(config: DatasetConfig, seed: int) -> Table | RawData:
+def check_fits(params: Params) -> FileSample | None:
+    """Refuse, before generating or loading anything, a run that this machine's memory
+    cannot hold; for a file, what its first rows say about it (for `load_file`)."""
+    config = params.dataset
+    if config.source == "synthetic":
+        check_run_memory(params, generated_shape(params))
+    if config.source != "file":
+        return None
+    path = Path(config.path)
+    check_readable(path)
+    sample = sample_file(path)
+    check_run_memory(params, sampled_shape(sample, config.target))
+    return sample
+
+
+def load_dataset(
+    config: DatasetConfig, seed: int, sample: FileSample | None = None
+) -> Table | RawData:
     """Generated data as a numeric table, or loaded data as it came."""
     if config.source == "synthetic":
         return generate_dataset(config, seed)
     if config.source == "file":
-        return load_file(config)
+        return load_file(config, sample)
     return bundled_dataset(config.source)
+
+
+def check_dataset(params: Params, dataset: Table | RawData) -> None:
+    """What `split`, the trainers or any stage's memory would refuse later."""
+    if isinstance(dataset, Table):
+        classes: list[Any] = [0, 1]
+        shape, what, frame = generated_shape(params), f"dataset.kind {params.dataset.kind!r}", None
+    else:
+        classes, frame = dataset.classes, dataset.features
+        shape = frame_shape(frame, len(classes))
+        source = params.dataset.path if params.dataset.source == "file" else params.dataset.source
+        what = f"{source}: target column {dataset.target!r}"
+    check_before_writing(params, dataset.labels, classes, shape, what, frame)
 
 
 def main() -> None:
     params = load_params()
-    dataset = load_dataset(params.dataset, params.seed)
+    sample = check_fits(params)
+    dataset = load_dataset(params.dataset, params.seed, sample)
+    # Everything a later stage would refuse, refused before this one writes.
+    check_dataset(params, dataset)
     if isinstance(dataset, Table):
         # Generated data can be large (10M rows): written column by column.
         write_table(dataset, paths.DATASET)

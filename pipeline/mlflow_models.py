@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from pipeline.errors import PipelineError
 from pipeline.files import atomic_path
 from pipeline.reproducible import rewrite_archive
 
@@ -35,9 +37,85 @@ def quiet_mlflow_import() -> None:
     warnings.filterwarnings("ignore", message="SOCKS support in urllib3")
 
 
+# What a model this pipeline logged holds: the flavour, and the loader MLflow imports
+# for it (`python_function.loader_module`, a module name that MLflow imports as given).
+LOADERS = {"keras": "mlflow.keras", "sklearn": "mlflow.sklearn"}
+# The python_function keys a logged model of ours has; any other one (`code`,
+# `python_model`, `artifacts`, ...) makes MLflow run code from the artifact.
+PYFUNC_KEYS = {"loader_module", "env", "python_version", "predict_fn", "model_path", "data"}
+
+
+def _refuse(uri: str, problem: str) -> PipelineError:
+    return PipelineError(
+        f"{uri}: {problem}; refusing to load it (not a model this pipeline logged)"
+    )
+
+
+def _inside(directory: Path, relative: object, uri: str) -> Path:
+    """A path that the MLmodel file names, which must stay inside the model folder."""
+    if not isinstance(relative, str):
+        raise _refuse(uri, f"a model path {relative!r} that is not a file name")
+    path = (directory / relative).resolve()
+    if not path.is_relative_to(directory.resolve()):
+        raise _refuse(uri, f"the model path {relative!r} points outside the model")
+    return path
+
+
+def check_logged_model(directory: Path, uri: str) -> str:
+    """The flavour of a downloaded model, once it is known to load without running code
+    from the artifact, or one `PipelineError` line saying what is wrong.
+
+    MLflow's own guard, `MLFLOW_ALLOW_PICKLE_DESERIALIZATION`, defaults to true in
+    MLflow 3.17.2, and the skops trusted-types list it uses comes from the artifact's
+    own MLmodel file: neither protects against a tampered model. This checks what the
+    artifact says against what this pipeline logs: a Keras model (loaded with
+    `safe_mode`, no custom objects) or a skops file holding only the types of
+    `train_sklearn.SKOPS_TRUSTED_TYPES`.
+    """
+    try:
+        meta = yaml.safe_load((directory / "MLmodel").read_text(encoding="utf-8"))
+        flavors = dict(meta["flavors"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        raise _refuse(uri, "no readable MLmodel file") from None
+    flavor = next((name for name in flavors if name in LOADERS), None)
+    if flavor is None or set(flavors) != {flavor, "python_function"}:
+        raise _refuse(uri, f"flavours {sorted(flavors)}; allowed: keras or sklearn")
+    pyfunc, own = dict(flavors["python_function"] or {}), dict(flavors[flavor] or {})
+    if pyfunc.get("loader_module") != LOADERS[flavor]:
+        raise _refuse(uri, f"loader module {pyfunc.get('loader_module')!r}")
+    extra = sorted(set(pyfunc) - PYFUNC_KEYS)
+    if extra or own.get("code"):
+        raise _refuse(uri, f"code to run with the model ({', '.join(extra) or 'code'})")
+    if flavor == "keras":
+        if own.get("save_exported_model"):
+            raise _refuse(uri, "a TensorFlow SavedModel, which can hold any TensorFlow code")
+        data = _inside(directory, own.get("data", "data"), uri)
+        if any(path.suffix in (".pkl", ".pickle", ".cloudpickle") for path in data.rglob("*")):
+            raise _refuse(uri, "pickled custom objects")
+        return flavor
+    if own.get("serialization_format") != "skops":
+        raise _refuse(
+            uri, f"serialization format {own.get('serialization_format')!r}; allowed: 'skops'"
+        )
+    import skops.io
+
+    from pipeline.train_sklearn import SKOPS_TRUSTED_TYPES
+
+    model_file = _inside(directory, own.get("pickled_model"), uri)
+    try:
+        untrusted = skops.io.get_untrusted_types(file=model_file)
+    except Exception as error:  # skops raises many types for a file that is not its own
+        raise _refuse(uri, f"an unreadable skops file ({type(error).__name__})") from None
+    unexpected = sorted(set(untrusted) - set(SKOPS_TRUSTED_TYPES))
+    if unexpected:
+        raise _refuse(uri, f"the skops file holds untrusted types ({', '.join(unexpected[:3])})")
+    return flavor
+
+
 def load_logged_model(uri: str) -> Any:
     """`mlflow.pyfunc.load_model(uri)` (`models:/<model_id>`, `runs:/<run_id>/model`)
-    without TensorFlow's start-up lines or Keras' progress bar on each prediction."""
+    for a model that `check_logged_model` accepts, without TensorFlow's start-up lines
+    or Keras' progress bar on each prediction; a hostile model is refused in one line."""
     quiet_mlflow_import()
     # MLflow draws a progress bar for each folder it copies out of the store.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -45,16 +123,23 @@ def load_logged_model(uri: str) -> Any:
     # outside `model.fit`), and Keras warns that the rest is missing; predicting never
     # needs the optimizer.
     warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-    from mlflow.models import get_model_info
-
-    if "keras" in get_model_info(uri).flavors:
-        from pipeline.tensorflow_import import import_tensorflow
-
-        _, keras = import_tensorflow()
-        keras.utils.disable_interactive_logging()
+    import mlflow.artifacts
     import mlflow.pyfunc
 
-    return mlflow.pyfunc.load_model(uri)
+    # Downloaded once and loaded from this copy: what is checked is what is loaded.
+    with tempfile.TemporaryDirectory(prefix="mlflow-model-") as work:
+        directory = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=work))
+        flavor = check_logged_model(directory, uri)
+        if flavor == "keras":
+            from pipeline.tensorflow_import import import_tensorflow
+
+            _, keras = import_tensorflow()
+            keras.utils.disable_interactive_logging()
+        try:
+            return mlflow.pyfunc.load_model(str(directory))
+        except ValueError as error:
+            # Keras' safe_mode: a layer that would deserialize Python code (Lambda).
+            raise _refuse(uri, str(error).strip().splitlines()[0]) from None
 
 
 def preload_mlflow(flavor: str) -> None:

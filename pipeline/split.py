@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from pipeline import paths
-from pipeline.config import SplitConfig, load_params, split_sizes
+from pipeline.config import SplitConfig, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.files import (
     LABEL,
@@ -30,6 +30,7 @@ from pipeline.files import (
 )
 from pipeline.replicates import MANIFEST, manifest, replicate_seeds
 from pipeline.reproducible import rewrite_archive
+from pipeline.stratify import stratified_indices
 
 logger = logging.getLogger(__name__)
 
@@ -49,56 +50,6 @@ class Splits:
     validation: Table
     test: Table
     preprocessor: Preprocessor
-
-
-def apportion(total: int, sizes: np.ndarray) -> np.ndarray:
-    """Whole numbers proportional to `sizes` that add up to `total`: rounded down,
-    the rows left over to the largest remainders, and then at least one each
-    (taken from the largest share)."""
-    exact = total * sizes / sizes.sum()
-    whole = np.floor(exact).astype(np.int64)
-    left_over = total - int(whole.sum())
-    whole[np.argsort(whole - exact, kind="stable")[:left_over]] += 1
-    for empty in np.flatnonzero(whole == 0):
-        whole[np.argmax(whole)] -= 1
-        whole[empty] = 1
-    return whole
-
-
-def stratified_indices(
-    labels: np.ndarray, config: SplitConfig, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row indices of the train, validation and test sets, each with the class mix
-    of the whole data set, in increasing order.
-
-    Written out rather than `train_test_split`: on 10 million rows, that made
-    several int64 copies of the labels and indices (700 MB at once).
-    """
-    n_train, n_validation, n_test = split_sizes(len(labels), config)
-    classes, counts = np.unique(labels, return_counts=True)
-    if min(n_train, n_validation, n_test) < len(classes) or counts.min() < 3:
-        raise PipelineError(
-            f"split: cannot stratify {len(labels)} rows (class counts "
-            f"{dict(zip(classes.tolist(), counts.tolist(), strict=True))}) into {n_train} "
-            f"train, {n_validation} validation and {n_test} test rows with split.test_size "
-            f"= {config.test_size} and split.validation_size = {config.validation_size}: "
-            "every split needs a row of each class"
-        )
-    test_counts = apportion(n_test, counts)
-    validation_counts = apportion(n_validation, counts - test_counts)
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
-    for label, n_class_test, n_class_validation in zip(
-        classes, test_counts, validation_counts, strict=True
-    ):
-        # int32 row numbers: half the memory of int64 on 10 million rows.
-        rows = np.flatnonzero(labels == label).astype(np.int32)
-        rng.shuffle(rows)
-        parts["test"].append(rows[:n_class_test])
-        parts["validation"].append(rows[n_class_test : n_class_test + n_class_validation])
-        parts["train"].append(rows[n_class_test + n_class_validation :])
-    train, validation, test = (np.sort(np.concatenate(parts[name])) for name in SPLIT_NAMES)
-    return train, validation, test
 
 
 def fit_scaler(features: np.ndarray, train_rows: np.ndarray) -> StandardScaler:

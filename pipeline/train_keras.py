@@ -48,6 +48,7 @@ from pipeline.history import (
     training_summary,
     write_training_records,
 )
+from pipeline.memory import check_stage_memory
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
 from pipeline.replicates import (
     layer_units,
@@ -673,6 +674,7 @@ def main() -> None:
     if n_rows <= PRELOAD_MAX_ROWS:
         preload_mlflow("keras")
     check_batch_size(params.model, n_rows)
+    check_stage_memory(params, n_rows, len(columns), n_classes, "train_keras")
     validation_tables = read_split("validation", replicates, params.seed, n_classes, columns)
     started = time.perf_counter()
     results = train_replicates(

@@ -127,3 +127,44 @@ def test_bad_user_file_fails_in_one_line_and_keeps_every_output(project: Path):
     assert "Traceback" not in failed.stderr
     after = {str(path): file_md5(path) for path in (project / "data").rglob("*") if path.is_file()}
     assert after == before
+
+
+def test_a_target_that_split_would_refuse_is_refused_before_anything_is_written(project: Path):
+    # 500 values of 4 rows each: `split` cannot stratify them, and `dataset` says so
+    # before it replaces data/dataset/ and before DVC records anything in dvc.lock.
+    rng = np.random.default_rng(0)
+    prices = pd.DataFrame(
+        {
+            "size": rng.normal(size=2000),
+            "price": rng.permutation(np.repeat(np.arange(500) + 0.5, 4)),
+        }
+    )
+    prices.to_csv(project / "examples" / "prices.csv", index=False)
+    outputs = [
+        path
+        for folder in ("data", "reports")
+        for path in (project / folder).rglob("*")
+        if path.is_file()
+    ]
+    before = {str(path): file_md5(path) for path in [*outputs, project / "dvc.lock"]}
+    set_params(
+        project,
+        dataset__source="file",
+        dataset__path="examples/prices.csv",
+        dataset__target="price",
+    )
+
+    failed = execute(project, "dvc", "repro", check=False)
+
+    assert failed.returncode != 0
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert errors[0] == (
+        "error: examples/prices.csv: target column 'price' has 500 classes in 2000 rows, but "
+        "split.test_size = 0.2 and split.validation_size = 0.2 leave 400 test rows; every "
+        "split needs a row of each class (a number to predict rather than classes?)"
+    )
+    assert "Traceback" not in failed.stderr
+    assert "Running stage 'split'" not in failed.stdout
+    after = {str(path): file_md5(path) for path in [*outputs, project / "dvc.lock"]}
+    assert after == before
+    assert not (project / paths.MLFLOW_DATABASE).exists()

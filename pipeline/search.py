@@ -5,6 +5,7 @@ between each library's best params (`reports/search/<study>/`, an MLflow run).""
 import argparse
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -184,6 +185,8 @@ def objective_values(search: Search, trial: optuna.Trial) -> tuple[float, ...]:
         raise TrialFailed(str(error)) from None
     name = f"{config.study}-{trial.number}"
     trial.set_user_attr("dvc_experiment", name)
+    # Which machine and process runs it: a stale trial's worker is the one to look at.
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
         experiment = run_experiment(
             search.root, name, {**config.trial_params, **sampled}, search.logs / f"{name}.log"

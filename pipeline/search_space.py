@@ -157,7 +157,7 @@ def with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, 
 def _location(location: tuple[Any, ...]) -> str:
     """The key path of an error, without pydantic's union tag (`space.x.float.low`)."""
     parts = [str(part) for part in location]
-    if len(parts) > 3 and parts[0] == "space" and parts[2] in DIMENSION_TYPES:
+    if len(parts) > 2 and parts[0] == "space" and parts[2] in DIMENSION_TYPES:
         del parts[2]
     return ".".join(parts)
 
@@ -185,7 +185,10 @@ def _describe(error: ValidationError, source: Path) -> str:
             f"{source}: {key} = {value!r}: allowed: up to 64 letters, digits, '_' and '-', "
             "starting with a letter or digit"
         )
-    message = first["msg"].replace("Input should be", "must be")
+    if kind == "too_short":
+        return f"{source}: {key} is empty; name at least one param"
+    verb = "allowed:" if kind == "literal_error" else "must be"
+    message = first["msg"].replace("Input should be", verb)
     return f"{source}: {key} = {value!r}: {message}"
 
 
@@ -215,7 +218,11 @@ def _check_values(config: SearchConfig, raw: dict[str, Any], source: Path) -> No
     applied to the trial params: `model.dropout: high 1.5` fails here, not in the 20th
     trial."""
     trial_raw = with_overrides(raw, config.trial_params)
-    parse_params(trial_raw, source)
+    try:
+        parse_params(trial_raw, source)
+    except PipelineError as error:
+        detail = str(error).removeprefix(f"{source}: ")
+        raise PipelineError(f"{source}: trial_params: {detail}") from None
     for key, dimension in config.space.items():
         if isinstance(dimension, Categorical):
             values = {f"choices[{index}]": choice for index, choice in enumerate(dimension.choices)}

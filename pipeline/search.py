@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from pipeline.search_trials import (
     mlflow_parent_run,
     replicate_test_metric,
     run_experiment,
+    stop_experiments,
     validation_scores,
 )
 from pipeline.statistics import LOWER_IS_BETTER, ReplicateVerdict, compare_replicates
@@ -56,6 +58,8 @@ MAX_RETRIES = 2
 # A worker stops after this many failed trials in a row: the pipeline itself is broken.
 MAX_FAILURES_IN_A_ROW = 3
 TAG_STUDY = "search.study"
+# Set when the worker stops: its jobs then start no further trial.
+stopping = threading.Event()
 TAG_TRIAL = "search.trial"
 
 
@@ -251,7 +255,7 @@ def work(search: Search, study: optuna.Study, deadline: float | None) -> None:
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         logger.info(progress_line(search, study, trial))
 
-    while True:
+    while not stopping.is_set():
         counts = count_states(study)
         out_of_time = deadline is not None and time.monotonic() >= deadline
         if out_of_time or (budget and finished(counts) >= budget):
@@ -266,7 +270,9 @@ def work(search: Search, study: optuna.Study, deadline: float | None) -> None:
             continue
         # Trials of other jobs or workers are running and may yet fail: theirs to
         # finish, or ours to retry once their heartbeat stops.
-        fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
         time.sleep(min(search.config.heartbeat_seconds, 5))
 
 
@@ -301,9 +307,19 @@ def run_trials(search: Search, jobs: int, minutes: float) -> None:
     deadline = time.monotonic() + minutes * 60 if minutes else None
     seeds = np.random.SeedSequence([search.config.seed, os.getpid()]).spawn(jobs)
     studies = [open_study(search, storage, int(seed.generate_state(1)[0])) for seed in seeds]
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="search-job") as pool:
-        for future in [pool.submit(work, search, study, deadline) for study in studies]:
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="search-job")
+    futures = [pool.submit(work, search, study, deadline) for study in studies]
+    try:
+        for future in futures:
             future.result()
+    except BaseException:
+        # Ctrl-C, SIGTERM or a failed job: no job starts another trial, and the running
+        # ones stop now (their trials are recorded as failed).
+        stopping.set()
+        stop_experiments()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ PR_SET_PDEATHSIG = 1
 MODEL_SUFFIXES = {"keras": ".keras", "sklearn": ".skops"}
 # Loading Keras models from several threads at once races on Keras' global state.
 _models_lock = threading.Lock()
+# The `dvc exp run` processes of this worker's trials, for `stop_experiments`.
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
 
 
 class TrialFailed(Exception):
@@ -78,20 +81,34 @@ def run_experiment(root: Path, name: str, overrides: dict[str, Any], log_path: P
         command += ["--set-param", dvc_override(key, value)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log:
-        completed = subprocess.run(
+        process = subprocess.Popen(
             command,
             cwd=root,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            check=False,
         )
-    if completed.returncode != 0:
+        with _running_lock:
+            _running.add(process)
+        try:
+            returncode = process.wait()
+        finally:
+            with _running_lock:
+                _running.discard(process)
+    if returncode != 0:
         reason = failure_line(log_path.read_text(encoding="utf-8", errors="replace"))
-        raise TrialFailed(f"dvc exp run exited with {completed.returncode}: {reason}")
+        raise TrialFailed(f"dvc exp run exited with {returncode}: {reason}")
     reference = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
     return Experiment(name=name, revision=_git(root, "rev-parse", reference))
+
+
+def stop_experiments() -> None:
+    """SIGTERM to every running experiment of this worker: DVC stops its stage, which
+    keeps its previous outputs, and the trial fails."""
+    with _running_lock:
+        for process in _running:
+            process.send_signal(signal.SIGTERM)
 
 
 def read_text(root: Path, experiment: Experiment, path: Path) -> str:

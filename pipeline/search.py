@@ -14,18 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline import paths
 from pipeline.config import Params, flatten, parse_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.search_space import (
-    SEARCH,
     SearchConfig,
     decoded_params,
     load_search,
@@ -33,6 +31,14 @@ from pipeline.search_space import (
     short,
     suggest,
     with_overrides,
+)
+from pipeline.search_storage import (
+    count_states,
+    finished,
+    open_storage,
+    open_study,
+    redact,
+    storage_url,
 )
 from pipeline.search_trials import (
     Experiment,
@@ -47,14 +53,7 @@ from pipeline.statistics import LOWER_IS_BETTER, ReplicateVerdict, compare_repli
 
 logger = logging.getLogger(__name__)
 
-# Beside mlflow.db: the embedded study storage, one SQLite file for every study.
-OPTUNA_DATABASE = Path("optuna.db")
-REPORTS = paths.REPORTS / "search"
 FAMILIES = paths.MODEL_FAMILIES  # the study's objectives, in this order
-# Heartbeats a worker may miss before its running trial is failed and retried.
-GRACE_HEARTBEATS = 3
-# A killed worker's trial is retried this often (a trial that kills workers, no more).
-MAX_RETRIES = 2
 # A worker stops after this many failed trials in a row: the pipeline itself is broken.
 MAX_FAILURES_IN_A_ROW = 3
 TAG_STUDY = "search.study"
@@ -83,97 +82,7 @@ class Search:
 
     @property
     def logs(self) -> Path:
-        return self.root / REPORTS / self.config.study / "logs"
-
-
-def storage_url(given: str | None, root: Path) -> str:
-    """The SQLAlchemy URL of the study storage: SQLite beside mlflow.db by default;
-    a PostgreSQL URL without a password (libpq reads PGPASSWORD or ~/.pgpass)."""
-    if not given:
-        return f"sqlite:///{root / OPTUNA_DATABASE}"
-    parts = urlsplit(given)
-    if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg", "sqlite"):
-        raise PipelineError(
-            f"--storage {redact(given)!r}: allowed: postgresql://user@host:port/database "
-            "or sqlite:///path"
-        )
-    if parts.password is not None:
-        raise PipelineError(
-            f"--storage {redact(given)!r}: contains a password, which logs and the process "
-            "list would show; put it in PGPASSWORD or ~/.pgpass instead"
-        )
-    if parts.scheme.startswith("postgres"):
-        # psycopg 3 is the PostgreSQL driver this project installs.
-        return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
-    return given
-
-
-def redact(url: str) -> str:
-    """The URL without a user name or password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=host))
-
-
-def open_storage(search: Search) -> RDBStorage:
-    """The storage with heartbeats: a worker silent for GRACE_HEARTBEATS heartbeats has
-    its running trial failed by the next worker that looks, and re-queued."""
-    heartbeat = search.config.heartbeat_seconds
-    sqlite = search.storage_url.startswith("sqlite")
-    try:
-        with warnings.catch_warnings():
-            # Heartbeats and their retry callback are marked experimental since 2.8.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                search.storage_url,
-                # SQLite: writers in several threads wait for the lock instead of failing.
-                engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
-                heartbeat_interval=heartbeat,
-                grace_period=GRACE_HEARTBEATS * heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRIES
-                ),
-            )
-    except Exception as error:  # SQLAlchemy's and the driver's errors alike
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        raise PipelineError(
-            f"study storage {redact(search.storage_url)} is unreachable: "
-            f"{type(error).__name__} {redact(reason)}"
-        ) from None
-
-
-def open_study(search: Search, storage: RDBStorage, sampler_seed: int | None) -> optuna.Study:
-    """The study by name, created by the first worker; a worker with another search
-    space or objective is refused, so that no study mixes two."""
-    config = search.config
-    if config.sampler == "tpe":
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=sampler_seed)
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=sampler_seed)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=config.study,
-        directions=[search.direction] * len(FAMILIES),
-        sampler=sampler,
-        load_if_exists=True,
-    )
-    definition = {
-        "space": config.model_dump(mode="json")["space"],
-        "trial_params": config.trial_params,
-        "metric": search.metric,
-    }
-    recorded = study.user_attrs.get("definition")
-    if recorded is None:
-        study.set_user_attr("definition", definition)
-        study.set_user_attr("budget", config.budget.model_dump(mode="json"))
-    elif recorded != definition:
-        raise PipelineError(
-            f"study {config.study!r} in {redact(search.storage_url)} was started with another "
-            "search space, trial_params or compare.primary_metric; name a new study"
-        )
-    return study
+        return self.root / paths.SEARCH_REPORTS / self.config.study / "logs"
 
 
 def objective_values(search: Search, trial: optuna.Trial) -> tuple[float, ...]:
@@ -235,17 +144,6 @@ def progress_line(search: Search, study: optuna.Study, trial: FrozenTrial) -> st
     )
 
 
-def count_states(study: optuna.Study) -> dict[TrialState, int]:
-    counts = dict.fromkeys(TrialState, 0)
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state] += 1
-    return counts
-
-
-def finished(counts: dict[TrialState, int]) -> int:
-    return counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-
-
 def work(search: Search, study: optuna.Study, deadline: float | None) -> None:
     """One job's loop: start trials until the budget is spent, then wait until no
     trial of any worker runs (a killed worker's trial is failed, re-queued and run)."""
@@ -303,10 +201,15 @@ def run_one(
 def run_trials(search: Search, jobs: int, minutes: float) -> None:
     """`jobs` trials at a time on this machine, each job with its own sampler seed so
     that parallel jobs and workers do not propose the same params."""
-    storage = open_storage(search)
+    storage = open_storage(search.storage_url, search.config.heartbeat_seconds)
     deadline = time.monotonic() + minutes * 60 if minutes else None
     seeds = np.random.SeedSequence([search.config.seed, os.getpid()]).spawn(jobs)
-    studies = [open_study(search, storage, int(seed.generate_state(1)[0])) for seed in seeds]
+    studies = [
+        open_study(
+            storage, search.config, search.metric, len(FAMILIES), int(seed.generate_state(1)[0])
+        )
+        for seed in seeds
+    ]
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="search-job")
     futures = [pool.submit(work, search, study, deadline) for study in studies]
     try:
@@ -410,7 +313,7 @@ def write_to_mlflow(
 
 def parse_arguments(arguments: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.search", description=__doc__)
-    parser.add_argument("--search", type=Path, default=SEARCH, help="the search file")
+    parser.add_argument("--search", type=Path, default=paths.SEARCH, help="the search file")
     parser.add_argument("--study", help="the study's name (default: search.yaml's study)")
     parser.add_argument(
         "--storage",
@@ -477,9 +380,12 @@ def main(arguments: list[str] | None = None) -> None:
     # Imported here: a worker that only runs trials draws no figures.
     from pipeline import search_report
 
-    study = optuna.load_study(study_name=config.study, storage=open_storage(search))
+    study = optuna.load_study(
+        study_name=config.study,
+        storage=open_storage(search.storage_url, search.config.heartbeat_seconds),
+    )
     outcome = decide(search, study, options.jobs)
-    folder = search.root / REPORTS / config.study / "report"
+    folder = search.root / paths.SEARCH_REPORTS / config.study / "report"
     search_report.write_report(search, study, outcome, folder)
     final_runs = {
         mlflow_parent_run(search.root, experiment): {

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline import paths
 from pipeline.config import Params, closest_name, flatten, parse_params, read_yaml
 from pipeline.errors import PipelineError
 
-SEARCH = Path("search.yaml")
 Sampler = Literal["tpe", "random"]
 # A study name becomes part of DVC experiment names and git refs (`<study>-<trial>`).
 STUDY_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -236,7 +236,7 @@ def _check_values(config: SearchConfig, raw: dict[str, Any], source: Path) -> No
                 raise PipelineError(f"{source}: space.{key}.{name} = {value!r}: {detail}") from None
 
 
-def parse_search(raw: Any, params_raw: dict[str, Any], source: Path = SEARCH) -> SearchConfig:
+def parse_search(raw: Any, params_raw: dict[str, Any], source: Path = paths.SEARCH) -> SearchConfig:
     """Validate already-parsed `search.yaml` content against the params it varies."""
     if not isinstance(raw, dict):
         raise PipelineError(

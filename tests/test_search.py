@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline import paths
 from pipeline.files import read_table
-from pipeline.search import storage_url
+from pipeline.search_storage import storage_url
 from pipeline.statistics import compare_replicates
 from pipeline.train_sklearn import load_model
 from tests import test_team

@@ -13,7 +13,6 @@ import yaml
 
 from pipeline.config import flatten, parse_params
 from pipeline.errors import PipelineError
-from pipeline.search import redact, storage_url
 from pipeline.search_space import (
     decoded_params,
     load_search,
@@ -21,6 +20,7 @@ from pipeline.search_space import (
     suggest,
     with_overrides,
 )
+from pipeline.search_storage import redact, storage_url
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path("search.yaml")

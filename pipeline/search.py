@@ -380,10 +380,13 @@ def main(arguments: list[str] | None = None) -> None:
     # Imported here: a worker that only runs trials draws no figures.
     from pipeline import search_report
 
-    study = optuna.load_study(
-        study_name=config.study,
-        storage=open_storage(search.storage_url, search.config.heartbeat_seconds),
-    )
+    storage = open_storage(search.storage_url, config.heartbeat_seconds)
+    try:
+        study = optuna.load_study(study_name=config.study, storage=storage)
+    except KeyError:
+        raise PipelineError(
+            f"no study {config.study!r} in {redact(search.storage_url)}; run trials first"
+        ) from None
     outcome = decide(search, study, options.jobs)
     folder = search.root / paths.SEARCH_REPORTS / config.study / "report"
     search_report.write_report(search, study, outcome, folder)

@@ -100,7 +100,7 @@ def report_markdown(
     trials = study.get_trials(deepcopy=False)
     started = [trial.datetime_start for trial in trials if trial.datetime_start]
     ended = [trial.datetime_complete for trial in trials if trial.datetime_complete]
-    hours = (max(ended) - min(started)).total_seconds() / 60 if started and ended else 0.0
+    minutes = (max(ended) - min(started)).total_seconds() / 60 if started and ended else 0.0
     lines = [
         f"# Search `{config.study}`: Keras vs scikit-learn, each at its best",
         "",
@@ -114,7 +114,7 @@ def report_markdown(
         f"{config.budget.minutes or 'no limit on'} minutes; sampler `{config.sampler}`.",
         f"Finished trials: {counts[TrialState.COMPLETE]}, pruned {counts[TrialState.PRUNED]}, "
         f"failed {counts[TrialState.FAIL]} (a killed worker's trial fails and is retried); "
-        f"{hours:.1f} minutes from the first trial's start to the last one's end.",
+        f"{minutes:.1f} minutes from the first trial's start to the last one's end.",
         f"Every trial also set: {_cell(config.trial_params)}.",
         "",
         "## Search space",

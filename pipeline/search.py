@@ -155,15 +155,13 @@ def work(search: Search, study: optuna.Study, deadline: float | None) -> None:
 
     while not stopping.is_set():
         counts = count_states(study)
+        done, running = finished(counts), counts[TrialState.RUNNING]
         out_of_time = deadline is not None and time.monotonic() >= deadline
-        if out_of_time or (budget and finished(counts) >= budget):
-            if not counts[TrialState.RUNNING]:
+        if out_of_time or (budget and done >= budget):
+            if not running:
                 return
-        elif not (
-            budget
-            and finished(counts) + counts[TrialState.RUNNING] >= budget
-            and not counts[TrialState.WAITING]
-        ):
+        elif counts[TrialState.WAITING] or not budget or done + running < budget:
+            # A re-queued trial first: Optuna hands out waiting trials before new ones.
             failures_in_a_row = run_one(search, study, report, failures_in_a_row)
             continue
         # Trials of other jobs or workers are running and may yet fail: theirs to

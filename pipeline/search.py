@@ -43,6 +43,7 @@ from pipeline.search_storage import (
 from pipeline.search_trials import (
     Experiment,
     TrialFailed,
+    find_experiment,
     mlflow_parent_run,
     replicate_test_metric,
     run_experiment,
@@ -248,6 +249,10 @@ def decide(search: Search, study: optuna.Study, jobs: int) -> Outcome:
         names["sklearn"] = names["keras"] = f"{search.config.study}-best-{len(complete)}"
 
     def retrain(family: str) -> Experiment:
+        # A verdict asked again on the same trials reuses its experiments.
+        existing = find_experiment(search.root, names[family])
+        if existing is not None:
+            return existing
         overrides = decoded_params(search.config, best[family].params)
         logger.info("search: re-training %s's best params as %s", family, names[family])
         try:
@@ -388,12 +393,13 @@ def main(arguments: list[str] | None = None) -> None:
     outcome = decide(search, study, options.jobs)
     folder = search.root / paths.SEARCH_REPORTS / config.study / "report"
     search_report.write_report(search, study, outcome, folder)
+    # One run per re-trained experiment, which may be the best of both libraries.
+    best_of: dict[str, list[str]] = {}
+    for family, experiment in outcome.experiments.items():
+        best_of.setdefault(mlflow_parent_run(search.root, experiment), []).append(family)
     final_runs = {
-        mlflow_parent_run(search.root, experiment): {
-            TAG_STUDY: config.study,
-            TAG_TRIAL: f"best {family}",
-        }
-        for family, experiment in outcome.experiments.items()
+        run: {TAG_STUDY: config.study, TAG_TRIAL: f"best {', '.join(families)}"}
+        for run, families in best_of.items()
     }
     run_id = write_to_mlflow(
         search,

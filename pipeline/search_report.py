@@ -4,14 +4,16 @@ param importances and optimization history (`reports/search/<study>/report/`).""
 import json
 import logging
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
 
-from pipeline.figures import plt, save_figure
+from pipeline.figures import COLORS, plt, save_figure
 from pipeline.files import atomic_directory
 from pipeline.report import visible
 from pipeline.search_space import decoded_params, short
@@ -40,35 +42,51 @@ def importances(study: optuna.Study, index: int) -> dict[str, float] | None:
         return None
 
 
+def history_figure(
+    study: optuna.Study, metric: str, families: tuple[str, ...], maximize: bool
+) -> Figure:
+    """Both libraries' validation score per finished trial, and the best so far."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    numbers = [trial.number for trial in trials]
+    for index, family in enumerate(families):
+        values = np.array([trial.values[index] for trial in trials])
+        best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
+        color = COLORS[family]
+        axes.scatter(numbers, values, color=color, alpha=0.5, label=f"{family}, trial")
+        axes.step(numbers, best, where="post", color=color, label=f"{family}, best so far")
+    axes.set_xlabel("trial")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel(f"validation {metric}")
+    axes.set_title("Optimization history")
+    axes.legend()
+    return figure
+
+
 def draw_figures(
-    study: optuna.Study, metric: str, families: tuple[str, ...], folder: Path
+    study: optuna.Study, metric: str, families: tuple[str, ...], maximize: bool, folder: Path
 ) -> list[str]:
-    """Optimization history and importances per library as PNG files; their names."""
+    """The optimization history and each library's param importances as PNG files;
+    their names."""
     from optuna.visualization import matplotlib as plots
 
-    names = []
+    save_figure(history_figure(study, metric, families, maximize), folder / "history.png")
+    names = ["history.png"]
     with warnings.catch_warnings():
         # Optuna marks its matplotlib plots experimental; their output is what we want.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for index, family in enumerate(families):
-            target_name = f"validation {metric}, {family}"
-            drawings = {
-                f"history_{family}.png": plots.plot_optimization_history,
-                f"importance_{family}.png": partial(
-                    plots.plot_param_importances, evaluator=evaluator()
-                ),
-            }
-            for name, draw in drawings.items():
-                try:
-                    axes = draw(
-                        study,
-                        target=lambda trial, i=index: trial.values[i],
-                        target_name=target_name,
-                    )
-                except (ValueError, RuntimeError):
-                    continue  # importances need a few finished trials
-                save_figure(axes.figure, folder / name)
-                names.append(name)
+            try:
+                axes = plots.plot_param_importances(
+                    study,
+                    evaluator=evaluator(),
+                    target=lambda trial, i=index: trial.values[i],
+                    target_name=f"validation {metric}, {family}",
+                )
+            except (ValueError, RuntimeError):
+                continue  # importances need a few finished trials
+            save_figure(axes.figure, folder / f"importance_{family}.png")
+            names.append(f"importance_{family}.png")
     plt.close("all")
     return names
 
@@ -180,7 +198,9 @@ def best_lines(outcome: "Outcome", config: Any) -> list[str]:
 def write_report(search: "Search", study: optuna.Study, outcome: "Outcome", folder: Path) -> None:
     """The report folder, replaced as a whole once it is complete."""
     with atomic_directory(folder) as temporary:
-        figures = draw_figures(study, search.metric, tuple(outcome.best), temporary)
+        figures = draw_figures(
+            study, search.metric, tuple(outcome.best), search.direction == "maximize", temporary
+        )
         (temporary / "search.md").write_text(
             report_markdown(search, study, outcome, figures), encoding="utf-8"
         )

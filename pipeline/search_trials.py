@@ -72,6 +72,18 @@ def failure_line(log: str) -> str:
     return (stage_errors or lines or ["no output"])[-1]
 
 
+def find_experiment(root: Path, name: str) -> Experiment | None:
+    """The experiment `name` of the current commit, if it was run already."""
+    baseline = _git(root, "rev-parse", "HEAD")
+    listed = _git(root, "for-each-ref", "--format=%(objectname)", _reference(baseline, name))
+    return Experiment(name=name, revision=listed) if listed else None
+
+
+def _reference(baseline: str, name: str) -> str:
+    """Where DVC keeps the experiment `name` of commit `baseline`."""
+    return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+
+
 def run_experiment(root: Path, name: str, overrides: dict[str, Any], log_path: Path) -> Experiment:
     """Run the pipeline once as the DVC experiment `name` in a temporary copy
     (`dvc exp run --temp`, so several run at once); its output goes to `log_path`."""
@@ -99,8 +111,7 @@ def run_experiment(root: Path, name: str, overrides: dict[str, Any], log_path: P
     if returncode != 0:
         reason = failure_line(log_path.read_text(encoding="utf-8", errors="replace"))
         raise TrialFailed(f"dvc exp run exited with {returncode}: {reason}")
-    reference = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
-    return Experiment(name=name, revision=_git(root, "rev-parse", reference))
+    return Experiment(name=name, revision=_git(root, "rev-parse", _reference(baseline, name)))
 
 
 def stop_experiments() -> None:

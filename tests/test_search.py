@@ -169,7 +169,7 @@ def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path)
         [experiment.experiment_id], filter_string="attributes.run_name = 'search tiny'"
     )
     artifacts = {item.path for item in client.list_artifacts(study_run.info.run_id)}
-    assert {"search.md", "history_keras.png", "history_sklearn.png"} <= artifacts
+    assert {"search.md", "history.png"} <= artifacts
     assert study_run.data.metrics["test_roc_auc_keras"] == pytest.approx(verdict.keras.mean())
     assert study_run.data.metrics["trials_complete"] == 2
     assert study_run.data.params["budget.trials"] == "2"

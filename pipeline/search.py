@@ -60,6 +60,8 @@ MAX_FAILURES_IN_A_ROW = 3
 TAG_STUDY = "search.study"
 # Set when the worker stops: its jobs then start no further trial.
 stopping = threading.Event()
+# Taken by a job from its budget check until its trial has started.
+_starting = threading.Lock()
 TAG_TRIAL = "search.trial"
 
 
@@ -128,7 +130,8 @@ def progress_line(search: Search, study: optuna.Study, trial: FrozenTrial) -> st
     shown = ", ".join(f"{key}={short(value)}" for key, value in params.items())
     if trial.state != TrialState.COMPLETE:
         reason = trial.user_attrs.get("error", "see the log")
-        return f"search: trial {trial.number} {trial.state.name.lower()}: {shown}: {reason}"
+        state = "failed" if trial.state == TrialState.FAIL else trial.state.name.lower()
+        return f"search: trial {trial.number} {state}: {shown}: {reason}"
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     values = ", ".join(
         f"{family} {value:.4f}" for family, value in zip(FAMILIES, trial.values, strict=True)
@@ -155,16 +158,20 @@ def work(search: Search, study: optuna.Study, deadline: float | None) -> None:
         logger.info(progress_line(search, study, trial))
 
     while not stopping.is_set():
-        counts = count_states(study)
-        done, running = finished(counts), counts[TrialState.RUNNING]
-        out_of_time = deadline is not None and time.monotonic() >= deadline
-        if out_of_time or (budget and done >= budget):
-            if not running:
-                return
-        elif counts[TrialState.WAITING] or not budget or done + running < budget:
-            # A re-queued trial first: Optuna hands out waiting trials before new ones.
-            failures_in_a_row = run_one(search, study, report, failures_in_a_row)
-            continue
+        # Held from the budget check until the trial is running in the storage, so that
+        # this worker's jobs never start more trials than the budget leaves.
+        gate = Gate(_starting)
+        with gate:
+            counts = count_states(study)
+            done, running = finished(counts), counts[TrialState.RUNNING]
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if out_of_time or (budget and done >= budget):
+                if not running:
+                    return
+            elif counts[TrialState.WAITING] or not budget or done + running < budget:
+                # A re-queued trial first: Optuna hands out waiting trials before new ones.
+                failures_in_a_row = run_one(search, study, report, failures_in_a_row, gate)
+                continue
         # Trials of other jobs or workers are running and may yet fail: theirs to
         # finish, or ours to retry once their heartbeat stops.
         with warnings.catch_warnings():
@@ -173,16 +180,45 @@ def work(search: Search, study: optuna.Study, deadline: float | None) -> None:
         time.sleep(min(search.config.heartbeat_seconds, 5))
 
 
+class Gate:
+    """A lock that the trial it lets through releases as soon as it has started, or
+    the `with` block at its end, whichever comes first."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._held = False
+
+    def __enter__(self) -> "Gate":
+        self._lock.acquire()
+        self._held = True
+        return self
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+    def __exit__(self, *exception: object) -> None:
+        self.release()
+
+
 def run_one(
     search: Search,
     study: optuna.Study,
     report: Callable[[optuna.Study, FrozenTrial], None],
     failures_in_a_row: int,
+    gate: Gate,
 ) -> int:
-    """Run one trial (a re-queued one first); return the failures in a row since."""
+    """Run one trial (a re-queued one first), opening `gate` once it runs; return the
+    failures in a row since."""
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        gate.release()
+        return objective_values(search, trial)
+
     before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
     study.optimize(
-        lambda trial: objective_values(search, trial),
+        objective,
         n_trials=1,
         catch=(TrialFailed,),
         callbacks=[report],
@@ -364,7 +400,9 @@ def prepare(arguments: argparse.Namespace, root: Path) -> Search:
 def main(arguments: list[str] | None = None) -> None:
     options = parse_arguments(arguments)
     search = prepare(options, Path.cwd().resolve())
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Our progress line reports each trial, failed ones included; Optuna would add its
+    # own lines, with a traceback for a failed trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     config = search.config
     logger.info(
         "search: study %r in %s: budget %s trials, %s minutes; %d job(s); objective: "

@@ -2,6 +2,7 @@
 embedded SQLite storage with its fair verdict, and two workers sharing one study on a
 real PostgreSQL server, one of them killed mid-trial."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -256,3 +257,44 @@ def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(
     logs = (tmp_path / "first.log").read_text()
     assert f"postgresql+psycopg://127.0.0.1:{postgres.port}/mlflow" in logs
     assert "mlflow@" not in logs
+
+
+def test_ctrl_c_stops_the_running_trial_and_no_job_starts_another(tmp_path: Path) -> None:
+    project = search_project(tmp_path / "project")
+    # One trial of budget for two jobs: the second job must wait, not start a trial.
+    command = [sys.executable, "-m", "pipeline.search", "--jobs", "2", "--trials", "1"]
+    log = tmp_path / "worker.log"
+    with open(log, "w") as output:
+        worker = subprocess.Popen(
+            command,
+            cwd=project,
+            env=environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"sqlite:///{project / 'optuna.db'}"
+
+    def trials() -> list[optuna.trial.FrozenTrial]:
+        try:
+            return optuna.load_study(study_name=STUDY, storage=url).get_trials()
+        except KeyError:  # not created yet
+            return []
+
+    wait_for(lambda: any(trial.state == TrialState.RUNNING for trial in trials()), 300, "a trial")
+    time.sleep(5)  # its `dvc exp run` is under way
+    # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
+    os.killpg(worker.pid, signal.SIGINT)
+    assert worker.wait(timeout=300) == 130
+    lines = log.read_text().splitlines()
+    assert lines[-1].startswith("error: stopped by Ctrl-C (SIGINT)")
+    assert not any("Traceback" in line for line in lines)
+    (trial,) = trials()
+    assert trial.state == TrialState.FAIL
+    assert f"search: trial {trial.number} failed: " in log.read_text()
+    assert experiment_revision(project, f"{STUDY}-{trial.number}") is None
+    # Nothing of the worker's session is left running.
+    left = subprocess.run(
+        ["ps", "-s", str(worker.pid), "-o", "pid="], capture_output=True, text=True
+    )
+    assert left.stdout.split() == []

@@ -453,20 +453,24 @@ def parse_params(raw: Any, source: Path = paths.PARAMS) -> Params:
         raise PipelineError(_describe(error, source)) from None
 
 
-def load_params(path: Path = paths.PARAMS) -> Params:
-    """Read and validate the params file, before any stage does work."""
+def read_yaml(path: Path, what: str = "params file") -> Any:
+    """Parse a YAML file the way DVC does; a missing file or bad YAML is one line."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise PipelineError(f"{path}: cannot read the params file ({error.strerror})") from None
+        raise PipelineError(f"{path}: cannot read the {what} ({error.strerror})") from None
     try:
-        raw = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise PipelineError(f"{path}: malformed YAML{where}: {problem}") from None
-    return parse_params(raw, path)
+
+
+def load_params(path: Path = paths.PARAMS) -> Params:
+    """Read and validate the params file, before any stage does work."""
+    return parse_params(read_yaml(path), path)
 
 
 def flatten(params: Params) -> dict[str, Any]:

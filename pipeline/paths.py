@@ -77,6 +77,12 @@ REPORT_HTML = REPORTS / "comparison.html"
 MLFLOW_DATABASE = Path("mlflow.db")
 MLFLOW_ARTIFACTS = Path("mlartifacts")
 
+# The hyperparameter search (pipeline.search, not a stage): its file, the embedded
+# study storage beside mlflow.db, and per study `<study>/logs/` and `<study>/report/`.
+SEARCH = Path("search.yaml")
+OPTUNA_DATABASE = Path("optuna.db")
+SEARCH_REPORTS = REPORTS / "search"
+
 MODEL_FAMILIES = ("keras", "sklearn")
 
 

@@ -33,6 +33,9 @@ def test_ruff(command: list[str]):
         ("pipeline.track", True),
         ("pipeline.compare", True),
         ("pipeline.rank", True),
+        # The search loads models to score trials, and writes to MLflow, lazily.
+        ("pipeline.search", False),
+        ("pipeline.search_report", False),
     ],
 )
 def test_only_train_keras_imports_tensorflow(module: str, uses_mlflow: bool):

@@ -1,0 +1,455 @@
+"""Hyperparameter search with Optuna: trials as DVC experiments scored on the validation
+rows, shared by any number of workers through the study's storage, then a fair verdict
+between each library's best params (`reports/search/<study>/`, an MLflow run)."""
+
+import argparse
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.storages import fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from pipeline import paths
+from pipeline.config import Params, flatten, parse_params
+from pipeline.errors import PipelineError, run_stage
+from pipeline.search_space import (
+    SearchConfig,
+    decoded_params,
+    load_search,
+    parse_search,
+    short,
+    suggest,
+    with_overrides,
+)
+from pipeline.search_storage import (
+    count_states,
+    finished,
+    open_storage,
+    open_study,
+    redact,
+    storage_url,
+)
+from pipeline.search_trials import (
+    Experiment,
+    TrialFailed,
+    find_experiment,
+    mlflow_parent_run,
+    replicate_test_metric,
+    run_experiment,
+    stop_experiments,
+    validation_scores,
+)
+from pipeline.statistics import LOWER_IS_BETTER, ReplicateVerdict, compare_replicates
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = paths.MODEL_FAMILIES  # the study's objectives, in this order
+# A worker stops after this many failed trials in a row: the pipeline itself is broken.
+MAX_FAILURES_IN_A_ROW = 3
+TAG_STUDY = "search.study"
+# Set when the worker stops: its jobs then start no further trial.
+stopping = threading.Event()
+# Taken by a job from its budget check until its trial has started.
+_starting = threading.Lock()
+TAG_TRIAL = "search.trial"
+
+
+@dataclass(frozen=True)
+class Search:
+    """Everything a worker needs, read and validated once."""
+
+    root: Path
+    config: SearchConfig
+    params_raw: dict[str, Any]
+    params: Params
+    storage_url: str
+
+    @property
+    def metric(self) -> str:
+        return self.params.compare.primary_metric
+
+    @property
+    def direction(self) -> str:
+        return "minimize" if self.metric in LOWER_IS_BETTER else "maximize"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / paths.SEARCH_REPORTS / self.config.study / "logs"
+
+
+def objective_values(search: Search, trial: optuna.Trial) -> tuple[float, ...]:
+    """Run one trial: the pipeline with the sampled params, scored on validation rows."""
+    config = search.config
+    trial_flat = flatten(parse_params(with_overrides(search.params_raw, config.trial_params)))
+    sampled = suggest(trial, config, trial_flat)
+    try:
+        params = parse_params(with_overrides(search.params_raw, {**config.trial_params, **sampled}))
+    except PipelineError as error:
+        # A combination that params.yaml's rules refuse, such as a schedule without sgd.
+        trial.set_user_attr("error", str(error))
+        raise TrialFailed(str(error)) from None
+    name = f"{config.study}-{trial.number}"
+    trial.set_user_attr("dvc_experiment", name)
+    # Which machine and process runs it: a stale trial's worker is the one to look at.
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    try:
+        experiment = run_experiment(
+            search.root, name, {**config.trial_params, **sampled}, search.logs / f"{name}.log"
+        )
+    except TrialFailed as error:
+        trial.set_user_attr("error", str(error))
+        raise
+    scores = validation_scores(search.root, experiment, params, search.metric)
+    run_id = mlflow_parent_run(search.root, experiment)
+    trial.set_user_attr("mlflow_run", run_id)
+    tags = {TAG_STUDY: config.study, TAG_TRIAL: str(trial.number)}
+    write_to_mlflow(search, params.track.experiment_name, {run_id: tags})
+    return tuple(scores[family] for family in FAMILIES)
+
+
+def best_trial(trials: list[FrozenTrial], index: int, direction: str) -> FrozenTrial:
+    """The finished trial with the best value of objective `index`; the earliest wins ties."""
+    sign = -1 if direction == "maximize" else 1
+    return min(trials, key=lambda trial: (sign * trial.values[index], trial.number))
+
+
+def progress_line(search: Search, study: optuna.Study, trial: FrozenTrial) -> str:
+    """One line per finished trial: its params, its values and the best so far."""
+    params = decoded_params(search.config, trial.params)
+    shown = ", ".join(f"{key}={short(value)}" for key, value in params.items())
+    if trial.state != TrialState.COMPLETE:
+        reason = trial.user_attrs.get("error", "see the log")
+        state = "failed" if trial.state == TrialState.FAIL else trial.state.name.lower()
+        return f"search: trial {trial.number} {state}: {shown}: {reason}"
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    values = ", ".join(
+        f"{family} {value:.4f}" for family, value in zip(FAMILIES, trial.values, strict=True)
+    )
+    best = ", ".join(
+        f"{family} {leader.values[index]:.4f} (trial {leader.number})"
+        for index, family in enumerate(FAMILIES)
+        for leader in [best_trial(finished, index, search.direction)]
+    )
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return (
+        f"search: trial {trial.number} in {seconds:.0f} s: {shown}; validation {search.metric} "
+        f"{values}; best so far {best}"
+    )
+
+
+def work(search: Search, study: optuna.Study, deadline: float | None) -> None:
+    """One job's loop: start trials until the budget is spent, then wait until no
+    trial of any worker runs (a killed worker's trial is failed, re-queued and run)."""
+    budget = search.config.budget.trials
+    failures_in_a_row = 0
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        logger.info(progress_line(search, study, trial))
+
+    while not stopping.is_set():
+        # Held from the budget check until the trial is running in the storage, so that
+        # this worker's jobs never start more trials than the budget leaves.
+        gate = Gate(_starting)
+        with gate:
+            counts = count_states(study)
+            done, running = finished(counts), counts[TrialState.RUNNING]
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if out_of_time or (budget and done >= budget):
+                if not running:
+                    return
+            elif counts[TrialState.WAITING] or not budget or done + running < budget:
+                # A re-queued trial first: Optuna hands out waiting trials before new ones.
+                failures_in_a_row = run_one(search, study, report, failures_in_a_row, gate)
+                continue
+        # Trials of other jobs or workers are running and may yet fail: theirs to
+        # finish, or ours to retry once their heartbeat stops.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
+        time.sleep(min(search.config.heartbeat_seconds, 5))
+
+
+class Gate:
+    """A lock that the trial it lets through releases as soon as it has started, or
+    the `with` block at its end, whichever comes first."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._held = False
+
+    def __enter__(self) -> "Gate":
+        self._lock.acquire()
+        self._held = True
+        return self
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+    def __exit__(self, *exception: object) -> None:
+        self.release()
+
+
+def run_one(
+    search: Search,
+    study: optuna.Study,
+    report: Callable[[optuna.Study, FrozenTrial], None],
+    failures_in_a_row: int,
+    gate: Gate,
+) -> int:
+    """Run one trial (a re-queued one first), opening `gate` once it runs; return the
+    failures in a row since."""
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        gate.release()
+        return objective_values(search, trial)
+
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    study.optimize(
+        objective,
+        n_trials=1,
+        catch=(TrialFailed,),
+        callbacks=[report],
+    )
+    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) > before
+    failures_in_a_row = failures_in_a_row + 1 if failed else 0
+    if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+        raise PipelineError(
+            f"search: {MAX_FAILURES_IN_A_ROW} trials in a row failed; their logs are in "
+            f"{search.logs}"
+        )
+    return failures_in_a_row
+
+
+def run_trials(search: Search, jobs: int, minutes: float) -> None:
+    """`jobs` trials at a time on this machine, each job with its own sampler seed so
+    that parallel jobs and workers do not propose the same params."""
+    storage = open_storage(search.storage_url, search.config.heartbeat_seconds)
+    deadline = time.monotonic() + minutes * 60 if minutes else None
+    seeds = np.random.SeedSequence([search.config.seed, os.getpid()]).spawn(jobs)
+    studies = [
+        open_study(
+            storage, search.config, search.metric, len(FAMILIES), int(seed.generate_state(1)[0])
+        )
+        for seed in seeds
+    ]
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="search-job")
+    futures = [pool.submit(work, search, study, deadline) for study in studies]
+    try:
+        for future in futures:
+            future.result()
+    except BaseException:
+        # Ctrl-C, SIGTERM or a failed job: no job starts another trial, and the running
+        # ones stop now (their trials are recorded as failed).
+        stopping.set()
+        stop_experiments()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The fair verdict: each library's best params, re-trained over replicates."""
+
+    best: dict[str, FrozenTrial]
+    experiments: dict[str, Experiment]
+    verdict: ReplicateVerdict
+    counts: dict[TrialState, int]
+
+
+def decide(search: Search, study: optuna.Study, jobs: int) -> Outcome:
+    """Re-train each library's best trial with params.yaml's replicates (not the
+    trial params) and compare them on the test rows, paired by replicate."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise PipelineError(f"study {search.config.study!r}: no finished trial to decide on")
+    best = {
+        family: best_trial(complete, index, search.direction)
+        for index, family in enumerate(FAMILIES)
+    }
+    names = {family: f"{search.config.study}-best-{family}-{len(complete)}" for family in FAMILIES}
+    if best["keras"].number == best["sklearn"].number:
+        names["sklearn"] = names["keras"] = f"{search.config.study}-best-{len(complete)}"
+
+    def retrain(family: str) -> Experiment:
+        # A verdict asked again on the same trials reuses its experiments.
+        existing = find_experiment(search.root, names[family])
+        if existing is not None:
+            return existing
+        overrides = decoded_params(search.config, best[family].params)
+        logger.info("search: re-training %s's best params as %s", family, names[family])
+        try:
+            return run_experiment(
+                search.root, names[family], overrides, search.logs / f"{names[family]}.log"
+            )
+        except TrialFailed as error:
+            raise PipelineError(f"search: {names[family]}: {error}") from None
+
+    # One experiment per distinct name: the same trial may be best for both.
+    plans = {names[family]: family for family in reversed(FAMILIES)}
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(plans)))) as pool:
+        runs = dict(zip(plans, pool.map(retrain, plans.values()), strict=True))
+    experiments = {family: runs[names[family]] for family in FAMILIES}
+    metric = search.metric
+    verdict = compare_replicates(
+        metric,
+        replicate_test_metric(search.root, experiments["keras"], "keras", metric),
+        replicate_test_metric(search.root, experiments["sklearn"], "sklearn", metric),
+        search.params.compare.alpha,
+        search.params.compare.confidence,
+    )
+    return Outcome(best=best, experiments=experiments, verdict=verdict, counts=count_states(study))
+
+
+def write_to_mlflow(
+    search: Search,
+    experiment_name: str,
+    run_tags: dict[str, dict[str, str]],
+    study_run: dict[str, Any] | None = None,
+) -> str | None:
+    """Every MLflow write of the search, in one place: tags on existing runs, and the
+    study's own run (params, metrics, tags, the report folder as artifacts). Returns
+    the study run's id."""
+    import mlflow
+
+    from pipeline.track import resolve_store, store_lock
+
+    store = resolve_store(dict(os.environ), search.root)
+    client = mlflow.MlflowClient(store.tracking_uri)
+    with store_lock(store):
+        for run_id, tags in run_tags.items():
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
+        if study_run is None:
+            return None
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise PipelineError(f"MLflow experiment {experiment_name!r} is missing")
+        run = client.create_run(
+            experiment.experiment_id, run_name=study_run["name"], tags=study_run["tags"]
+        )
+        for key, value in study_run["params"].items():
+            client.log_param(run.info.run_id, key, value)
+        for key, value in study_run["metrics"].items():
+            client.log_metric(run.info.run_id, key, value)
+        client.log_artifacts(run.info.run_id, str(study_run["artifacts"]))
+        client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+
+def parse_arguments(arguments: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.search", description=__doc__)
+    parser.add_argument("--search", type=Path, default=paths.SEARCH, help="the search file")
+    parser.add_argument("--study", help="the study's name (default: search.yaml's study)")
+    parser.add_argument(
+        "--storage",
+        help="postgresql://user@host:port/database to share the study between machines "
+        "(password in PGPASSWORD or ~/.pgpass); default: sqlite beside mlflow.db",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="trials at once on this machine")
+    parser.add_argument("--trials", type=int, help="override budget.trials")
+    parser.add_argument("--minutes", type=float, help="override budget.minutes")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--trials-only", action="store_true", help="a further worker: run trials, no verdict"
+    )
+    mode.add_argument(
+        "--verdict-only", action="store_true", help="no new trials: decide on the study as it is"
+    )
+    return parser.parse_args(arguments)
+
+
+def prepare(arguments: argparse.Namespace, root: Path) -> Search:
+    """The validated search, with the command line's overrides applied."""
+    if not 1 <= arguments.jobs <= 64:
+        raise PipelineError(f"--jobs {arguments.jobs}: allowed: 1 to 64")
+    config, params_raw = load_search(arguments.search, paths.PARAMS)
+    budget = config.budget.model_copy(
+        update={
+            key: value
+            for key, value in (("trials", arguments.trials), ("minutes", arguments.minutes))
+            if value is not None
+        }
+    )
+    raw = config.model_dump(mode="json") | {"budget": budget.model_dump(mode="json")}
+    if arguments.study:
+        raw["study"] = arguments.study
+    config = parse_search(raw, params_raw, Path(f"{arguments.search} (with the options)"))
+    return Search(
+        root=root,
+        config=config,
+        params_raw=params_raw,
+        params=parse_params(params_raw),
+        storage_url=storage_url(arguments.storage, root),
+    )
+
+
+def main(arguments: list[str] | None = None) -> None:
+    options = parse_arguments(arguments)
+    search = prepare(options, Path.cwd().resolve())
+    # Our progress line reports each trial, failed ones included; Optuna would add its
+    # own lines, with a traceback for a failed trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    config = search.config
+    logger.info(
+        "search: study %r in %s: budget %s trials, %s minutes; %d job(s); objective: "
+        "validation %s of each library",
+        config.study,
+        redact(search.storage_url),
+        config.budget.trials or "no limit on",
+        config.budget.minutes or "no limit on",
+        options.jobs,
+        search.metric,
+    )
+    if not options.verdict_only:
+        run_trials(search, options.jobs, config.budget.minutes)
+    if options.trials_only:
+        return
+    # Imported here: a worker that only runs trials draws no figures.
+    from pipeline import search_report
+
+    storage = open_storage(search.storage_url, config.heartbeat_seconds)
+    try:
+        study = optuna.load_study(study_name=config.study, storage=storage)
+    except KeyError:
+        raise PipelineError(
+            f"no study {config.study!r} in {redact(search.storage_url)}; run trials first"
+        ) from None
+    outcome = decide(search, study, options.jobs)
+    folder = search.root / paths.SEARCH_REPORTS / config.study / "report"
+    search_report.write_report(search, study, outcome, folder)
+    # One run per re-trained experiment, which may be the best of both libraries.
+    best_of: dict[str, list[str]] = {}
+    for family, experiment in outcome.experiments.items():
+        best_of.setdefault(mlflow_parent_run(search.root, experiment), []).append(family)
+    final_runs = {
+        run: {TAG_STUDY: config.study, TAG_TRIAL: f"best {', '.join(families)}"}
+        for run, families in best_of.items()
+    }
+    run_id = write_to_mlflow(
+        search,
+        search.params.track.experiment_name,
+        final_runs,
+        search_report.study_run(search, outcome, folder),
+    )
+    for line in search_report.best_lines(outcome, config):
+        logger.info(line)
+    logger.info("search: %s", search_report.verdict_sentence(outcome.verdict))
+    logger.info("search: report %s; MLflow run %s", folder / "search.md", run_id)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,303 @@
+"""The search, end to end: real trials (`dvc exp run` of the tiny pipeline), the
+embedded SQLite storage with its fair verdict, and two workers sharing one study on a
+real PostgreSQL server, one of them killed mid-trial."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from dvc.api import DVCFileSystem
+from mlflow.tracking import MlflowClient
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+from sklearn.metrics import roc_auc_score
+
+from pipeline import paths
+from pipeline.files import read_table
+from pipeline.search_storage import storage_url
+from pipeline.statistics import compare_replicates
+from pipeline.train_sklearn import load_model
+from tests import test_team
+from tests.endtoend import (
+    commit_all,
+    environment,
+    execute,
+    set_nested_params,
+    tiny_project,
+)
+
+pytestmark = pytest.mark.slow
+
+# A real PostgreSQL server on loopback, as the team-setup tests start it.
+postgres = test_team.postgres
+
+STUDY = "tiny"
+EXPERIMENT = "search-test"
+# Two replicates keep the final verdict cheap; alpha 0.6 lets two be significant.
+VERDICT_REPLICATES = 2
+SEARCH = {
+    "study": STUDY,
+    "sampler": "tpe",
+    "seed": 0,
+    "budget": {"trials": 2, "minutes": 0},
+    "heartbeat_seconds": 2,
+    "trial_params": {"replicates.count": 1},
+    "space": {
+        "model.learning_rate": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+        "model.hidden_layers": {"type": "categorical", "choices": [[8], [16, 8]]},
+    },
+}
+
+
+def search_project(destination: Path) -> Path:
+    """The tiny project (400 rows, 2 epochs) with a two-trial search file."""
+    project = tiny_project(destination, EXPERIMENT, epochs=2)
+    set_nested_params(project, {"replicates.count": VERDICT_REPLICATES, "compare.alpha": 0.6})
+    (project / "search.yaml").write_text(yaml.safe_dump(SEARCH, sort_keys=False))
+    commit_all(project, "a tiny search")
+    return project
+
+
+def experiment_revision(project: Path, name: str) -> str | None:
+    """The commit of the DVC experiment `name`, or None if there is none."""
+    listed = execute(
+        project, "git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"
+    )
+    for line in listed.stdout.splitlines():
+        revision, reference = line.split()
+        if reference.endswith(f"/{name}"):
+            return revision
+    return None
+
+
+def mlflow_client(project: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{project / paths.MLFLOW_DATABASE}")
+
+
+def check_trials_in_mlflow(project: Path, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """Each finished trial's pipeline run is in MLflow, finished, tagged with the study,
+    the trial number, and named after its DVC experiment."""
+    client = mlflow_client(project)
+    for trial in trials:
+        run = client.get_run(trial.user_attrs["mlflow_run"])
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["search.study"] == STUDY
+        assert run.data.tags["search.trial"] == str(trial.number)
+        assert run.info.run_name == f"{STUDY}-{trial.number}"
+        assert run.data.tags["dvc.experiment"] == f"{STUDY}-{trial.number}"
+
+
+def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path) -> None:
+    project = search_project(tmp_path / "project")
+    completed = execute(project, sys.executable, "-m", "pipeline.search", "--jobs", "2")
+    log = completed.stderr
+
+    # The embedded storage: an SQLite file beside mlflow.db.
+    database = project / "optuna.db"
+    assert database.exists() and (project / paths.MLFLOW_DATABASE).exists()
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{database}")
+    trials = study.get_trials()
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2
+    for trial in trials:
+        assert f"search: trial {trial.number} in " in log
+
+    # The objective is each library's ROC AUC on the validation rows: recomputed here
+    # from the experiment's own scikit-learn model with scikit-learn's function.
+    for trial in trials:
+        revision = experiment_revision(project, trial.user_attrs["dvc_experiment"])
+        assert revision is not None
+        files = DVCFileSystem(str(project), rev=revision)
+        files.get_file(str(paths.VALIDATION), str(tmp_path / "validation.parquet"))
+        files.get_file(
+            "data/train_sklearn/replicates/replicate_0.skops", str(tmp_path / "model.skops")
+        )
+        validation = read_table(tmp_path / "validation.parquet")
+        model = load_model(tmp_path / "model.skops")
+        probabilities = model.predict_proba(validation.features)[:, 1]
+        expected = roc_auc_score(validation.labels, probabilities)
+        assert trial.values[1] == pytest.approx(expected, abs=1e-6)
+        assert 0.0 <= trial.values[0] <= 1.0
+        params = yaml.safe_load(files.read_text("params.yaml"))
+        assert params["replicates"]["count"] == 1
+        assert params["model"]["learning_rate"] == pytest.approx(
+            trial.params["model.learning_rate"]
+        )
+    check_trials_in_mlflow(project, trials)
+
+    # The fair verdict: each library's best trial re-trained with params.yaml's
+    # replicates, compared on the test rows, paired by replicate.
+    best = {
+        family: max(trials, key=lambda trial, i=index: (trial.values[i], -trial.number))
+        for index, family in enumerate(("keras", "sklearn"))
+    }
+    values = {}
+    for family, trial in best.items():
+        name = (
+            f"{STUDY}-best-2"
+            if best["keras"].number == best["sklearn"].number
+            else f"{STUDY}-best-{family}-2"
+        )
+        revision = experiment_revision(project, name)
+        assert revision is not None, name
+        files = DVCFileSystem(str(project), rev=revision)
+        params = yaml.safe_load(files.read_text("params.yaml"))
+        assert params["replicates"]["count"] == VERDICT_REPLICATES
+        assert params["model"]["learning_rate"] == pytest.approx(
+            trial.params["model.learning_rate"]
+        )
+        with files.open(str(paths.REPLICATE_METRICS)) as handle:
+            table = pd.read_csv(handle)
+        values[family] = table[table["family"] == family].sort_values("replicate")["roc_auc"]
+    verdict = compare_replicates("roc_auc", values["keras"], values["sklearn"], 0.6, 0.95)
+    report = (project / "reports/search" / STUDY / "report/search.md").read_text()
+    assert f"keras {verdict.keras.mean():.4f}, sklearn {verdict.sklearn.mean():.4f}" in report
+    assert f"sign-flip p = {verdict.p_value:.3g}" in report
+    assert "Budget: 2 trials, no limit on minutes; sampler `tpe`" in report
+    assert "| `model.learning_rate` | float | 0.001 to 0.1 | log | - |" in report
+    assert "| `model.hidden_layers` | categorical | [[8], [16, 8]] | - | - |" in report
+
+    # The study's own MLflow run: the report and its figures as artifacts.
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    (study_run,) = client.search_runs(
+        [experiment.experiment_id], filter_string="attributes.run_name = 'search tiny'"
+    )
+    artifacts = {item.path for item in client.list_artifacts(study_run.info.run_id)}
+    assert {"search.md", "history.png"} <= artifacts
+    assert study_run.data.metrics["test_roc_auc_keras"] == pytest.approx(verdict.keras.mean())
+    assert study_run.data.metrics["trials_complete"] == 2
+    assert study_run.data.params["budget.trials"] == "2"
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(1)
+
+
+def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(
+    tmp_path: Path, postgres: test_team.Postgres
+) -> None:
+    project = search_project(tmp_path / "project")
+    command = [sys.executable, "-m", "pipeline.search", "--storage", postgres.uri, "--trials-only"]
+    url = storage_url(postgres.uri, project)
+
+    def start(name: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
+        return subprocess.Popen(
+            command, cwd=project, env=environment(), stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def trials() -> list[optuna.trial.FrozenTrial]:
+        try:
+            return optuna.load_study(study_name=STUDY, storage=url).get_trials()
+        except KeyError:  # not created yet
+            return []
+
+    first, second = start("first"), start("second")
+
+    def running_in_second() -> optuna.trial.FrozenTrial | None:
+        return next(
+            (
+                trial
+                for trial in trials()
+                if trial.state == TrialState.RUNNING
+                and trial.user_attrs.get("worker", "").endswith(f":{second.pid}")
+            ),
+            None,
+        )
+
+    wait_for(lambda: running_in_second() is not None, 300, "a trial of the second worker")
+    killed = running_in_second()
+    # Mid-trial: its `dvc exp run` is under way (a trial takes far longer than this).
+    time.sleep(5)
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    restarted = start("restarted")
+    assert first.wait(timeout=900) == 0, (tmp_path / "first.log").read_text()
+    assert restarted.wait(timeout=900) == 0, (tmp_path / "restarted.log").read_text()
+
+    final = trials()
+    states = {trial.number: trial.state for trial in final}
+    # The killed worker's trial failed, and exactly one retry of it finished.
+    assert states[killed.number] == TrialState.FAIL
+    retries = [
+        trial
+        for trial in final
+        if RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) == killed.number
+    ]
+    assert len(retries) == 1
+    assert retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    # None lost: every other trial finished, nothing is left running or waiting.
+    complete = [trial for trial in final if trial.state == TrialState.COMPLETE]
+    assert len(complete) == SEARCH["budget"]["trials"]
+    assert sorted(states.values(), key=str) == sorted(
+        [TrialState.FAIL] + [TrialState.COMPLETE] * len(complete), key=str
+    )
+    # Both surviving workers ran trials of the study.
+    workers = {trial.user_attrs["worker"].rsplit(":", 1)[1] for trial in complete}
+    assert workers <= {str(first.pid), str(restarted.pid)}
+    # The killed trial's pipeline died with its worker: no experiment, no MLflow run.
+    assert experiment_revision(project, f"{STUDY}-{killed.number}") is None
+    check_trials_in_mlflow(project, complete)
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert all(run.info.status == "FINISHED" for run in runs)
+    # The logs name the database without its user name.
+    logs = (tmp_path / "first.log").read_text()
+    assert f"postgresql+psycopg://127.0.0.1:{postgres.port}/mlflow" in logs
+    assert "mlflow@" not in logs
+
+
+def test_ctrl_c_stops_the_running_trial_and_no_job_starts_another(tmp_path: Path) -> None:
+    project = search_project(tmp_path / "project")
+    # One trial of budget for two jobs: the second job must wait, not start a trial.
+    command = [sys.executable, "-m", "pipeline.search", "--jobs", "2", "--trials", "1"]
+    log = tmp_path / "worker.log"
+    with open(log, "w") as output:
+        worker = subprocess.Popen(
+            command,
+            cwd=project,
+            env=environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"sqlite:///{project / 'optuna.db'}"
+
+    def trials() -> list[optuna.trial.FrozenTrial]:
+        try:
+            return optuna.load_study(study_name=STUDY, storage=url).get_trials()
+        except KeyError:  # not created yet
+            return []
+
+    wait_for(lambda: any(trial.state == TrialState.RUNNING for trial in trials()), 300, "a trial")
+    time.sleep(5)  # its `dvc exp run` is under way
+    # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
+    os.killpg(worker.pid, signal.SIGINT)
+    assert worker.wait(timeout=300) == 130
+    lines = log.read_text().splitlines()
+    assert lines[-1].startswith("error: stopped by Ctrl-C (SIGINT)")
+    assert not any("Traceback" in line for line in lines)
+    (trial,) = trials()
+    assert trial.state == TrialState.FAIL
+    assert f"search: trial {trial.number} failed: " in log.read_text()
+    assert experiment_revision(project, f"{STUDY}-{trial.number}") is None
+
+    # Nothing of the worker's session is left running once its stages have stopped
+    # (each one finishes its own clean-up after its `dvc` is gone).
+    def session_ended() -> bool:
+        listed = ["ps", "-s", str(worker.pid), "-o", "pid="]
+        return not subprocess.run(listed, capture_output=True, text=True).stdout.strip()
+
+    wait_for(session_ended, 120, "the worker's processes to end")

@@ -1,11 +1,16 @@
 """Project-wide rules: lint and format, and heavy imports only where they are needed."""
 
+import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from pipeline import paths
+from pipeline.files import read_json
+from tests.endtoend import copy_project, environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +35,18 @@ def test_ruff(command: list[str]):
         ("pipeline.statistics", False),
         ("pipeline.replicates", False),
         ("pipeline.report", False),
+        # The verdict and the report: computed from files, before publishing.
+        ("pipeline.compare", False),
+        ("pipeline.comparison_report", False),
+        ("pipeline.promotion", False),
+        ("pipeline.headline", False),
+        ("pipeline.publication", False),
+        # Publishing, and reading the store.
         ("pipeline.track", True),
-        ("pipeline.compare", True),
+        ("pipeline.store", True),
+        ("pipeline.interruptions", True),
+        ("pipeline.registry", True),
+        ("pipeline.views", True),
         ("pipeline.rank", True),
     ],
 )
@@ -44,6 +59,100 @@ def test_only_train_keras_imports_tensorflow(module: str, uses_mlflow: bool):
     # MLflow (about 2 s) only where runs are logged or read; training stages import
     # it lazily, at the end, to save their MLflow model.
     assert completed.stdout.split() == ["False", str(uses_mlflow)]
+
+
+def mlflow_imports_and_writes(path: Path) -> tuple[bool, set[str]]:
+    """Whether a module imports MLflow (anywhere in it), and which of MLflow's writing
+    calls it makes."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imports = any(
+        (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "mlflow" for a in node.names))
+        or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mlflow")
+        for node in ast.walk(tree)
+    )
+    calls = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
+    return imports, calls & MLFLOW_WRITES
+
+
+# MLflow's calls that change a store.
+MLFLOW_WRITES = {
+    "create_experiment",
+    "create_run",
+    "start_run",
+    "end_run",
+    "set_terminated",
+    "set_tag",
+    "set_experiment_tag",
+    "log_metric",
+    "log_batch",
+    "log_params",
+    "log_input",
+    "log_artifact",
+    "log_artifacts",
+    "log_model",
+    "register_model",
+    "set_registered_model_alias",
+}
+# The publishing stage and its helpers; `rank` reads the store; `mlflow_models`
+# saves a model archive in MLflow's format (training) and logs it (track).
+PUBLISHING = {"track", "store", "interruptions", "registry", "views", "mlflow_models"}
+
+
+def test_only_the_publishing_modules_write_to_mlflow():
+    """One owner: `track` and its helpers; the verdict and the report never touch it."""
+    importers, writers = set(), set()
+    for path in sorted((ROOT / "pipeline").glob("*.py")):
+        imports, writes = mlflow_imports_and_writes(path)
+        if imports:
+            importers.add(path.stem)
+        if imports and writes:
+            writers.add(path.stem)
+    assert importers == PUBLISHING | {"rank"}
+    assert writers <= PUBLISHING
+    assert {"track", "registry", "views"} <= writers
+    # Only the publishing stage and `rank` use the store's helpers; `mlflow_models`
+    # is shared with training, which saves the archives that track logs.
+    helpers = PUBLISHING - {"mlflow_models"}
+    for path in sorted((ROOT / "pipeline").glob("*.py")):
+        if path.stem in helpers | {"rank"}:
+            continue
+        imported = {
+            node.module
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.ImportFrom)
+        }
+        publishing = {f"pipeline.{name}" for name in helpers}
+        assert not imported & publishing, f"{path.name} imports {imported & publishing}"
+
+
+@pytest.mark.slow
+def test_the_verdict_stage_runs_without_tensorflow_or_mlflow(built_project: Path, tmp_path: Path):
+    """compare, run as DVC runs it, on real stage outputs: it writes its files and has
+    imported neither library by the time it exits."""
+    project = copy_project(built_project, tmp_path / "project")
+    (project / paths.VERDICT).unlink()
+    code = (
+        "import sys, runpy\n"
+        "try:\n"
+        "    runpy.run_module('pipeline.compare', run_name='__main__')\n"
+        "finally:\n"
+        "    print('heavy:', sorted({'tensorflow', 'keras', 'mlflow'} & set(sys.modules)))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project,
+        env=environment({"PYTHONPATH": str(project)}),
+        capture_output=True,
+        text=True,
+    )
+    assert completed.stdout.strip().splitlines()[-1] == "heavy: []", completed.stderr
+    assert completed.returncode == 0, completed.stderr
+    assert "compare: report -> reports/comparison.md" in completed.stderr
+    assert read_json(project / paths.VERDICT)["winner"] in ("keras", "sklearn", "tie")
 
 
 def test_mlflow_telemetry_is_off():

@@ -11,22 +11,18 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import Params
 from pipeline.errors import PipelineError
 from pipeline.files import file_md5
-from pipeline.track import (
-    TAG_HOST,
-    TAG_PID,
-    Revision,
+from pipeline.interruptions import TAG_HOST, TAG_PID, mark_orphans_killed
+from pipeline.publication import Revision, params_hash, parent_run_name
+from pipeline.store import (
     Store,
     connect,
     ensure_experiment,
-    epoch_metrics,
-    mark_orphans_killed,
     open_store,
-    params_hash,
-    parent_run_name,
     redact,
     repository_root,
     resolve_store,
 )
+from pipeline.track import epoch_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,13 +121,13 @@ def test_unreachable_server_is_one_line_naming_the_uri():
 OPEN_STORE = """
 import sys
 from pathlib import Path
-import pipeline.track as track
+import pipeline.store as store_module
 # Where the empty-store template lives: unwritable forces every process through a
 # real creation; a fresh folder makes the first create it and the others copy it.
-track.store_template = lambda: Path(sys.argv[2])
-store = track.resolve_store({}, Path(sys.argv[1]))
-client = track.open_store(store)
-print(track.ensure_experiment(client, "race", store))
+store_module.store_template = lambda: Path(sys.argv[2])
+store = store_module.resolve_store({}, Path(sys.argv[1]))
+client = store_module.open_store(store)
+print(store_module.ensure_experiment(client, "race", store))
 """
 
 
@@ -203,7 +199,7 @@ def write_published_files(changed: Path | None = None) -> None:
     import numpy as np
 
     from pipeline import paths
-    from pipeline.files import Table, write_csv, write_json, write_table
+    from pipeline.files import Table, write_csv, write_json, write_table, write_text
 
     def value(path: Path) -> float:
         return 1.0 if path == changed else 0.0
@@ -222,33 +218,60 @@ def write_published_files(changed: Path | None = None) -> None:
         pd.DataFrame({"family": ["keras"], "roc_auc": [0.8 + value(paths.REPLICATE_METRICS)]}),
         paths.REPLICATE_METRICS,
     )
-    write_json({"mean": [value(paths.PREPROCESSING)]}, paths.PREPROCESSING)
-    write_json({"classes": [0, 1 + value(paths.CLASSES)]}, paths.CLASSES)
-    write_json({"keras": {"accuracy": 0.5 + value(paths.METRICS)}}, paths.METRICS)
+    for path in (
+        paths.PREPROCESSING,
+        paths.CLASSES,
+        paths.METRICS,
+        paths.VERDICT,
+        paths.KERAS_SUMMARY,
+        paths.SKLEARN_SUMMARY,
+    ):
+        write_json({"value": value(path)}, path)
+    # The model archives, the report, the run description and the figures: bytes.
+    for path in (
+        paths.PREPROCESSOR,
+        paths.KERAS_MLFLOW_MODEL,
+        paths.SKLEARN_MLFLOW_MODEL,
+        paths.DESCRIPTION,
+        paths.REPORT_MARKDOWN,
+        paths.REPORT_HTML,
+        FIGURE,
+    ):
+        write_text(f"{path} {value(path)}", path)
 
 
-# Named one by one, not read from track.PUBLISHED_FILES, which the test checks.
+FIGURE = Path("data/evaluate/figures/roc.png")  # one of a published folder's files
+# Named one by one, not read from publication.PUBLISHED_FILES, which the test checks.
 PUBLISHED_PATHS = [
     "TRAIN",
     "VALIDATION",
     "TEST",
+    "PREPROCESSING",
+    "PREPROCESSOR",
+    "CLASSES",
     "KERAS_HISTORY",
     "SKLEARN_HISTORY",
     "KERAS_REPLICATE_HISTORIES",
     "SKLEARN_REPLICATE_HISTORIES",
+    "KERAS_SUMMARY",
+    "SKLEARN_SUMMARY",
+    "KERAS_MLFLOW_MODEL",
+    "SKLEARN_MLFLOW_MODEL",
     "METRICS",
     "REPLICATE_METRICS",
-    "PREPROCESSING",
-    "CLASSES",
+    "VERDICT",
+    "DESCRIPTION",
+    "REPORT_MARKDOWN",
+    "REPORT_HTML",
 ]
 
 
-@pytest.mark.parametrize("name", PUBLISHED_PATHS)
+@pytest.mark.parametrize("name", [*PUBLISHED_PATHS, "a figure"])
 def test_publish_key_follows_each_published_file(
     name: str, default_params: Params, tmp_path: Path, monkeypatch
 ):
     from pipeline import paths
-    from pipeline.track import publish_key
+    from pipeline.publication import publish_key
 
     monkeypatch.chdir(tmp_path)
     write_published_files()
@@ -256,7 +279,22 @@ def test_publish_key_follows_each_published_file(
     write_published_files()
     assert publish_key(default_params) == key
 
-    write_published_files(changed=getattr(paths, name))
+    write_published_files(changed=FIGURE if name == "a figure" else getattr(paths, name))
 
     assert publish_key(default_params) != key
     assert len(key) == 64
+
+
+def test_publish_key_covers_every_file_that_track_reads():
+    """Every stage output that track depends on (and so may log) is in the key: a
+    rerun that would publish anything different publishes anew."""
+    import yaml
+
+    from pipeline import paths
+    from pipeline.publication import PUBLISHED_FILES, PUBLISHED_FOLDERS, REPORT_FILES
+
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["track"]["deps"]
+    outputs = {Path(dep) for dep in deps if dep.split("/")[0] in ("data", "reports")}
+    assert outputs == set(PUBLISHED_FILES) | set(PUBLISHED_FOLDERS)
+    assert set(PUBLISHED_FILES) == {getattr(paths, name) for name in PUBLISHED_PATHS}
+    assert set(REPORT_FILES) <= set(PUBLISHED_FILES)

@@ -665,6 +665,10 @@ def test_report_files(repro):
     test_metrics = read_json(project / paths.METRICS)
 
     assert markdown.startswith("# Keras vs scikit-learn: the verdict\n")
+    # Written before track: no run id of this publication, in either report.
+    run_ids = read_json(project / paths.MLFLOW_RUNS)
+    for run_id in (run_ids["parent_run_id"], run_ids["keras_run_id"]):
+        assert run_id not in markdown and run_id not in page
     for heading in ("## The two libraries over 6 replicates",
                     "## Replicate 0: these two trained models", "## Paired tests",
                     "## Training", "## Diagnosis", "## What to try next",

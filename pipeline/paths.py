@@ -59,18 +59,21 @@ REPLICATE_METRICS = EVALUATE / "replicate_metrics.csv"  # every test metric per 
 CURVES = EVALUATE / "curves"
 FIGURES = EVALUATE / "figures"
 
-# track
-MLFLOW_RUNS = DATA / "track" / "mlflow_runs.json"
-
 # compare: the verdict for machines (DVC metrics), and the report for people. The
 # report sits in reports/, where a user looks first, not among the stage data.
 VERDICT = DATA / "compare" / "verdict.json"
-# The DVC metrics: the verdict, both families' primary metric and the MLflow parent
-# run, short enough for one row of `dvc exp show`.
+# DVC metrics: the verdict and both families' primary metric, short enough for one
+# row of `dvc exp show`.
 HEADLINE = DATA / "compare" / "headline.json"
+DESCRIPTION = DATA / "compare" / "description.md"  # the MLflow parent run's description
 REPORTS = Path("reports")
 REPORT_MARKDOWN = REPORTS / "comparison.md"
 REPORT_HTML = REPORTS / "comparison.html"
+
+# track, the last stage: the MLflow run and model ids and links to them in MLflow's
+# UI, and DVC metrics naming the parent run (and the champion version, if promoted).
+MLFLOW_RUNS = DATA / "track" / "mlflow_runs.json"
+PUBLISHED = DATA / "track" / "published.json"
 
 # The embedded MLflow store, at the root of the main repository (never inside a
 # temporary `dvc exp run --queue` copy, which is deleted after the run).

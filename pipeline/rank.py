@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.track import (
+from pipeline.store import (
     TAG_FAMILY,
     TAG_PARAMS_HASH,
     connect,
@@ -43,7 +43,7 @@ class RunRecord:
     params_hash: str
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
-    winner: str = ""  # set by the compare stage on the parent
+    winner: str = ""  # the verdict that track sets on the parent
     significant: str = ""
 
 

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline import paths
 from pipeline.config import Params, flatten, parse_params
 from pipeline.errors import PipelineError, run_stage
+from pipeline.search_publication import publish_search
 from pipeline.search_space import (
     SearchConfig,
     decoded_params,
@@ -114,7 +115,7 @@ def objective_values(search: Search, trial: optuna.Trial) -> tuple[float, ...]:
     run_id = mlflow_parent_run(search.root, experiment)
     trial.set_user_attr("mlflow_run", run_id)
     tags = {TAG_STUDY: config.study, TAG_TRIAL: str(trial.number)}
-    write_to_mlflow(search, params.track.experiment_name, {run_id: tags})
+    publish_search(search.root, params.track.experiment_name, {run_id: tags})
     return tuple(scores[family] for family in FAMILIES)
 
 
@@ -314,42 +315,6 @@ def decide(search: Search, study: optuna.Study, jobs: int) -> Outcome:
     return Outcome(best=best, experiments=experiments, verdict=verdict, counts=count_states(study))
 
 
-def write_to_mlflow(
-    search: Search,
-    experiment_name: str,
-    run_tags: dict[str, dict[str, str]],
-    study_run: dict[str, Any] | None = None,
-) -> str | None:
-    """Every MLflow write of the search, in one place: tags on existing runs, and the
-    study's own run (params, metrics, tags, the report folder as artifacts). Returns
-    the study run's id."""
-    import mlflow
-
-    from pipeline.track import resolve_store, store_lock
-
-    store = resolve_store(dict(os.environ), search.root)
-    client = mlflow.MlflowClient(store.tracking_uri)
-    with store_lock(store):
-        for run_id, tags in run_tags.items():
-            for key, value in tags.items():
-                client.set_tag(run_id, key, value)
-        if study_run is None:
-            return None
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            raise PipelineError(f"MLflow experiment {experiment_name!r} is missing")
-        run = client.create_run(
-            experiment.experiment_id, run_name=study_run["name"], tags=study_run["tags"]
-        )
-        for key, value in study_run["params"].items():
-            client.log_param(run.info.run_id, key, value)
-        for key, value in study_run["metrics"].items():
-            client.log_metric(run.info.run_id, key, value)
-        client.log_artifacts(run.info.run_id, str(study_run["artifacts"]))
-        client.set_terminated(run.info.run_id, "FINISHED")
-        return run.info.run_id
-
-
 def parse_arguments(arguments: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipeline.search", description=__doc__)
     parser.add_argument("--search", type=Path, default=paths.SEARCH, help="the search file")
@@ -439,8 +404,8 @@ def main(arguments: list[str] | None = None) -> None:
         run: {TAG_STUDY: config.study, TAG_TRIAL: f"best {', '.join(families)}"}
         for run, families in best_of.items()
     }
-    run_id = write_to_mlflow(
-        search,
+    run_id = publish_search(
+        search.root,
         search.params.track.experiment_name,
         final_runs,
         search_report.study_run(search, outcome, folder),

@@ -128,7 +128,7 @@ def read_text(root: Path, experiment: Experiment, path: Path) -> str:
 
 def mlflow_parent_run(root: Path, experiment: Experiment) -> str:
     """The MLflow parent run the experiment's `track` stage published."""
-    return json.loads(read_text(root, experiment, paths.HEADLINE))["mlflow_run"]
+    return json.loads(read_text(root, experiment, paths.PUBLISHED))["mlflow_run"]
 
 
 def validation_scores(

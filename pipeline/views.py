@@ -1,9 +1,9 @@
-"""What a reviewer sees first: the DVC metrics row (`data/compare/headline.json`), the
-MLflow run list's columns, and a link to both models' per-epoch curves.
+"""What a reviewer sees first in MLflow: the run list's columns, the verdict on the
+parent run's row, and a link to both models' per-epoch curves.
 
 MLflow's UI keeps the run list's columns in the browser. It also loads them from an
 experiment tag `mlflow.sharedViewState.<key>` when a link carries
-`viewStateShareKey=<key>` (its "Share" button makes such links): `compare` writes
+`viewStateShareKey=<key>` (its "Share" button makes such links): `track` writes
 one, so that its link opens the run list with the verdict's columns and nothing to
 configure. The curves link opens MLflow's metric page, whose URL names the runs and
 metrics it plots.
@@ -17,7 +17,8 @@ from urllib.parse import quote, urlencode
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-FAMILIES = ("keras", "sklearn")
+from pipeline.headline import FAMILIES, rounded
+
 # MLflow 3 opens an experiment on its GenAI overview (traces, prompts) unless the
 # experiment says that it holds model training runs.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -30,19 +31,6 @@ LOCAL_UI = "http://127.0.0.1:5000"
 # The test metrics shown on each parent run, after the primary metric.
 SHOWN_METRICS = ("roc_auc", "accuracy", "log_loss")
 CURVES = ("loss", "val_loss")  # both models' curves in one chart
-DIGITS = 4  # significant digits of every number shown to people
-
-
-def rounded(value: float, digits: int = DIGITS) -> float:
-    """`value` to `digits` significant digits: -0.0016, not -0.00160000000000000458."""
-    return float(f"{value:.{digits}g}")
-
-
-def verdict_text(winner: str, significant: bool) -> str:
-    """`keras wins`, `sklearn, n.s.` or `tie`, as `pipeline.rank` writes it."""
-    if winner == "tie":
-        return "tie"
-    return f"{winner} wins" if significant else f"{winner}, n.s."
 
 
 def shown_metrics(primary_metric: str) -> tuple[str, ...]:
@@ -63,26 +51,6 @@ def parent_metrics(
         for metric in shown_metrics(primary_metric)
         for family in FAMILIES
         if metric in test_metrics[family]
-    }
-
-
-def headline_record(
-    verdict: str,
-    primary_metric: str,
-    test_metrics: dict[str, dict[str, float]],
-    p_value: float,
-    parent_run_id: str,
-) -> dict[str, Any]:
-    """data/compare/headline.json, the pipeline's DVC metrics: one short row per
-    experiment in `dvc exp show` and `dvc metrics show`."""
-    return {
-        "verdict": verdict,
-        **{
-            f"{family}_{primary_metric}": rounded(test_metrics[family][primary_metric])
-            for family in FAMILIES
-        },
-        "p_value": rounded(p_value, 3),
-        "mlflow_run": parent_run_id,
     }
 
 

@@ -15,21 +15,19 @@ from sklearn import metrics
 from sklearn.neural_network import MLPClassifier
 
 from pipeline import paths
-from pipeline.compare import (
-    Gate,
-    Promotion,
+from pipeline.compare import verdict_record
+from pipeline.comparison_report import (
     Training,
     build_report,
-    check_gates,
     keras_only_note,
     next_commands,
     p_value_text,
-    verdict_record,
     verdict_sentence,
 )
 from pipeline.config import CompareConfig, Params, PromoteConfig
 from pipeline.diagnosis import Finding, Suggestion
 from pipeline.files import read_json
+from pipeline.headline import rounded
 from pipeline.paired_tests import (
     FAMILIES,
     METRICS,
@@ -44,9 +42,9 @@ from pipeline.paired_tests import (
     stratified_bootstrap_weights,
     weighted_metrics,
 )
+from pipeline.promotion import Gate, Promotion, check_gates
 from pipeline.report import Image, to_markdown
 from pipeline.statistics import Interval
-from pipeline.views import rounded
 from tests.endtoend import copy_project, execute, set_nested_params
 
 SKLEARN_METRICS = {
@@ -329,7 +327,6 @@ def test_three_classes_are_scored_by_macro_averages(default_params: Params):
             Promotion("disabled", (), "mlp-compare"),
             default_params,
             {name: Image(b"png", name) for name in ("intervals", "differences", "loss", "roc")},
-            "abc123",
         )
     )
     assert "240 test rows (3 classes; precision, recall, F1 and ROC AUC are macro" in text
@@ -555,6 +552,12 @@ def test_promotion_descriptions():
     assert refused.describe() == (
         "Not promoted to `mlp-compare`: failed gate `min_test_roc_auc` (0.7 < 0.8)."
     )
+    # compare approves before any run exists; track registers and knows the version.
+    approved = Promotion("approved", gates[:1], "mlp-compare", "keras")
+    assert approved.describe() == (
+        "**keras** passes every gate (keras is better): publishing (the track stage) "
+        "registers it in the Model Registry as `mlp-compare`, alias `champion`."
+    )
     promoted = Promotion("promoted", gates[:1], "mlp-compare", "keras", "3")
     assert promoted.describe().startswith(
         "Promoted **keras** to the Model Registry as `mlp-compare` version 3, alias `champion`"
@@ -565,18 +568,17 @@ def test_promotion_descriptions():
 def test_verdict_record():
     comparison = comparison_example(0.3, 0.05)
     findings = [finding("overfitting", "keras", Suggestion("model.l2", 0.0001, 0.0))]
-    record = verdict_record(
-        comparison, findings, Promotion("promoted", (), "mlp-compare", "keras", "2")
-    )
+    record = verdict_record(comparison, findings, Promotion("approved", (), "mlp-compare", "keras"))
     assert record["winner"] == "keras"
     assert record["significant"] is True
     assert record["difference"] == pytest.approx(comparison.verdict.difference.estimate)
     assert record["findings"] == "keras: overfitting"
-    assert record["promotion"] == "promoted"
-    assert record["champion_version"] == 2
+    assert record["promotion"] == "approved"
+    # What track tags the registered version with: replicate 0's score of the winner.
+    assert record["winner_score"] == comparison.intervals["keras"]["roc_auc"].estimate
     empty = verdict_record(comparison, [], Promotion("disabled", (), "mlp-compare"))
     assert empty["findings"] == "none"
-    assert "champion_version" not in empty
+    assert "winner_score" not in empty
 
 
 def test_report_has_every_section(default_params: Params):
@@ -595,7 +597,7 @@ def test_report_has_every_section(default_params: Params):
     promotion = Promotion("disabled", (), "mlp-compare")
 
     text = to_markdown(
-        build_report(comparison, findings, training, promotion, default_params, images, "abc123")
+        build_report(comparison, findings, training, promotion, default_params, images)
     )
 
     for heading in (
@@ -619,7 +621,10 @@ def test_report_has_every_section(default_params: Params):
     assert f"keras is right where sklearn is wrong on {comparison.mcnemar.keras_only_correct}" in (
         text
     )
-    assert "MLflow parent run `abc123`" in text
+    # Written before publishing: it names the experiment, never a run that does not
+    # exist yet.
+    assert "publishes it to MLflow, in experiment `mlp-comparison`" in text
+    assert "run `" not in text
 
 
 # End to end: the real `dvc repro` with promotion on, in a temporary repository.
@@ -629,8 +634,8 @@ REGISTERED = "mlp-compare-test"
 
 @pytest.fixture(scope="module")
 def repro(built_project: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A copy of the built project with promotion on, after `dvc repro` (track and
-    compare rerun; the models are reused)."""
+    """A copy of the built project with promotion on, after `dvc repro` (compare and
+    track rerun; the models are reused)."""
     project = copy_project(built_project, tmp_path_factory.mktemp("compare") / "project")
     # The gates judge the promoted model: each family's replicate 0.
     per_replicate = pd.read_csv(project / paths.REPLICATE_METRICS)
@@ -660,6 +665,10 @@ def test_report_files(repro):
     test_metrics = read_json(project / paths.METRICS)
 
     assert markdown.startswith("# Keras vs scikit-learn: the verdict\n")
+    # Written before track: no run id of this publication, in either report.
+    run_ids = read_json(project / paths.MLFLOW_RUNS)
+    for run_id in (run_ids["parent_run_id"], run_ids["keras_run_id"]):
+        assert run_id not in markdown and run_id not in page
     for heading in ("## The two libraries over 6 replicates",
                     "## Replicate 0: these two trained models", "## Paired tests",
                     "## Training", "## Diagnosis", "## What to try next",
@@ -685,21 +694,25 @@ def test_report_files(repro):
     assert verdict["difference_low"] <= verdict["difference"] <= verdict["difference_high"]
     shown = json.loads(execute(project, "dvc", "metrics", "show", "--json").stdout)
     (workspace,) = shown.values()
-    # The only DVC metrics: one short row, the verdict first among them.
-    assert set(workspace["data"]) == {str(paths.HEADLINE)}
+    # The only DVC metrics: the verdict's short row, and the MLflow run that track made.
+    assert set(workspace["data"]) == {str(paths.HEADLINE), str(paths.PUBLISHED)}
     assert workspace["data"][str(paths.HEADLINE)]["data"]["verdict"].startswith(verdict["winner"])
+    published = workspace["data"][str(paths.PUBLISHED)]["data"]
+    assert published["mlflow_run"] == read_json(project / paths.MLFLOW_RUNS)["parent_run_id"]
 
 
 @pytest.mark.slow
 def test_summary_is_printed_at_the_end_of_repro(repro):
     _, completed = repro
     output = completed.stdout + completed.stderr
-    assert "Running stage 'compare'" in output
+    # compare first, then track, which publishes and prints where to look.
+    assert output.index("Running stage 'compare'") < output.index("Running stage 'track'")
     summary = output[output.index("Running stage 'compare'") :]
     assert re.search(r"compare: (keras wins|sklearn wins|No significant difference)", summary)
-    assert "compare: report -> reports/comparison.md, reports/comparison.html; tags winner=" in (
-        summary
-    )
+    assert "compare: report -> reports/comparison.md, reports/comparison.html; track " in summary
+    last = output[output.index("Running stage 'track'") :]
+    assert re.search(r"track: Promoted (keras|sklearn) to the Model Registry as ", last)
+    assert "track: MLflow UI, the run list, with the verdict's columns: http://" in last
 
 
 @pytest.mark.slow
@@ -715,6 +728,10 @@ def test_parent_run_holds_the_verdict(repro):
     description = parent.data.tags["mlflow.note.content"]
     assert "| test metric | keras | sklearn | keras - sklearn |" in description
     assert "| ROC AUC |" in description
+    # The links to these runs, which compare could not know.
+    links = read_json(project / paths.MLFLOW_RUNS)["links"]
+    assert set(links.values()) <= set(description.split("\n"))
+    assert run_ids["keras_run_id"] in links["both models' loss and val_loss per epoch"]
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id, "report")}
     assert artifacts == {"report/comparison.md", "report/comparison.html", "report/verdict.json"}
     # Rounded to 4 significant digits: the run list shows them to people.
@@ -736,21 +753,25 @@ def test_winner_is_the_champion(repro):
     verdict = read_json(project / paths.VERDICT)
     winner = verdict["winner"]
 
-    assert verdict["promotion"] == "promoted"
+    # compare approved it; track registered it once the runs were FINISHED.
+    assert verdict["promotion"] == "approved"
     champion = client.get_model_version_by_alias(REGISTERED, "champion")
-    assert int(champion.version) == verdict["champion_version"]
+    assert int(champion.version) == read_json(project / paths.PUBLISHED)["champion_version"]
     assert champion.source == f"models:/{run_ids[f'{winner}_model_id']}"
     assert champion.tags["parent_run_id"] == run_ids["parent_run_id"]
     assert champion.tags["model_family"] == winner
-    assert "Promoted **" + winner in (project / paths.REPORT_MARKDOWN).read_text()
+    assert champion.tags["test_roc_auc"] == f"{verdict['winner_score']:.6g}"
+    assert client.get_run(run_ids["parent_run_id"]).info.status == "FINISHED"
+    assert f"**{winner}** passes every gate" in (project / paths.REPORT_MARKDOWN).read_text()
 
 
 @pytest.mark.slow
-def test_rerunning_compare_registers_no_second_version(repro):
+def test_republishing_registers_no_second_version(repro):
     project, _ = repro
     client = store_client(project)
     before = client.search_model_versions(f"name = '{REGISTERED}'")
-    execute(project, "dvc", "repro", "-f", "-s", "compare")
+    completed = execute(project, "dvc", "repro", "-f", "-s", "track")
+    assert "already published" in completed.stderr
     after = client.search_model_versions(f"name = '{REGISTERED}'")
     assert [version.version for version in after] == [version.version for version in before]
 
@@ -764,8 +785,7 @@ def test_a_failing_gate_is_reported_by_name(repro):
     assert best < 0.999
     set_nested_params(project, {"compare.promote.min_test_roc_auc": 0.999})
 
-    # Only compare: track would log the same models again under a new parent run.
-    completed = execute(project, "dvc", "repro", "-s", "compare")
+    completed = execute(project, "dvc", "repro")
 
     verdict = read_json(project / paths.VERDICT)
     assert verdict["promotion"] == "refused"
@@ -776,6 +796,7 @@ def test_a_failing_gate_is_reported_by_name(repro):
         markdown,
     )
     assert "failed gate min_test_roc_auc" in completed.stdout + completed.stderr
+    assert "champion_version" not in read_json(project / paths.PUBLISHED)
     # The champion stays where it was.
     assert client.get_model_version_by_alias(REGISTERED, "champion").version == champion
 
@@ -818,7 +839,6 @@ def test_report_without_timings_says_they_were_not_measured(default_params: Para
             Promotion("disabled", (), "mlp-compare"),
             default_params,
             images,
-            "abc123",
         )
     )
     assert "Training times were not measured here (no data/train_*/timing.json)." in text

@@ -42,6 +42,8 @@ STAGE_OUTPUTS = {
     "MLFLOW_RUNS": paths.MLFLOW_RUNS,
     "VERDICT": paths.VERDICT,
     "HEADLINE": paths.HEADLINE,
+    "DESCRIPTION": paths.DESCRIPTION,
+    "PUBLISHED": paths.PUBLISHED,
 }
 # The report is for people, so it sits in reports/ rather than under data/compare/.
 REPORT_OUTPUTS = {

@@ -179,8 +179,10 @@ def test_parameter_experiment_adds_a_comparison(scratch: Path):
         for group in baseline.get("experiments") or []
         for experiment in group["revs"]
     }
+    published = experiments["faster"]["metrics"]["data/track/published.json"]["data"]
+    assert published["mlflow_run"] == new_parent.info.run_id
     headline = experiments["faster"]["metrics"]["data/compare/headline.json"]["data"]
-    assert headline["mlflow_run"] == new_parent.info.run_id
+    assert headline["verdict"] == new_parent.data.tags["verdict"]
 
 
 def test_queued_experiments_land_in_the_main_store(scratch: Path):

@@ -202,7 +202,7 @@ def test_ranking_a_queued_grid(tmp_path: Path):
     records = collect_runs(client, "grid")
     assert len(records) == 4
     assert {record.params["model.learning_rate"] for record in records} == {"0.001", "0.01"}
-    # compare ran inside each queued experiment and left its verdict on the parent.
+    # track ran inside each queued experiment and left the verdict on the parent.
     assert all(record.winner in ("keras", "sklearn", "tie") for record in records)
 
     output = execute(project, sys.executable, "-m", "pipeline.rank", "--top", "2").stdout

@@ -9,18 +9,16 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline import paths
+from pipeline.headline import headline_record, rounded, verdict_text
 from pipeline.views import (
     EXPERIMENT_KIND,
     SHARED_VIEW_PREFIX,
     curves_link,
-    headline_record,
     parent_metrics,
     publish_views,
-    rounded,
     run_list_columns,
     runs_link,
     ui_address,
-    verdict_text,
 )
 from tests.endtoend import environment, execute
 
@@ -70,20 +68,26 @@ def test_parent_metrics_start_with_the_primary_metric_and_are_rounded():
 
 
 def test_headline_record_is_one_short_row():
-    record = headline_record("sklearn, n.s.", "roc_auc", TEST_METRICS, 0.87512, "ab" * 16)
+    record = headline_record("sklearn, n.s.", "roc_auc", TEST_METRICS, 0.87512)
     assert record == {
         "verdict": "sklearn, n.s.",
         "keras_roc_auc": 0.8263,
         "sklearn_roc_auc": 0.8332,
         "p_value": 0.875,
-        "mlflow_run": "ab" * 16,
     }
 
 
-def test_the_headline_is_the_only_dvc_metrics_file():
+def test_the_dvc_metrics_are_the_headline_and_the_published_run():
+    """compare's verdict row, and track's MLflow run: it exists only once track ran."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    metrics = [entry for stage in stages.values() for entry in stage.get("metrics", [])]
-    assert [next(iter(entry)) for entry in metrics] == [str(paths.HEADLINE)]
+    metrics = {
+        name: [next(iter(entry)) for entry in stage.get("metrics", [])]
+        for name, stage in stages.items()
+    }
+    assert {name: files for name, files in metrics.items() if files} == {
+        "compare": [str(paths.HEADLINE)],
+        "track": [str(paths.PUBLISHED)],
+    }
 
 
 def test_links_point_at_the_ui_of_the_store():
@@ -160,6 +164,7 @@ def test_dvc_tables_fit_160_columns_with_the_verdict_and_the_mlflow_run(built_pr
     workspace = next(line for line in table.splitlines() if "workspace" in line)
     headline = json.loads((built_project / paths.HEADLINE).read_text())
     assert f"{headline['keras_roc_auc']}" in workspace and headline["verdict"] in workspace
+    assert run_ids["parent_run_id"] in workspace
 
 
 def test_the_readme_documents_the_recipe_and_the_run_list_link():

@@ -1,0 +1,78 @@
+"""Tests for `pipeline.interruptions`: the runs of a publisher that died are ended
+KILLED by the next one, on this host only. Signals during publishing are tested end
+to end in tests/test_trust.py."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.interruptions import (
+    TAG_HOST,
+    TAG_PID,
+    Terminated,
+    checkpoint,
+    install_signal_handlers,
+    mark_orphans_killed,
+    signals_deferred,
+)
+from pipeline.store import ensure_experiment, open_store, resolve_store
+
+
+def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path):
+    store = resolve_store({}, tmp_path)
+    client = open_store(store)
+    experiment_id = ensure_experiment(client, "orphans", store)
+    other_experiment_id = ensure_experiment(client, "an earlier experiment", store)
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait()
+    # A live publisher: its command line names pipeline.track, like the real stage.
+    alive = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "pipeline.track"]
+    )
+    try:
+        host = socket.gethostname()
+        runs = {
+            name: client.create_run(
+                experiment, tags={TAG_HOST: host, TAG_PID: str(pid)}, run_name=name
+            ).info.run_id
+            for name, experiment, pid in (
+                ("dead", experiment_id, dead_pid.pid),
+                ("alive", experiment_id, alive.pid),
+                ("dead elsewhere", other_experiment_id, dead_pid.pid),
+            )
+        }
+        other_host = client.create_run(
+            experiment_id, tags={TAG_HOST: "elsewhere", TAG_PID: str(dead_pid.pid)}
+        ).info.run_id
+        assert sorted(mark_orphans_killed(client)) == sorted([runs["dead"], runs["dead elsewhere"]])
+        assert client.get_run(runs["dead"]).info.status == "KILLED"
+        assert client.get_run(runs["dead elsewhere"]).info.status == "KILLED"
+        assert client.get_run(runs["alive"]).info.status == "RUNNING"
+        # Another machine's run: this host cannot know whether it is still going.
+        assert client.get_run(other_host).info.status == "RUNNING"
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_signal_during_a_write_waits_for_the_next_checkpoint():
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    install_signal_handlers()
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered, only recorded
+            written = True  # the write that was under way completes
+            with pytest.raises(Terminated, match="^SIGTERM$"):
+                checkpoint()
+        assert written
+        # Outside a publication a signal stops at once.
+        with pytest.raises(Terminated, match="^SIGINT$"):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -1,0 +1,141 @@
+"""Tests for `pipeline.publication`: the parent run's name, the params hash, and the
+publish key, which follows every file that track publishes."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.config import Params
+from pipeline.publication import Revision, params_hash, parent_run_name
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("revision", "name"),
+    [
+        (Revision("0123456789abcdef", False, "tuned-palp", "0123456789abcdef"), "tuned-palp"),
+        (Revision("0123456789abcdef", False, None, None), "0123456"),
+        (Revision("0123456789abcdef", True, None, None), "0123456-dirty"),
+    ],
+)
+def test_parent_run_name(revision: Revision, name: str):
+    assert parent_run_name(revision) == name
+
+
+def test_params_hash_follows_the_params(default_params: Params):
+    same = Params.model_validate(default_params.model_dump())
+    changed = default_params.model_copy(
+        update={"model": default_params.model.model_copy(update={"learning_rate": 0.01})}
+    )
+    assert params_hash(default_params) == params_hash(same)
+    assert params_hash(default_params) != params_hash(changed)
+    assert len(params_hash(default_params)) == 64
+
+
+def write_published_files(changed: Path | None = None) -> None:
+    """Tiny real versions of the files that identify a publication; the file `changed`
+    holds one value more than the others."""
+    import numpy as np
+
+    from pipeline import paths
+    from pipeline.files import Table, write_csv, write_json, write_table, write_text
+
+    def value(path: Path) -> float:
+        return 1.0 if path == changed else 0.0
+
+    for path in (paths.TRAIN, paths.VALIDATION, paths.TEST):
+        features = np.array([[value(path)], [2.0]], dtype=np.float32)
+        write_table(Table(features, np.array([0, 1], dtype=np.int32), ("x",)), path)
+    for path in (
+        paths.KERAS_HISTORY,
+        paths.SKLEARN_HISTORY,
+        paths.KERAS_REPLICATE_HISTORIES,
+        paths.SKLEARN_REPLICATE_HISTORIES,
+    ):
+        write_csv(pd.DataFrame({"epoch": [1, 2], "loss": [0.7, 0.6 + value(path)]}), path)
+    write_csv(
+        pd.DataFrame({"family": ["keras"], "roc_auc": [0.8 + value(paths.REPLICATE_METRICS)]}),
+        paths.REPLICATE_METRICS,
+    )
+    for path in (
+        paths.PREPROCESSING,
+        paths.CLASSES,
+        paths.METRICS,
+        paths.VERDICT,
+        paths.KERAS_SUMMARY,
+        paths.SKLEARN_SUMMARY,
+    ):
+        write_json({"value": value(path)}, path)
+    # The model archives, the report, the run description and the figures: bytes.
+    for path in (
+        paths.PREPROCESSOR,
+        paths.KERAS_MLFLOW_MODEL,
+        paths.SKLEARN_MLFLOW_MODEL,
+        paths.DESCRIPTION,
+        paths.REPORT_MARKDOWN,
+        paths.REPORT_HTML,
+        FIGURE,
+    ):
+        write_text(f"{path} {value(path)}", path)
+
+
+FIGURE = Path("data/evaluate/figures/roc.png")  # one of a published folder's files
+# Named one by one, not read from publication.PUBLISHED_FILES, which the test checks.
+PUBLISHED_PATHS = [
+    "TRAIN",
+    "VALIDATION",
+    "TEST",
+    "PREPROCESSING",
+    "PREPROCESSOR",
+    "CLASSES",
+    "KERAS_HISTORY",
+    "SKLEARN_HISTORY",
+    "KERAS_REPLICATE_HISTORIES",
+    "SKLEARN_REPLICATE_HISTORIES",
+    "KERAS_SUMMARY",
+    "SKLEARN_SUMMARY",
+    "KERAS_MLFLOW_MODEL",
+    "SKLEARN_MLFLOW_MODEL",
+    "METRICS",
+    "REPLICATE_METRICS",
+    "VERDICT",
+    "DESCRIPTION",
+    "REPORT_MARKDOWN",
+    "REPORT_HTML",
+]
+
+
+@pytest.mark.parametrize("name", [*PUBLISHED_PATHS, "a figure"])
+def test_publish_key_follows_each_published_file(
+    name: str, default_params: Params, tmp_path: Path, monkeypatch
+):
+    from pipeline import paths
+    from pipeline.publication import publish_key
+
+    monkeypatch.chdir(tmp_path)
+    write_published_files()
+    key = publish_key(default_params)
+    write_published_files()
+    assert publish_key(default_params) == key
+
+    write_published_files(changed=FIGURE if name == "a figure" else getattr(paths, name))
+
+    assert publish_key(default_params) != key
+    assert len(key) == 64
+
+
+def test_publish_key_covers_every_file_that_track_reads():
+    """Every stage output that track depends on (and so may log) is in the key: a
+    rerun that would publish anything different publishes anew."""
+    import yaml
+
+    from pipeline import paths
+    from pipeline.publication import PUBLISHED_FILES, PUBLISHED_FOLDERS, REPORT_FILES
+
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["track"]["deps"]
+    outputs = {Path(dep) for dep in deps if dep.split("/")[0] in ("data", "reports")}
+    assert outputs == set(PUBLISHED_FILES) | set(PUBLISHED_FOLDERS)
+    assert set(PUBLISHED_FILES) == {getattr(paths, name) for name in PUBLISHED_PATHS}
+    assert set(REPORT_FILES) <= set(PUBLISHED_FILES)

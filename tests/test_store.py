@@ -1,0 +1,105 @@
+"""Tests for `pipeline.store`: where runs go, a connection that fails in one line, and
+a new SQLite store created safely by parallel processes."""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.errors import PipelineError
+from pipeline.store import (
+    Store,
+    connect,
+    redact,
+    repository_root,
+    resolve_store,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_embedded_store_is_absolute_at_the_repository_root(tmp_path: Path):
+    store = resolve_store({}, tmp_path)
+    assert store.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    assert store.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    assert Path(store.tracking_uri.removeprefix("sqlite:///")).is_absolute()
+
+
+def test_tracking_uri_variable_overrides_the_default(tmp_path: Path):
+    store = resolve_store({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}, tmp_path)
+    assert store.tracking_uri == "http://127.0.0.1:5000"
+    # The server chooses where artifacts go.
+    assert store.artifact_location is None
+
+
+def test_queued_runs_store_in_the_main_repository(monkeypatch, tmp_path: Path):
+    # dvc exp run --queue runs in a deleted copy and points DVC_ROOT at the main repo.
+    main_repository = tmp_path / "main"
+    main_repository.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(main_repository))
+    assert repository_root() == main_repository.resolve()
+    monkeypatch.delenv("DVC_ROOT")
+    assert repository_root() == tmp_path.resolve()
+
+
+def test_redact_hides_credentials():
+    assert redact("http://alice:secret@127.0.0.1:5000/") == "http://127.0.0.1:5000/"
+    assert redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unreachable_server_is_one_line_naming_the_uri():
+    uri = f"http://bob:hunter2@127.0.0.1:{free_port()}"
+    with pytest.raises(PipelineError) as caught:
+        connect(Store(tracking_uri=uri, artifact_location=None))
+    message = str(caught.value)
+    assert message.startswith(f"MLflow tracking store {redact(uri)} is unreachable")
+    assert "hunter2" not in message
+    assert "\n" not in message
+
+
+OPEN_STORE = """
+import sys
+from pathlib import Path
+import pipeline.store as store_module
+# Where the empty-store template lives: unwritable forces every process through a
+# real creation; a fresh folder makes the first create it and the others copy it.
+store_module.store_template = lambda: Path(sys.argv[2])
+store = store_module.resolve_store({}, Path(sys.argv[1]))
+client = store_module.open_store(store)
+print(store_module.ensure_experiment(client, "race", store))
+"""
+
+
+@pytest.mark.parametrize("template", ["unwritable", "fresh"])
+def test_parallel_processes_create_a_new_store_safely(template: str, tmp_path: Path):
+    """Four processes start at once on a store that does not exist yet."""
+    template_path = (
+        "/proc/no-such-folder/template.db" if template == "unwritable" else tmp_path / "t.db"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_STORE, str(tmp_path), str(template_path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [process.communicate(timeout=300) for process in processes]
+    for process, (_, errors) in zip(processes, results, strict=True):
+        assert process.returncode == 0, errors
+    assert len({output.strip() for output, _ in results}) == 1  # one experiment id
+    client = MlflowClient(resolve_store({}, tmp_path).tracking_uri)
+    assert [experiment.name for experiment in client.search_experiments()].count("race") == 1
+    assert Path(template_path).exists() == (template == "fresh")

@@ -1,6 +1,7 @@
 """The warm worker and its client: real sockets, real forks, tiny stages in a copy of
 `pipeline/`. Each worker these tests start imports TensorFlow once (seconds)."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.worker_protocol import (
     connect,
@@ -22,6 +24,7 @@ from pipeline.worker_protocol import (
     send_message,
     socket_path,
 )
+from tests.endtoend import END_TO_END_EPOCHS, environment, execute, tiny_project
 
 ROOT = Path(__file__).resolve().parents[1]
 STOPPED = (
@@ -133,15 +136,16 @@ def wait_for_worker(runtime: Path, timeout: float = 300) -> None:
 
 
 def start_worker(project: Path, runtime: Path, *options: str) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.worker", "serve", *options],
-        cwd=project,
-        env=variables(runtime),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with open(runtime / "worker.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.worker", "serve", *options],
+            cwd=project,
+            env=variables(runtime),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     wait_for_worker(runtime)
     return process
 
@@ -503,3 +507,44 @@ def test_stop_request_ends_the_worker(runtime: Path, worker: subprocess.Popen):
         send_message(connection, {"stop": True})
         assert receive_message(connection)[0] == {"refused": "stopping"}
     assert not list((runtime / "pipeline-worker").glob("*.sock"))
+
+
+# Files that differ between any two runs: MLflow run ids, new with every publication,
+# and training times (not DVC outputs: pipeline/paths.py TIMINGS).
+VARYING_FILES = {
+    "data/track/mlflow_runs.json",
+    "data/compare/headline.json",
+    "data/train_keras/timing.json",
+    "data/train_sklearn/timing.json",
+}
+
+
+def data_hashes(project: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(project)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((project / "data").rglob("*"))
+        if path.is_file() and str(path.relative_to(project)) not in VARYING_FILES
+    }
+
+
+@pytest.mark.slow
+def test_outputs_are_byte_identical_with_and_without_the_worker(tmp_path: Path):
+    """`dvc repro` of the real pipeline, every stage in the worker's children, against
+    every stage by itself."""
+    warm = tiny_project(tmp_path / "warm", "worker", END_TO_END_EPOCHS)
+    alone = tiny_project(tmp_path / "alone", "worker", END_TO_END_EPOCHS)
+    runtime = private_runtime(tmp_path / "run")
+    start_worker(warm, runtime)
+    try:
+        execute(warm, "dvc", "repro", env=environment({"XDG_RUNTIME_DIR": str(runtime)}))
+    finally:
+        stop_worker(warm, runtime)
+    execute(alone, "dvc", "repro", env=environment({"PIPELINE_WORKER": "0"}))
+
+    log = (runtime / "worker.log").read_text()
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in stages:
+        assert f"runs pipeline.{stage} in {warm}\n" in log
+    warm_hashes, alone_hashes = data_hashes(warm), data_hashes(alone)
+    assert len(warm_hashes) > 20
+    assert warm_hashes == alone_hashes

@@ -113,6 +113,9 @@ def open_worker(path: Path) -> Worker | None:
     except BlockingIOError:
         os.close(lock)
         return None
+    # Whoever wants the worker's pid (to kill it, or to count its CPU time) finds it here.
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()}\n".encode())
     environment = fingerprint(Path.cwd(), dict(os.environ))
     preload()
     # The directory it was started in may be a queued experiment's copy, soon deleted.

@@ -548,3 +548,26 @@ def test_outputs_are_byte_identical_with_and_without_the_worker(tmp_path: Path):
     warm_hashes, alone_hashes = data_hashes(warm), data_hashes(alone)
     assert len(warm_hashes) > 20
     assert warm_hashes == alone_hashes
+
+
+def test_client_and_worker_modules_import_only_the_standard_library():
+    """The client starts in a few hundredths of a second, and the worker holds no stage
+    code of its own but these modules, which each child drops."""
+    code = (
+        "import sys; started = set(sys.modules); import pipeline.client, pipeline.worker; "
+        "print(sorted({name.split('.')[0] for name in set(sys.modules) - started} "
+        "- set(sys.stdlib_module_names) - {'pipeline'}))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+
+    assert completed.stdout == "[]\n"
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, pipeline.client; print(sorted(sys.modules))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "'pipeline.config'" not in loaded

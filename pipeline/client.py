@@ -144,7 +144,12 @@ def run_through(connection: socket.socket, module: str) -> int | None:
         except OSError:
             pass  # the worker ended: the reply says how
 
-    previous = {number: signal.signal(number, forward) for number in FORWARDED}
+    # A signal this process ignores (`nohup`) would not have stopped the stage either.
+    previous = {
+        number: signal.signal(number, forward)
+        for number in FORWARDED
+        if signal.getsignal(number) is not signal.SIG_IGN
+    }
     try:
         send_message(connection, request_for(module), standard_descriptors())
         reply, _ = receive_message(connection)

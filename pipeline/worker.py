@@ -142,7 +142,10 @@ def serve(worker: Worker, idle_seconds: float) -> None:
             break
         for key, _ in events:
             if key.fileobj is worker.listener:
-                connection, _ = worker.listener.accept()
+                try:
+                    connection, _ = worker.listener.accept()
+                except OSError:
+                    continue  # out of descriptors, say: the client runs the stage itself
                 answer(worker, connection)
             else:
                 report_end(worker, key.fd)
@@ -191,7 +194,8 @@ def answer(worker: Worker, connection: socket.socket) -> None:
         pidfd = os.pidfd_open(pid)
         worker.children[pidfd] = (pid, connection)
         worker.selector.register(pidfd, selectors.EVENT_READ)
-    except OSError:
+    except (OSError, ValueError, KeyError, TypeError):
+        # A client gone, or a request this worker cannot read: refused by silence.
         connection.close()
     finally:
         for descriptor in descriptors:

@@ -97,14 +97,18 @@ def socket_path() -> Path | None:
 
 def fingerprint(directory: Path, environment: dict[str, str]) -> dict[str, Any]:
     """What a preloaded library depends on: the interpreter and its options, the import
-    path (less its first entry, the caller's directory), when each installed directory
-    last changed, the variables read at import, and the lock files in `directory`."""
+    path (less its first entry, the caller's directory), when each directory of
+    installed packages last changed, the variables read at import, and the lock files in
+    `directory`."""
     installed = {}
+    # Installing or removing a package changes its directory; the standard library's
+    # never change, and a source directory on PYTHONPATH changes with every file.
     for entry in sys.path[1:]:
-        try:
-            installed[entry] = os.stat(entry).st_mtime_ns
-        except OSError:
-            installed[entry] = None
+        if Path(entry).name in ("site-packages", "dist-packages"):
+            try:
+                installed[entry] = os.stat(entry).st_mtime_ns
+            except OSError:
+                installed[entry] = None
     locks = {}
     for name in LOCK_FILES:
         try:

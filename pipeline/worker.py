@@ -12,7 +12,6 @@ import atexit
 import ctypes
 import fcntl
 import importlib
-import io
 import os
 import selectors
 import signal
@@ -185,6 +184,9 @@ def answer(worker: Worker, connection: socket.socket) -> None:
             connection.close()
             return
         connection.settimeout(None)
+        # Nothing of the worker's may be left in buffers the child will write from.
+        sys.stdout.flush()
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             run_child(worker, connection, request, descriptors)
@@ -241,10 +243,7 @@ def become_client(
         os.dup2(descriptor, number)
         if descriptor != number:
             os.close(descriptor)
-    sys.stdin, sys.stdout, sys.stderr = (
-        text_stream(number, settings) for number, settings in enumerate(request["streams"])
-    )
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    adopt_output_streams(request["streams"][1:])
     os.chdir(request["directory"])
     os.environ.clear()
     os.environ.update(request["environment"])
@@ -280,18 +279,18 @@ def show_command_line(arguments: list[str]) -> None:
         pass  # the worker's command line stays: only `ps` and that check are less exact
 
 
-def text_stream(number: int, settings: dict[str, Any] | None) -> io.TextIOWrapper | None:
-    """A standard stream on descriptor `number` set up as the client's was."""
-    if settings is None:
-        return None
-    return io.TextIOWrapper(
-        open(number, "rb" if number == 0 else "wb", closefd=False),  # noqa: SIM115
-        encoding=settings["encoding"],
-        errors=settings["errors"],
-        newline="\n",
-        line_buffering=settings["line_buffering"],
-        write_through=settings["write_through"],
-    )
+def adopt_output_streams(settings: list[dict[str, Any] | None]) -> None:
+    """Buffer stdout and stderr, now on the client's descriptors, as the client's are
+    (a terminal's stdout is line-buffered, a pipe's is not). The worker's own objects are
+    kept, so that libraries holding them (TensorFlow's and MLflow's log handlers) write
+    to the client through the same buffers. Their encoding is the client's already: it
+    follows from variables the worker matches (PYTHONIOENCODING, LANG, LC_*); changing
+    it, like reconfiguring stdin, would seek, which a pipe refuses."""
+    for stream, wanted in zip((sys.stdout, sys.stderr), settings, strict=True):
+        if stream is not None and wanted is not None:
+            stream.reconfigure(
+                line_buffering=wanted["line_buffering"], write_through=wanted["write_through"]
+            )
 
 
 def forward_signals(connection: socket.socket) -> None:

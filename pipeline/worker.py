@@ -196,8 +196,9 @@ def answer(worker: Worker, connection: socket.socket) -> None:
         pidfd = os.pidfd_open(pid)
         worker.children[pidfd] = (pid, connection)
         worker.selector.register(pidfd, selectors.EVENT_READ)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError) as error:
         # A client gone, or a request this worker cannot read: refused by silence.
+        sys.stderr.write(f"worker: no answer to a request: {error!r}\n")
         connection.close()
     finally:
         for descriptor in descriptors:

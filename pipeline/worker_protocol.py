@@ -156,7 +156,10 @@ def send_message(
     body = json.dumps(message).encode()
     data = LENGTH.pack(len(body)) + body
     sent = socket.send_fds(connection, [data], list(descriptors)) if descriptors else 0
-    connection.sendall(data[sent:])
+    if sent < len(data):
+        # Not sendall(b""): it still sends once, and fails (EPIPE) if the worker has
+        # already read the whole message, answered and closed.
+        connection.sendall(data[sent:])
 
 
 def receive_message(

@@ -91,7 +91,10 @@ def start_worker(path: Path) -> None:
     streams (DVC waits for a stage's streams to close); the stages after this one use
     it once it has imported its libraries."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DVC_")}
-    log = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        log = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError:
+        return  # no worker: every stage runs by itself
     try:
         subprocess.Popen(
             [
@@ -134,7 +137,8 @@ def run_in_worker(module: str) -> int | None:
 
 def run_through(connection: socket.socket, module: str) -> int | None:
     """Hand `module` to the worker on `connection` and wait for its wait status,
-    forwarding signals meanwhile; None when the worker refused."""
+    forwarding signals meanwhile; None when the worker refused or closed before taking
+    the request."""
     received: list[int] = []
 
     def forward(number: int, frame: object) -> None:
@@ -151,10 +155,14 @@ def run_through(connection: socket.socket, module: str) -> int | None:
         if signal.getsignal(number) is not signal.SIG_IGN
     }
     try:
-        send_message(connection, request_for(module), standard_descriptors())
-        reply, _ = receive_message(connection)
-    except OSError:
-        reply = None
+        try:
+            send_message(connection, request_for(module), standard_descriptors())
+        except OSError:
+            return None  # the worker closed before taking the request: nothing ran
+        try:
+            reply, _ = receive_message(connection)
+        except OSError:
+            reply = None
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

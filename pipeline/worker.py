@@ -337,6 +337,16 @@ def exit_code(code: object) -> int:
     return 1
 
 
+def pidfds_work() -> bool:
+    """Whether the kernel has pidfds (Linux 5.3 and later), how the worker learns that a
+    child ended; without them there is no worker, and stages run by themselves."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def stop() -> bool:
     """Ask this environment's worker to stop once its running stages end; whether one
     was running."""
@@ -345,8 +355,11 @@ def stop() -> bool:
     if connection is None:
         return False
     with connection:
-        send_message(connection, {"stop": True})
-        receive_message(connection)
+        try:
+            send_message(connection, {"stop": True})
+            receive_message(connection)
+        except OSError:
+            return False  # it ended meanwhile
     return True
 
 
@@ -359,7 +372,7 @@ def main() -> None:
         sys.stderr.write("worker: stopping\n" if stop() else "worker: none running\n")
         return
     path = socket_path()
-    if path is None:
+    if path is None or not pidfds_work():
         sys.exit(1)
     worker = open_worker(path)
     if worker is None:

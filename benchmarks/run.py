@@ -4,7 +4,9 @@ write JSON.
     ./run python -m benchmarks.run                       # everything (about 15 min here)
     ./run python -m benchmarks.run --sections throughput --rows 100000 --batches 32
     ./run python -m benchmarks.run --sections replicates   # K = 5 and 6 next to K = 1
-    ./run python -m benchmarks.run --sections loop   # repro, one experiment, a queued grid
+    ./run python -m benchmarks.run --sections loop --output benchmarks/loop.json
+                               # repro, one experiment, a queued grid; with and without
+                               # the warm worker
 
 Figures and ratios only: nothing here passes or fails. Numbers depend on the machine
 and on whatever else runs on it, so compare ratios measured in one run.
@@ -29,6 +31,8 @@ import yaml
 
 from pipeline.config import parse_params
 from pipeline.memory import DataShape, estimate_costs
+from pipeline.worker import stop
+from pipeline.worker_protocol import socket_path
 from tests.endtoend import copy_repository, environment, initialize_repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,38 +367,92 @@ def csv_section(megabytes: int) -> dict:
     return {"csv_bytes": size, "rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
 
 
-def timed(project: Path, *command: str) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the command and everything it waited for)."""
+def worker_cpu_seconds() -> tuple[int, float] | None:
+    """(pid, CPU seconds) of this environment's warm worker, with those of the stage
+    children it has reaped; None when none runs. Its pid is in its lock file."""
+    path = socket_path()
+    if path is None:
+        return None
+    try:
+        pid = int(path.with_suffix(".lock").read_text())
+        if b"pipeline.worker" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    # utime, stime, cutime and cstime: fields 14 to 17 of proc(5)'s stat, 11 to 14 here.
+    ticks = sum(int(field) for field in fields[11:15])
+    return pid, ticks / os.sysconf("SC_CLK_TCK")
+
+
+def timed(project: Path, *command: str, variables: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command, everything it waited for, and the warm
+    worker's stages, which are the worker's children, not the command's)."""
+    worker_before = worker_cpu_seconds()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    completed = subprocess.run(
-        command, cwd=project, env=environment(), capture_output=True, text=True
-    )
+    completed = subprocess.run(command, cwd=project, env=variables, capture_output=True, text=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_after = worker_cpu_seconds()
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if worker_after is not None:
+        same_worker = worker_before is not None and worker_before[0] == worker_after[0]
+        # A worker the command started counts whole, its imports included.
+        cpu += worker_after[1] - (worker_before[1] if same_worker else 0.0)
     return wall, cpu
 
 
+def stop_worker() -> None:
+    """Stop this environment's worker and wait for it to exit: the next stage starts cold."""
+    running = worker_cpu_seconds()
+    stop()
+    while running is not None and Path(f"/proc/{running[0]}").exists():
+        time.sleep(0.1)
+
+
 def loop_section() -> dict:
-    """The experiment loop, each next to a bare `import tensorflow` in the same run:
-    (a) a full default `dvc repro` from scratch, (b) one `dvc exp run -S
+    """The experiment loop, without and with the warm worker, each next to a bare
+    `import tensorflow` in the same run: (a) a full default `dvc repro` from scratch
+    (with the worker: started by its first stage), (b) one `dvc exp run -S
     model.learning_rate=0.01` after it, (c) a queued grid of 4 run two at a time."""
-    import_wall, import_cpu = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as work:
+        import_wall, import_cpu = [], []
+        for _ in range(3):
+            wall, cpu = timed(
+                Path(work), sys.executable, "-c", "import tensorflow", variables=environment()
+            )
+            import_wall.append(wall)
+            import_cpu.append(cpu)
+    results: dict = {
+        "bare_tensorflow_import": {
+            "wall": statistics.median(import_wall),
+            "cpu": statistics.median(import_cpu),
+        }
+    }
+    for name, variables in (
+        ("without_worker", environment({"PIPELINE_WORKER": "0"})),
+        ("with_worker", environment()),
+    ):
+        print(f"  {name.replace('_', ' ')}", flush=True)
+        stop_worker()
+        try:
+            results[name] = loop_measurements(variables)
+        finally:
+            stop_worker()
+    return results
+
+
+def loop_measurements(variables: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-loop-") as work:
         project = Path(work)
         copy_repository(project)
         initialize_repository(project, "benchmark")
-        for _ in range(3):
-            wall, cpu = timed(project, sys.executable, "-c", "import tensorflow")
-            import_wall.append(wall)
-            import_cpu.append(cpu)
-        bare = {"wall": statistics.median(import_wall), "cpu": statistics.median(import_cpu)}
-        repro_wall, repro_cpu = timed(project, "dvc", "repro")
+        repro_wall, repro_cpu = timed(project, "dvc", "repro", variables=variables)
         experiment_wall, experiment_cpu = timed(
-            project, "dvc", "exp", "run", "-S", "model.learning_rate=0.01"
+            project, "dvc", "exp", "run", "-S", "model.learning_rate=0.01", variables=variables
         )
         timed(
             project,
@@ -406,14 +464,15 @@ def loop_section() -> dict:
             "model.learning_rate=0.002,0.005",
             "-S",
             "model.l2=0,0.0001",
+            variables=variables,
         )
         started = time.perf_counter()
-        timed(project, "dvc", "queue", "start", "-j", "2")
+        timed(project, "dvc", "queue", "start", "-j", "2", variables=variables)
         while True:
             status = subprocess.run(
                 ["dvc", "queue", "status"],
                 cwd=project,
-                env=environment(),
+                env=variables,
                 capture_output=True,
                 text=True,
                 check=True,
@@ -424,7 +483,6 @@ def loop_section() -> dict:
         grid_wall = time.perf_counter() - started
         failed = status.count("Failed")
     return {
-        "bare_tensorflow_import": bare,
         "repro": {"wall": repro_wall, "cpu": repro_cpu},
         "experiment": {"wall": experiment_wall, "cpu": experiment_cpu},
         "grid": {
@@ -534,27 +592,7 @@ def print_tables(results: dict) -> None:
             f"total / import = {pipeline['total_over_tensorflow_import']:.1f}"
         )
     if "loop" in results:
-        loop = results["loop"]
-        bare = loop["bare_tensorflow_import"]
-        print("\nThe experiment loop, next to one bare `import tensorflow`")
-        print("| measurement | wall (s) | x import | CPU (s) | x import |")
-        print("|---|---:|---:|---:|---:|")
-        print(f"| bare `import tensorflow` | {bare['wall']:.1f} | 1.0 | {bare['cpu']:.1f} | 1.0 |")
-        for name, key in (
-            ("(a) full `dvc repro` from scratch", "repro"),
-            ("(b) one `dvc exp run -S model.learning_rate=0.01`", "experiment"),
-        ):
-            item = loop[key]
-            print(
-                f"| {name} | {item['wall']:.1f} | {item['wall'] / bare['wall']:.1f} | "
-                f"{item['cpu']:.1f} | {item['cpu'] / bare['cpu']:.1f} |"
-            )
-        grid = loop["grid"]
-        print(
-            f"(c) a queued grid of 4 with `-j 2`: {grid['wall']:.0f} s, "
-            f"{grid['experiments_per_minute']:.1f} experiments per minute "
-            f"({grid['failed']} failed)"
-        )
+        print_loop(results["loop"])
     if "replicates" in results:
         print("\nTraining stages with K replicates (wall time of the whole stage)")
         print("| rows | stage | K | seconds | x K=1 |")
@@ -592,6 +630,33 @@ def print_tables(results: dict) -> None:
                 f"{item['peak_rss_over_data']:.2f} | {item['seconds']:.0f} | "
                 f"{item['estimate_over_peak']:.2f} x |"
             )
+
+
+def print_loop(loop: dict) -> None:
+    bare = loop["bare_tensorflow_import"]
+    variants = ("without_worker", "with_worker")
+    print("\nThe experiment loop, next to one bare `import tensorflow` (x import)")
+    print("| measurement | worker | wall (s) | x import | CPU (s) | x import |")
+    print("|---|---|---:|---:|---:|---:|")
+    print(f"| bare `import tensorflow` | - | {bare['wall']:.1f} | 1.0 | {bare['cpu']:.1f} | 1.0 |")
+    for name, key in (
+        ("(a) full `dvc repro` from scratch", "repro"),
+        ("(b) one `dvc exp run -S model.learning_rate=0.01`", "experiment"),
+    ):
+        for variant in variants:
+            item = loop[variant][key]
+            print(
+                f"| {name} | {'with' if variant == 'with_worker' else 'without'} | "
+                f"{item['wall']:.1f} | {item['wall'] / bare['wall']:.1f} | "
+                f"{item['cpu']:.1f} | {item['cpu'] / bare['cpu']:.1f} |"
+            )
+    for variant in variants:
+        grid = loop[variant]["grid"]
+        print(
+            f"(c) a queued grid of 4 with `-j 2`, {variant.replace('_', ' ')}: "
+            f"{grid['wall']:.0f} s, {grid['experiments_per_minute']:.1f} experiments per "
+            f"minute ({grid['failed']} failed)"
+        )
 
 
 def main() -> None:

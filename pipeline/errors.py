@@ -4,6 +4,7 @@ import atexit
 import ctypes
 import logging
 import os
+import runpy
 import select
 import signal
 import sys
@@ -28,6 +29,8 @@ class Stopped(BaseException):
 # prctl(2): the signal the kernel sends this process when its parent dies.
 PR_SET_PDEATHSIG = 1
 
+_watching_dvc = False
+
 
 class _VisibleFormatter(logging.Formatter):
     """Messages with control characters escaped: a column name or path from the user's
@@ -37,7 +40,7 @@ class _VisibleFormatter(logging.Formatter):
         return visible(super().formatMessage(record))
 
 
-def _raise_stopped(signal_number: int, frame: object) -> None:
+def raise_stopped(signal_number: int, frame: object) -> None:
     raise Stopped(signal.Signals(signal_number).name)
 
 
@@ -50,9 +53,19 @@ def stop_with_dvc() -> None:
     zsh replace themselves with the command; dash forks it and waits, so the stage's
     parent is then a shell that outlives `dvc`. The kernel's parent-death signal covers
     the first case; a thread watching the `dvc` process covers the second.
+
+    Through the warm worker, the client (`pipeline.client`) is DVC's child and watches
+    `dvc` this way, and forwards the signal to the stage; the stage's own parent is then
+    the worker, whose environment has no `DVC_STAGE`, so the stage stops when either
+    ends. Called twice in one process (a client that falls back to running the stage
+    itself), it arranges this once.
     """
+    global _watching_dvc
     if not sys.platform.startswith("linux") or not os.environ.get("DVC_STAGE"):
         return
+    if _watching_dvc:
+        return
+    _watching_dvc = True
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
@@ -102,7 +115,7 @@ def run_stage(main: Callable[[], None]) -> None:
     # Signal handlers belong to the main thread; a stage called in-process (tests)
     # gets its caller's handler back.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_stopped) if in_main_thread else None
+    previous = signal.signal(signal.SIGTERM, raise_stopped) if in_main_thread else None
     stop_with_dvc()
     try:
         main()
@@ -114,17 +127,36 @@ def run_stage(main: Callable[[], None]) -> None:
     except (KeyboardInterrupt, Stopped) as stop:
         if os.environ.get(DEBUG_VARIABLE):
             raise
-        name = str(stop) if isinstance(stop, Stopped) else "SIGINT"
-        how = "Ctrl-C (SIGINT)" if name == "SIGINT" else name
-        sys.stderr.write(
-            f"error: stopped by {how}; every output is the previous one or a complete "
-            "new one, and `dvc repro` finishes the rest\n"
-        )
-        sys.exit(128 + signal.Signals[name].value)
+        exit_stopped(stop)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     exit_without_teardown(main)
+
+
+def exit_stopped(stop: KeyboardInterrupt | Stopped) -> None:
+    """End the program after Ctrl-C or SIGTERM: one line, and 128 + the signal's number."""
+    name = str(stop) if isinstance(stop, Stopped) else "SIGINT"
+    how = "Ctrl-C (SIGINT)" if name == "SIGINT" else name
+    sys.stderr.write(
+        f"error: stopped by {how}; every output is the previous one or a complete "
+        "new one, and `dvc repro` finishes the rest\n"
+    )
+    sys.exit(128 + signal.Signals[name].value)
+
+
+def run_stage_module(module: str) -> None:
+    """Run `module` as `python -m module` would, except that Ctrl-C or SIGTERM while it
+    imports its libraries (TensorFlow, MLflow: seconds) ends it as `run_stage` ends a
+    stage, with one line and 130 or 143, instead of a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except (KeyboardInterrupt, Stopped) as stop:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        exit_stopped(stop)
 
 
 def exit_without_teardown(main: Callable[[], None]) -> None:

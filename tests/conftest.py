@@ -7,6 +7,7 @@ import pytest
 from pipeline.config import ModelSpec, Params, SplitConfig, load_params
 from pipeline.dataset import generate_dataset
 from pipeline.split import Splits, split_dataset
+from pipeline.worker import stop as stop_worker
 from tests import endtoend
 from tests.endtoend import (
     END_TO_END_EPOCHS,
@@ -36,6 +37,12 @@ def pytest_configure(config: pytest.Config) -> None:
             reporter.write_line(line)
 
     endtoend.progress = report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The end-to-end tests' `dvc repro` starts this environment's warm worker: stop it
+    rather than leave it to its idle exit."""
+    stop_worker()
 
 
 @pytest.fixture(scope="session")

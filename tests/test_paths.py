@@ -130,7 +130,8 @@ def test_stage_runs_its_own_module(stages: dict[str, Any]) -> None:
         "compare",
     }
     for stage_name, stage in stages.items():
-        assert stage["cmd"] == f"python -m pipeline.{stage_name}"
+        # Through the warm worker's client (pipeline/client.py).
+        assert stage["cmd"] == f"python -m pipeline.client pipeline.{stage_name}"
         assert Path("pipeline", f"{stage_name}.py").is_file()
         assert f"pipeline/{stage_name}.py" in stage["deps"]
 

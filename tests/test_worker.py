@@ -571,3 +571,22 @@ def test_client_and_worker_modules_import_only_the_standard_library():
         check=True,
     ).stdout
     assert "'pipeline.config'" not in loaded
+
+
+def test_ctrl_c_while_a_stage_run_by_hand_imports_is_one_line(tmp_path: Path):
+    """`python -m pipeline.<stage>` typed by hand, without the client: Ctrl-C during
+    the stage's imports is the same one line and 130, not a traceback."""
+    directory = make_project(tmp_path / "by-hand")
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.slow_import"],
+        cwd=directory,
+        env=variables(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_file(directory / "importing")
+    stage.send_signal(signal.SIGINT)
+    _, errors = stage.communicate(timeout=60)
+
+    assert stage.returncode == 130
+    assert errors == f"error: stopped by Ctrl-C (SIGINT); {STOPPED}\n"

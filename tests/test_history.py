@@ -7,6 +7,7 @@ from pipeline.errors import PipelineError
 from pipeline.history import (
     EarlyStopping,
     class_count,
+    log_epoch,
     predict_in_chunks,
     row_weights,
     training_summary,
@@ -158,3 +159,22 @@ def test_a_replicate_history_needs_its_replicate_column(tmp_path):
     assert history.read_history(path)["loss"].tolist() == [0.7]
     with pytest.raises(PipelineError, match=r"missing columns \['replicate'\]"):
         history.read_history(path, replicates=True)
+
+
+def test_each_epoch_is_logged_as_one_aligned_line(caplog):
+    record = {
+        "epoch": 7,
+        "loss": 0.123456,
+        "accuracy": 0.5,
+        "val_loss": 1.0,
+        "val_accuracy": 0.98765,
+    }
+    with caplog.at_level("INFO", logger="pipeline.history"):
+        log_epoch("keras", record, 40)
+    assert [(entry.name, entry.levelname) for entry in caplog.records] == [
+        ("pipeline.history", "INFO")
+    ]
+    # Columns in a fixed order: loss, val_loss, then the accuracies.
+    assert caplog.records[0].getMessage() == (
+        "keras   epoch   7/40  loss 0.1235  val_loss 1.0000  accuracy 0.5000  val_accuracy 0.9877"
+    )

@@ -2,9 +2,12 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline import paths, train_keras
 from pipeline.config import ModelSpec
+from pipeline.errors import PipelineError
 from pipeline.split import Splits
 from pipeline.train_keras import build_model, load_model, predict_probabilities, train
+from tests.stages import SOURCES_CHECKED_BY_THE_STAGES, split_in
 
 NUMPY_ACTIVATIONS = {
     "relu": lambda z: np.maximum(z, 0.0),
@@ -215,3 +218,19 @@ def test_balanced_class_weights_change_the_training(
     balanced_spec = tiny_spec.model_copy(update={"class_weight": "balanced"})
     balanced = train(splits.train, splits.validation, balanced_spec, "glorot_uniform", 5)
     assert not plain.history["loss"].equals(balanced.history["loss"])
+
+
+@pytest.mark.parametrize(("source", "train_rows"), SOURCES_CHECKED_BY_THE_STAGES)
+def test_a_batch_larger_than_the_train_split_is_refused(
+    tmp_path, monkeypatch, source: dict, train_rows: int
+):
+    split_in(tmp_path, monkeypatch, {**source, "model.batch_size": train_rows + 1})
+
+    with pytest.raises(PipelineError) as caught:
+        train_keras.main()
+
+    assert str(caught.value) == (
+        f"model.batch_size = {train_rows + 1}: larger than the {train_rows} training rows; "
+        f"allowed: 1 to {train_rows}"
+    )
+    assert not paths.KERAS.exists()

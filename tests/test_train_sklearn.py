@@ -4,7 +4,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import log_loss
 from skops.io.exceptions import UntrustedTypesFoundException
 
+from pipeline import paths, train_sklearn
 from pipeline.config import ModelSpec
+from pipeline.errors import PipelineError
 from pipeline.split import Splits
 from pipeline.train_keras import build_model
 from pipeline.train_sklearn import (
@@ -16,6 +18,7 @@ from pipeline.train_sklearn import (
     sklearn_alpha,
     train,
 )
+from tests.stages import SOURCES_CHECKED_BY_THE_STAGES, split_in
 
 
 def test_every_epoch_gets_a_fresh_shuffle(tiny_spec: ModelSpec, tiny_splits: Splits):
@@ -161,3 +164,19 @@ def test_balanced_weights_reach_partial_fit(tiny_spec: ModelSpec, three_class_sp
     plain = train(splits.train, splits.validation, tiny_spec, "constant", seed=2)
     balanced = train(splits.train, splits.validation, spec, "constant", seed=2)
     assert not plain.history["loss"].equals(balanced.history["loss"])
+
+
+@pytest.mark.parametrize(("source", "train_rows"), SOURCES_CHECKED_BY_THE_STAGES)
+def test_a_batch_larger_than_the_train_split_is_refused(
+    tmp_path, monkeypatch, source: dict, train_rows: int
+):
+    split_in(tmp_path, monkeypatch, {**source, "model.batch_size": train_rows + 1})
+
+    with pytest.raises(PipelineError) as caught:
+        train_sklearn.main()
+
+    assert str(caught.value) == (
+        f"model.batch_size = {train_rows + 1}: larger than the {train_rows} training rows; "
+        f"allowed: 1 to {train_rows}"
+    )
+    assert not paths.SKLEARN.exists()

@@ -2,7 +2,10 @@
 
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import DatasetConfig
+from pipeline.files import Table
 
 # The keys that only `dataset.source: file` reads, as the committed params.yaml has them.
 FILE_KEYS = {
@@ -16,3 +19,17 @@ FILE_KEYS = {
 def synthetic_config(**fields: Any) -> DatasetConfig:
     """A `dataset` section for generated data with these synthetic settings."""
     return DatasetConfig(source="synthetic", **FILE_KEYS, **fields)
+
+
+# 30 rows of classes 0, 1, 2 in 15, 10 and 5 rows. Balanced, a row weighs
+# n_rows / (n_classes x rows of its class): 30 / 45, 30 / 30 and 30 / 15.
+IMBALANCED_COUNTS = (15, 10, 5)
+BALANCED_WEIGHTS = np.array([2 / 3, 1.0, 2.0])
+
+
+def imbalanced_table() -> Table:
+    """Random features for `IMBALANCED_COUNTS` rows of each class, classes interleaved."""
+    labels = np.repeat(np.arange(3), IMBALANCED_COUNTS).astype(np.int32)
+    labels = labels[np.random.default_rng(0).permutation(len(labels))]
+    features = np.random.default_rng(1).normal(size=(len(labels), 4)).astype(np.float32)
+    return Table(features, labels, ("a", "b", "c", "d"))

@@ -245,3 +245,15 @@ def test_class_weights_reach_the_loss_with_their_values(
     probabilities = predict_probabilities(result.model, table.features)
     row_losses = -np.log(probabilities[np.arange(30), table.labels])
     assert result.history["loss"].iloc[0] == pytest.approx(np.mean(weights * row_losses), rel=1e-5)
+
+
+def test_a_model_holding_python_code_is_refused(tmp_path, tiny_spec: ModelSpec):
+    """A `.keras` file with a Lambda layer carries Python code: safe mode loads nothing."""
+    network = build_model(8, tiny_spec, "glorot_uniform")
+    inputs = keras.Input((8,))
+    tampered = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(network(inputs)))
+    path = tmp_path / "model.keras"
+    tampered.save(path)
+
+    with pytest.raises(ValueError, match=r"`Lambda` layer .* arbitrary code execution"):
+        load_model(path)

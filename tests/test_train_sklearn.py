@@ -1,3 +1,6 @@
+import functools
+import os
+
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
@@ -190,3 +193,17 @@ def test_class_weights_reach_partial_fit_with_their_values(tiny_spec: ModelSpec,
     probabilities = result.model.predict_proba(table.features)
     row_losses = -np.log(probabilities[np.arange(30), table.labels])
     assert result.history["loss"].iloc[0] == pytest.approx(np.mean(weights * row_losses), rel=1e-6)
+
+
+def test_a_model_holding_an_extra_type_is_refused(tmp_path, tiny_spec: ModelSpec, tiny_splits):
+    """A tampered file that would call `os.system` on loading: skops names the types and
+    loads nothing."""
+    result = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "constant", seed=1)
+    result.model.on_load = functools.partial(os.system, "echo tampered")
+    path = tmp_path / "model.skops"
+    save_model(result.model, path)
+
+    with pytest.raises(
+        UntrustedTypesFoundException, match=r"\['functools\.partial', 'posix\.system'\]"
+    ):
+        load_model(path)

@@ -1,7 +1,10 @@
 import hashlib
+import http.server
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +15,7 @@ from pipeline.config import Params
 from pipeline.errors import PipelineError
 from pipeline.files import file_md5
 from pipeline.track import (
+    HTTP_RETRY_POLICY,
     TAG_HOST,
     TAG_PID,
     Revision,
@@ -120,6 +124,76 @@ def test_unreachable_server_is_one_line_naming_the_uri():
     assert message.startswith(f"MLflow tracking store {redact(uri)} is unreachable")
     assert "hunter2" not in message
     assert "\n" not in message
+
+
+class StoreStandIn:
+    """A local HTTP server standing in for a tracking server: it counts the requests it
+    gets, and either drops each connection or answers MLflow's first request (an empty
+    experiment search, a POST) after `delay` seconds."""
+
+    def __init__(self, answer: bool, delay: float = 0.0) -> None:
+        requests: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                requests.append(self.path)
+                if not answer:
+                    self.close_connection = True
+                    return
+                time.sleep(delay)
+                body = b'{"experiments": []}'
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting, as it should
+
+            def log_message(self, *arguments: object) -> None:
+                pass
+
+        self.requests = requests
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "StoreStandIn":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def default_retry_policy(monkeypatch):
+    """None of MLflow's HTTP variables set; `connect` sets its own, undone afterwards."""
+    for variable in HTTP_RETRY_POLICY:
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
+
+
+def test_a_store_that_drops_connections_is_tried_three_times(default_retry_policy):
+    with StoreStandIn(answer=False) as stand_in, pytest.raises(PipelineError) as caught:
+        connect(Store(tracking_uri=stand_in.uri, artifact_location=None))
+    assert len(stand_in.requests) == 3
+    assert str(caught.value).startswith(f"MLflow tracking store {stand_in.uri} is unreachable")
+
+
+def test_a_slow_store_is_waited_for_unless_the_environment_sets_a_shorter_timeout(
+    default_retry_policy, monkeypatch
+):
+    # A 2 s answer is within the default 10 s per try: one request, connected.
+    with StoreStandIn(answer=True, delay=2) as stand_in:
+        connect(Store(tracking_uri=stand_in.uri, artifact_location=None))
+    assert len(stand_in.requests) == 1
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    with StoreStandIn(answer=True, delay=2) as stand_in, pytest.raises(PipelineError):
+        connect(Store(tracking_uri=stand_in.uri, artifact_location=None))
+    assert len(stand_in.requests) == 3
 
 
 OPEN_STORE = """

@@ -1,5 +1,8 @@
-"""Config objects for tests, with every required key filled in."""
+"""Config objects for tests, with every required key filled in, and other stand-ins."""
 
+import http.server
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -33,3 +36,44 @@ def imbalanced_table() -> Table:
     labels = labels[np.random.default_rng(0).permutation(len(labels))]
     features = np.random.default_rng(1).normal(size=(len(labels), 4)).astype(np.float32)
     return Table(features, labels, ("a", "b", "c", "d"))
+
+
+class StoreStandIn:
+    """A local HTTP server standing in for a tracking server: it counts the requests it
+    gets, and either drops each connection or answers MLflow's first request (an empty
+    experiment search, a POST) after `delay` seconds."""
+
+    def __init__(self, answer: bool, delay: float = 0.0) -> None:
+        requests: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                requests.append(self.path)
+                if not answer:
+                    self.close_connection = True
+                    return
+                time.sleep(delay)
+                body = b'{"experiments": []}'
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting, as it should
+
+            def log_message(self, *arguments: object) -> None:
+                pass
+
+        self.requests = requests
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "StoreStandIn":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

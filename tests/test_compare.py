@@ -4,6 +4,7 @@ computation, bootstrap intervals that cover, the verdict and the promotion gates
 import json
 import math
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from sklearn import metrics
 from sklearn.neural_network import MLPClassifier
 
+from pipeline import compare as compare_stage
 from pipeline import paths
 from pipeline.compare import (
     Gate,
@@ -29,7 +31,8 @@ from pipeline.compare import (
 )
 from pipeline.config import CompareConfig, Params, PromoteConfig
 from pipeline.diagnosis import Finding, Suggestion
-from pipeline.files import read_json
+from pipeline.errors import PipelineError
+from pipeline.files import read_json, write_json
 from pipeline.paired_tests import (
     FAMILIES,
     METRICS,
@@ -48,6 +51,7 @@ from pipeline.report import Image, to_markdown
 from pipeline.statistics import Interval
 from pipeline.views import rounded
 from tests.endtoend import copy_project, execute, set_nested_params
+from tests.factories import StoreStandIn
 
 SKLEARN_METRICS = {
     "accuracy": lambda labels, probabilities, predicted: metrics.accuracy_score(labels, predicted),
@@ -824,3 +828,26 @@ def test_report_without_timings_says_they_were_not_measured(default_params: Para
     assert "Training times were not measured here (no data/train_*/timing.json)." in text
     assert "| training time, all replicates (s) | nan | nan |" in text
     assert "faster" not in text
+
+
+def test_an_unreachable_store_stops_compare_in_one_line_before_any_write(
+    trained_outputs: Path, tmp_path: Path, monkeypatch
+):
+    folder = tmp_path / "project"
+    shutil.copytree(trained_outputs, folder)
+    monkeypatch.chdir(folder)
+    # What `track` wrote before the store went away.
+    names = ["experiment_id", "parent_run_id"] + [
+        f"{family}_{kind}_id" for family in FAMILIES for kind in ("run", "model")
+    ]
+    write_json({name: "0" * 32 for name in names}, paths.MLFLOW_RUNS)
+
+    with StoreStandIn(answer=False) as stand_in, pytest.raises(PipelineError) as caught:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", stand_in.uri)
+        compare_stage.main()
+
+    assert str(caught.value).startswith(f"MLflow tracking store {stand_in.uri} is unreachable")
+    assert "\n" not in str(caught.value)
+    assert len(stand_in.requests) == 3
+    assert not paths.REPORTS.exists()
+    assert not paths.VERDICT.parent.exists()

@@ -1,21 +1,25 @@
 import hashlib
-import http.server
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
+import zipfile
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pipeline import paths, track
 from pipeline.config import Params
 from pipeline.errors import PipelineError
-from pipeline.files import file_md5
+from pipeline.files import file_md5, read_json
 from pipeline.track import (
     HTTP_RETRY_POLICY,
+    TAG_FAMILY,
     TAG_HOST,
     TAG_PID,
     Revision,
@@ -31,6 +35,7 @@ from pipeline.track import (
     repository_root,
     resolve_store,
 )
+from tests.factories import StoreStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,47 +129,6 @@ def test_unreachable_server_is_one_line_naming_the_uri():
     assert message.startswith(f"MLflow tracking store {redact(uri)} is unreachable")
     assert "hunter2" not in message
     assert "\n" not in message
-
-
-class StoreStandIn:
-    """A local HTTP server standing in for a tracking server: it counts the requests it
-    gets, and either drops each connection or answers MLflow's first request (an empty
-    experiment search, a POST) after `delay` seconds."""
-
-    def __init__(self, answer: bool, delay: float = 0.0) -> None:
-        requests: list[str] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                requests.append(self.path)
-                if not answer:
-                    self.close_connection = True
-                    return
-                time.sleep(delay)
-                body = b'{"experiments": []}'
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting, as it should
-
-            def log_message(self, *arguments: object) -> None:
-                pass
-
-        self.requests = requests
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> "StoreStandIn":
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -334,3 +298,77 @@ def test_publish_key_follows_each_published_file(
 
     assert publish_key(default_params) != key
     assert len(key) == 64
+
+
+@pytest.fixture
+def trained(trained_outputs: Path, tmp_path: Path, monkeypatch) -> Path:
+    """This test's own copy of the trained outputs, as the working directory, with the
+    embedded store (no dvc.lock: the archives are not checked against one)."""
+    folder = tmp_path / "project"
+    shutil.copytree(trained_outputs, folder)
+    monkeypatch.chdir(folder)
+    for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
+        monkeypatch.delenv(variable, raising=False)
+    return folder
+
+
+def run_statuses(folder: Path) -> dict[str, str]:
+    """The status of every run in the embedded store: `parent` or the family."""
+    client = MlflowClient(resolve_store({}, folder).tracking_uri)
+    runs = client.search_runs(
+        [experiment.experiment_id for experiment in client.search_experiments()]
+    )
+    return {run.data.tags.get(TAG_FAMILY, "parent"): run.info.status for run in runs}
+
+
+def test_an_error_while_publishing_ends_its_runs_failed(trained: Path):
+    # Logging the keras model fails once the parent and keras runs exist.
+    paths.KERAS_MLFLOW_MODEL.write_bytes(b"not a zip archive")
+
+    with pytest.raises(zipfile.BadZipFile):
+        track.main()
+
+    assert run_statuses(trained) == {"parent": "FAILED", "keras": "FAILED"}
+    assert not paths.MLFLOW_RUNS.exists()
+
+
+@pytest.mark.parametrize(
+    ("signal_number", "code"),
+    # `dvc queue kill` sends SIGINT; the death of `dvc` sends the stage SIGTERM.
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+)
+def test_a_signal_while_publishing_ends_its_runs_killed(
+    trained: Path, monkeypatch, signal_number: int, code: int
+):
+    log_artifacts = mlflow.log_artifacts
+
+    def log_then_signal(*arguments, **options):
+        log_artifacts(*arguments, **options)
+        os.kill(os.getpid(), signal_number)
+
+    monkeypatch.setattr(mlflow, "log_artifacts", log_then_signal)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as exited:
+            track.main()
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+    assert exited.value.code == code
+    assert run_statuses(trained) == {"parent": "KILLED"}
+    assert not paths.MLFLOW_RUNS.exists()
+
+
+def test_a_finished_publication_is_reused(trained: Path):
+    track.main()
+    first = read_json(paths.MLFLOW_RUNS)
+    assert run_statuses(trained) == {
+        "parent": "FINISHED",
+        "keras": "FINISHED",
+        "sklearn": "FINISHED",
+    }
+
+    track.main()
+
+    assert read_json(paths.MLFLOW_RUNS) == first

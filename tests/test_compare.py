@@ -631,11 +631,10 @@ def test_report_has_every_section(default_params: Params):
 REGISTERED = "mlp-compare-test"
 
 
-@pytest.fixture(scope="module")
-def repro(built_project: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def promoted_project(built: Path, project: Path) -> tuple[Path, subprocess.CompletedProcess]:
     """A copy of the built project with promotion on, after `dvc repro` (track and
     compare rerun; the models are reused)."""
-    project = copy_project(built_project, tmp_path_factory.mktemp("compare") / "project")
+    copy_project(built, project)
     # The gates judge the promoted model: each family's replicate 0.
     per_replicate = pd.read_csv(project / paths.REPLICATE_METRICS)
     aucs = per_replicate[per_replicate["replicate"] == 0]["roc_auc"].tolist()
@@ -649,6 +648,19 @@ def repro(built_project: Path, tmp_path_factory) -> tuple[Path, subprocess.Compl
         },
     )
     return project, execute(project, "dvc", "repro")
+
+
+@pytest.fixture(scope="module")
+def repro(built_project: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One promoted project shared by the tests that only read it."""
+    return promoted_project(built_project, tmp_path_factory.mktemp("compare") / "project")
+
+
+@pytest.fixture
+def own_repro(built_project: Path, tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """A promoted project of the test's own, for a test that reruns compare: the
+    registry, tags and report it changes are no other test's."""
+    return promoted_project(built_project, tmp_path / "project")
 
 
 def store_client(project: Path) -> MlflowClient:
@@ -750,8 +762,8 @@ def test_winner_is_the_champion(repro):
 
 
 @pytest.mark.slow
-def test_rerunning_compare_registers_no_second_version(repro):
-    project, _ = repro
+def test_rerunning_compare_registers_no_second_version(own_repro):
+    project, _ = own_repro
     client = store_client(project)
     before = client.search_model_versions(f"name = '{REGISTERED}'")
     execute(project, "dvc", "repro", "-f", "-s", "compare")
@@ -760,8 +772,8 @@ def test_rerunning_compare_registers_no_second_version(repro):
 
 
 @pytest.mark.slow
-def test_a_failing_gate_is_reported_by_name(repro):
-    project, _ = repro
+def test_a_failing_gate_is_reported_by_name(own_repro):
+    project, _ = own_repro
     client = store_client(project)
     champion = client.get_model_version_by_alias(REGISTERED, "champion").version
     best = max(read_json(project / paths.METRICS)[family]["roc_auc"] for family in FAMILIES)

@@ -178,3 +178,38 @@ def test_each_epoch_is_logged_as_one_aligned_line(caplog):
     assert caplog.records[0].getMessage() == (
         "keras   epoch   7/40  loss 0.1235  val_loss 1.0000  accuracy 0.5000  val_accuracy 0.9877"
     )
+
+
+@pytest.mark.parametrize(("patience", "stops_at"), [(0, None), (1, 3), (3, 5)])
+def test_early_stopping_waits_patience_epochs_and_never_without_patience(
+    patience: int, stops_at: int | None
+):
+    stopping = EarlyStopping(patience=patience)
+    stopped = None
+    # Best at epoch 2, no improvement after it.
+    for epoch, val_loss in enumerate([0.9, 0.8, 0.85, 0.85, 0.85, 0.85], start=1):
+        stopping.improved(epoch, val_loss)
+        if stopping.should_stop(epoch):
+            stopped = epoch
+            break
+    assert stopped == stops_at
+
+
+def test_replicates_are_split_in_replicate_order_whatever_the_row_order():
+    table = history.replicate_histories([history_of([0.7, 0.6]), history_of([0.9, 0.8])])
+    shuffled = table.iloc[[2, 0, 3, 1]]
+    losses = [part["loss"].tolist() for part in history.split_histories(shuffled)]
+    assert losses == [[0.7, 0.6], [0.9, 0.8]]
+
+
+def test_a_summary_needs_a_seed_for_each_replicate():
+    summaries = [training_summary(10, 10, EarlyStopping(0), 2.0, 100)] * 2
+    with pytest.raises(ValueError, match="zip"):
+        history.family_summary(summaries, [42, 7, 9])
+
+
+def test_a_missing_history_says_to_train_first(tmp_path):
+    path = tmp_path / "history.csv"
+    with pytest.raises(PipelineError) as caught:
+        history.read_history(path)
+    assert str(caught.value) == f"{path}: missing; run the training stages first"

@@ -842,6 +842,7 @@ def test_report_without_timings_says_they_were_not_measured(default_params: Para
     assert "faster" not in text
 
 
+@pytest.mark.stages
 def test_an_unreachable_store_stops_compare_in_one_line_before_any_write(
     trained_outputs: Path, tmp_path: Path, monkeypatch
 ):

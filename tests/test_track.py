@@ -321,6 +321,7 @@ def run_statuses(folder: Path) -> dict[str, str]:
     return {run.data.tags.get(TAG_FAMILY, "parent"): run.info.status for run in runs}
 
 
+@pytest.mark.stages
 def test_an_error_while_publishing_ends_its_runs_failed(trained: Path):
     # Logging the keras model fails once the parent and keras runs exist.
     paths.KERAS_MLFLOW_MODEL.write_bytes(b"not a zip archive")
@@ -332,6 +333,7 @@ def test_an_error_while_publishing_ends_its_runs_failed(trained: Path):
     assert not paths.MLFLOW_RUNS.exists()
 
 
+@pytest.mark.stages
 @pytest.mark.parametrize(
     ("signal_number", "code"),
     # `dvc queue kill` sends SIGINT; the death of `dvc` sends the stage SIGTERM.
@@ -360,6 +362,7 @@ def test_a_signal_while_publishing_ends_its_runs_killed(
     assert not paths.MLFLOW_RUNS.exists()
 
 
+@pytest.mark.stages
 def test_a_finished_publication_is_reused(trained: Path):
     track.main()
     first = read_json(paths.MLFLOW_RUNS)

@@ -17,6 +17,7 @@ from pipeline.paired_tests import (
     parameter_count,
     percentile_interval,
     point_metrics,
+    stratified_bootstrap_weights,
 )
 from pipeline.statistics import Interval
 
@@ -161,3 +162,27 @@ def test_over_several_replicates_the_sign_flip_test_decides():
 def test_parameter_count_of_three_classes():
     # 4 -> 5 -> 3: (4 + 1) x 5 + (5 + 1) x 3.
     assert parameter_count(4, [5], 3) == 43
+
+
+def test_a_single_predicted_positive_gives_its_precision():
+    labels = np.array([1, 0, 0, 1])
+    positive = np.array([0.9, 0.1, 0.2, 0.3])
+    values = point_metrics(labels, positive, 0.5)
+    assert values["precision"] == metrics.precision_score(labels, positive > 0.5) == 1.0
+    assert values["recall"] == metrics.recall_score(labels, positive > 0.5) == 0.5
+
+
+def test_multiclass_resamples_are_scored_on_their_own_rows():
+    """Each resample's accuracy and log loss over three classes, worked out from the
+    same draw counts: the rows a resample drew, as often as it drew them."""
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1, 2], [6, 5, 4])
+    probabilities = rng.dirichlet(np.ones(3), size=15)
+    weights = stratified_bootstrap_weights(labels, 8, np.random.default_rng(11))
+
+    samples = paired_bootstrap(labels, {"keras": probabilities}, 0.5, 8, seed=11)["keras"]
+
+    correct = probabilities.argmax(axis=1) == labels
+    row_loss = -np.log(probabilities[np.arange(15), labels])
+    np.testing.assert_allclose(samples["accuracy"], weights @ correct / 15)
+    np.testing.assert_allclose(samples["log_loss"], weights @ row_loss / 15)

@@ -89,7 +89,7 @@ def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding every output of the stages before `track` (tiny params), made
-    in-process in about 20 s; copy it, never change it."""
+    in-process in seconds; copy it, never change it."""
     folder = tmp_path_factory.mktemp("trained")
     trained_in(folder)
     return folder

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import flatten, load_params, parse_params
+from pipeline.config import check_batch_size, flatten, load_params, parse_params
 from pipeline.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
@@ -373,11 +373,47 @@ def test_malformed_yaml(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("seed: 42\ndataset:\n  kind: moons\n   n_samples: 10\n", encoding="utf-8")
 
-    with pytest.raises(PipelineError, match=r"malformed YAML at line 4, column \d+: ") as caught:
+    with pytest.raises(PipelineError) as caught:
         load_params(path)
 
-    assert str(caught.value).startswith(f"{path}: ")
-    assert "\n" not in str(caught.value)
+    # Line and column as an editor counts them: the colon after `n_samples`.
+    assert str(caught.value) == (
+        f"{path}: malformed YAML at line 4, column 13: mapping values are not allowed here"
+    )
+
+
+def test_a_control_character_is_malformed_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\x07\n", encoding="utf-8")
+
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == f"{path}: malformed YAML: invalid YAML"
+
+
+def test_errors_name_the_params_file_that_was_read(
+    tmp_path: Path, default_raw: dict[str, Any]
+) -> None:
+    path = tmp_path / "elsewhere.yaml"
+    path.write_text(yaml.safe_dump(changed(default_raw, "seed", -1)), encoding="utf-8")
+
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+
+    assert str(caught.value).startswith(f"{path}: seed = -1: ")
+
+
+@pytest.mark.parametrize(("batch_size", "refused"), [(90, False), (91, True)])
+def test_a_batch_may_hold_every_training_row_but_no_more(
+    default_raw: dict[str, Any], batch_size: int, refused: bool
+) -> None:
+    spec = parse_params(changed(default_raw, "model.batch_size", batch_size)).model
+    if not refused:
+        check_batch_size(spec, 90)
+        return
+    with pytest.raises(PipelineError, match=r"^model\.batch_size = 91: larger than the 90 "):
+        check_batch_size(spec, 90)
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ scikit-learn and values worked out by hand."""
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn import metrics
 
 from pipeline.config import CompareConfig, PromoteConfig
@@ -17,6 +18,7 @@ from pipeline.paired_tests import (
     parameter_count,
     percentile_interval,
     point_metrics,
+    replicate_metric,
     stratified_bootstrap_weights,
 )
 from pipeline.statistics import Interval
@@ -145,6 +147,7 @@ def test_over_several_replicates_the_sign_flip_test_decides():
 
     comparison = over_replicates(first, labels, columns, 0.3, config)
 
+    assert comparison.replicates.metric == "f1"
     np.testing.assert_allclose(comparison.replicates.keras, f1["keras"])
     np.testing.assert_allclose(comparison.replicates.sklearn, f1["sklearn"])
     verdict = comparison.verdict
@@ -186,3 +189,26 @@ def test_multiclass_resamples_are_scored_on_their_own_rows():
     row_loss = -np.log(probabilities[np.arange(15), labels])
     np.testing.assert_allclose(samples["accuracy"], weights @ correct / 15)
     np.testing.assert_allclose(samples["log_loss"], weights @ row_loss / 15)
+
+
+def test_float32_probabilities_are_clipped_at_float32_precision():
+    labels = np.array([0, 1, 2])
+    probabilities = np.array([[0.0, 0.5, 0.5], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
+    epsilon = np.finfo(np.float32).eps
+    by_hand = -np.mean(np.log([epsilon, np.float32(0.7), np.float32(0.8)]))
+    assert point_metrics(labels, probabilities, 0.5)["log_loss"] == pytest.approx(by_hand)
+
+
+def test_mcnemar_chi_squared_keeps_both_counts():
+    keras_correct = np.array([True] * 20 + [False] * 10)
+    result = mcnemar(keras_correct, ~keras_correct)
+    statistic = (abs(20 - 10) - 1) ** 2 / 30
+    assert (result.keras_only_correct, result.sklearn_only_correct) == (20, 10)
+    assert result.p_value == pytest.approx(stats.chi2.sf(statistic, df=1))
+
+
+def test_replicates_must_pair_up():
+    labels = np.zeros((6, 4), dtype=int)
+    probabilities = np.full((5, 4, 2), 0.5)
+    with pytest.raises(ValueError, match="zip"):
+        replicate_metric(labels, probabilities, 0.5, "accuracy")

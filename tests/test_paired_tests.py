@@ -208,7 +208,7 @@ def test_mcnemar_chi_squared_keeps_both_counts():
 
 
 def test_replicates_must_pair_up():
-    labels = np.zeros((6, 4), dtype=int)
+    labels = np.tile([0, 1, 0, 1], (6, 1))
     probabilities = np.full((5, 4, 2), 0.5)
     with pytest.raises(ValueError, match="zip"):
         replicate_metric(labels, probabilities, 0.5, "accuracy")

@@ -21,6 +21,8 @@ def test_balanced_weights_give_every_class_the_same_total():
     assert totals == pytest.approx([10 / 3] * 3)
     assert weights.sum() == pytest.approx(len(labels))
     np.testing.assert_array_equal(row_weights(labels, 3, "none"), np.ones(10))
+    # float32, the training dtype: no float64 copy of a large train split's weights.
+    assert weights.dtype == row_weights(labels, 3, "none").dtype == np.float32
 
 
 def test_class_count_from_codes():

@@ -64,8 +64,13 @@ def test_training_summary_with_and_without_early_stopping():
     for epoch, val_loss in enumerate([0.9, 0.5, 0.6, 0.7], start=1):
         stopping.improved(epoch, val_loss)
     stopped = training_summary(10, 4, stopping, train_seconds=2.0, n_rows=100)
-    assert (stopped.best_epoch, stopped.stopped_early) == (2, True)
-    assert stopped.samples_per_second == pytest.approx(200.0)
+    assert (stopped.epochs_trained, stopped.best_epoch, stopped.stopped_early) == (4, 2, True)
+    assert (stopped.train_seconds, stopped.samples_per_second) == (2.0, pytest.approx(200.0))
+    # A patience of 1 is early stopping too: the best epoch's weights are kept.
+    one = EarlyStopping(patience=1)
+    for epoch, val_loss in enumerate([0.9, 0.5, 0.6], start=1):
+        one.improved(epoch, val_loss)
+    assert training_summary(10, 3, one, train_seconds=1.0, n_rows=10).best_epoch == 2
     # Without patience the weights of the last epoch are kept, whatever val_loss did.
     complete = training_summary(4, 4, EarlyStopping(patience=0), train_seconds=1.0, n_rows=10)
     assert (complete.best_epoch, complete.stopped_early) == (4, False)

@@ -144,6 +144,16 @@ def encode_target(values: pd.Series, path: Path) -> tuple[np.ndarray, list[Any]]
             f"{path}: target column {values.name!r} is empty in {int(empty.sum())} rows "
             f"(first at row {int(np.argmax(empty))}); fill or drop those rows"
         )
+    mixed = PipelineError(
+        f"{path}: target column {values.name!r} mixes numbers and text; "
+        "use one type for every class"
+    )
+    # A CSV column of numbers and words reads as text throughout ("1", "yes"), which
+    # would sort and encode without complaint.
+    if not pd.api.types.is_numeric_dtype(values):
+        numbers = pd.to_numeric(values, errors="coerce").notna()
+        if numbers.any() and not numbers.all():
+            raise mixed
     try:
         if isinstance(values.dtype, pd.CategoricalDtype):
             # Text read from a file: sorting its few distinct values, not its rows.
@@ -153,10 +163,7 @@ def encode_target(values: pd.Series, path: Path) -> tuple[np.ndarray, list[Any]]
         else:
             classes, codes = np.unique(values.to_numpy(), return_inverse=True)
     except TypeError:
-        raise PipelineError(
-            f"{path}: target column {values.name!r} mixes numbers and text; "
-            "use one type for every class"
-        ) from None
+        raise mixed from None
     if len(classes) < 2:
         raise PipelineError(
             f"{path}: target column {values.name!r} has one class only ({classes[0]!r}); "

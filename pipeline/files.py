@@ -266,7 +266,7 @@ def check_finite(path: Path, features: np.ndarray, feature_names: tuple[str, ...
             )
 
 
-def check_labels(path: Path, labels: np.ndarray, n_classes: int = 2) -> None:
+def check_labels(path: Path, labels: np.ndarray, n_classes: int) -> None:
     valid = (labels >= 0) & (labels < n_classes)
     if not valid.all():
         bad = sorted(set(labels[~valid].tolist()))

@@ -20,6 +20,7 @@ from tests.endtoend import (
     set_params,
 )
 from tests.factories import synthetic_config
+from tests.stages import trained_in
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +91,15 @@ def built_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A password in the environment must never reach the store (checked later).
     execute(project, "dvc", "repro", env=environment({"MLFLOW_TRACKING_PASSWORD": SECRET}))
     return project
+
+
+@pytest.fixture(scope="session")
+def trained_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding every output of the stages before `track` (tiny params), made
+    in-process in seconds; copy it, never change it."""
+    folder = tmp_path_factory.mktemp("trained")
+    trained_in(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ computation, bootstrap intervals that cover, the verdict and the promotion gates
 import json
 import math
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from sklearn import metrics
 from sklearn.neural_network import MLPClassifier
 
+from pipeline import compare as compare_stage
 from pipeline import paths
 from pipeline.compare import verdict_record
 from pipeline.comparison_report import (
@@ -46,6 +48,7 @@ from pipeline.promotion import Gate, Promotion, check_gates
 from pipeline.report import Image, to_markdown
 from pipeline.statistics import Interval
 from tests.endtoend import copy_project, execute, set_nested_params
+from tests.factories import StoreStandIn
 
 SKLEARN_METRICS = {
     "accuracy": lambda labels, probabilities, predicted: metrics.accuracy_score(labels, predicted),
@@ -632,11 +635,10 @@ def test_report_has_every_section(default_params: Params):
 REGISTERED = "mlp-compare-test"
 
 
-@pytest.fixture(scope="module")
-def repro(built_project: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def promoted_project(built: Path, project: Path) -> tuple[Path, subprocess.CompletedProcess]:
     """A copy of the built project with promotion on, after `dvc repro` (compare and
     track rerun; the models are reused)."""
-    project = copy_project(built_project, tmp_path_factory.mktemp("compare") / "project")
+    copy_project(built, project)
     # The gates judge the promoted model: each family's replicate 0.
     per_replicate = pd.read_csv(project / paths.REPLICATE_METRICS)
     aucs = per_replicate[per_replicate["replicate"] == 0]["roc_auc"].tolist()
@@ -650,6 +652,19 @@ def repro(built_project: Path, tmp_path_factory) -> tuple[Path, subprocess.Compl
         },
     )
     return project, execute(project, "dvc", "repro")
+
+
+@pytest.fixture(scope="module")
+def repro(built_project: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One promoted project shared by the tests that only read it."""
+    return promoted_project(built_project, tmp_path_factory.mktemp("compare") / "project")
+
+
+@pytest.fixture
+def own_repro(built_project: Path, tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """A promoted project of the test's own, for a test that reruns compare: the
+    registry, tags and report it changes are no other test's."""
+    return promoted_project(built_project, tmp_path / "project")
 
 
 def store_client(project: Path) -> MlflowClient:
@@ -777,8 +792,8 @@ def test_republishing_registers_no_second_version(repro):
 
 
 @pytest.mark.slow
-def test_a_failing_gate_is_reported_by_name(repro):
-    project, _ = repro
+def test_a_failing_gate_is_reported_by_name(own_repro):
+    project, _ = own_repro
     client = store_client(project)
     champion = client.get_model_version_by_alias(REGISTERED, "champion").version
     best = max(read_json(project / paths.METRICS)[family]["roc_auc"] for family in FAMILIES)
@@ -844,3 +859,20 @@ def test_report_without_timings_says_they_were_not_measured(default_params: Para
     assert "Training times were not measured here (no data/train_*/timing.json)." in text
     assert "| training time, all replicates (s) | nan | nan |" in text
     assert "faster" not in text
+
+
+@pytest.mark.stages
+def test_compare_never_contacts_the_store(trained_outputs: Path, tmp_path: Path, monkeypatch):
+    """The verdict is computed from files: with the tracking server down, compare still
+    writes the report and the verdict, and the server never hears from it."""
+    folder = tmp_path / "project"
+    shutil.copytree(trained_outputs, folder)
+    monkeypatch.chdir(folder)
+
+    with StoreStandIn(answer=False) as stand_in:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", stand_in.uri)
+        compare_stage.main()
+
+    assert stand_in.requests == []
+    assert read_json(paths.VERDICT)["winner"] in ("keras", "sklearn", "tie")
+    assert paths.REPORT_MARKDOWN.exists() and paths.REPORT_HTML.exists()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import Params, flatten, load_params, parse_params
+from pipeline.config import check_batch_size, flatten, load_params, parse_params
 from pipeline.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
@@ -48,17 +48,6 @@ def parse_error(raw: Any, match: str) -> PipelineError:
         parse_params(raw)
     assert "\n" not in str(caught.value)
     return caught.value
-
-
-def test_committed_params_load() -> None:
-    params = load_params(PARAMS_FILE)
-
-    assert isinstance(params, Params)
-    assert params.seed == 42
-    assert params.dataset.kind == "classification"
-    assert params.model.hidden_layers == [10, 10]
-    assert params.model.learning_rate == pytest.approx(0.001)
-    assert params.evaluate.threshold == pytest.approx(0.5)
 
 
 def test_default_dict_parses(default_raw: dict[str, Any]) -> None:
@@ -384,11 +373,47 @@ def test_malformed_yaml(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("seed: 42\ndataset:\n  kind: moons\n   n_samples: 10\n", encoding="utf-8")
 
-    with pytest.raises(PipelineError, match=r"malformed YAML at line 4, column \d+: ") as caught:
+    with pytest.raises(PipelineError) as caught:
         load_params(path)
 
-    assert str(caught.value).startswith(f"{path}: ")
-    assert "\n" not in str(caught.value)
+    # Line and column as an editor counts them: the colon after `n_samples`.
+    assert str(caught.value) == (
+        f"{path}: malformed YAML at line 4, column 13: mapping values are not allowed here"
+    )
+
+
+def test_a_control_character_is_malformed_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 42\x07\n", encoding="utf-8")
+
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+
+    assert str(caught.value) == f"{path}: malformed YAML: invalid YAML"
+
+
+def test_errors_name_the_params_file_that_was_read(
+    tmp_path: Path, default_raw: dict[str, Any]
+) -> None:
+    path = tmp_path / "elsewhere.yaml"
+    path.write_text(yaml.safe_dump(changed(default_raw, "seed", -1)), encoding="utf-8")
+
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+
+    assert str(caught.value).startswith(f"{path}: seed = -1: ")
+
+
+@pytest.mark.parametrize(("batch_size", "refused"), [(90, False), (91, True)])
+def test_a_batch_may_hold_every_training_row_but_no_more(
+    default_raw: dict[str, Any], batch_size: int, refused: bool
+) -> None:
+    spec = parse_params(changed(default_raw, "model.batch_size", batch_size)).model
+    if not refused:
+        check_batch_size(spec, 90)
+        return
+    with pytest.raises(PipelineError, match=r"^model\.batch_size = 91: larger than the 90 "):
+        check_batch_size(spec, 90)
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -417,18 +442,6 @@ def test_exponent_without_dot_is_a_float(tmp_path: Path, text: str, expected: fl
     assert learning_rate == pytest.approx(expected)
 
 
-def test_flatten_gives_dotted_keys() -> None:
-    flat = flatten(load_params(PARAMS_FILE))
-
-    assert flat["seed"] == 42
-    assert flat["model.learning_rate"] == pytest.approx(0.001)
-    assert flat["model.hidden_layers"] == [10, 10]
-    assert flat["dataset.kind"] == "classification"
-    assert flat["split.test_size"] == pytest.approx(0.2)
-    assert flat["track.experiment_name"] == "mlp-comparison"
-    assert all(not isinstance(value, dict) for value in flat.values())
-
-
 def test_flatten_covers_every_leaf(default_raw: dict[str, Any]) -> None:
     flat = flatten(parse_params(default_raw))
 
@@ -440,7 +453,25 @@ def test_flatten_covers_every_leaf(default_raw: dict[str, Any]) -> None:
         )
 
     assert set(flat) == leaves("", default_raw)
-    assert flat["compare.promote.enabled"] is False
+
+
+def test_every_value_of_the_file_reaches_the_params(default_raw: dict[str, Any]) -> None:
+    """No value is replaced by a default or changed on the way in, at any depth."""
+    flat = flatten(load_params(PARAMS_FILE))
+
+    def leaf_values(prefix: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            return {prefix: value}
+        found: dict[str, Any] = {}
+        for key, item in value.items():
+            found |= leaf_values(f"{prefix}.{key}" if prefix else key, item)
+        return found
+
+    for key, value in leaf_values("", default_raw).items():
+        # PyYAML reads `1e-3` (no dot) as text; the params read it as the number.
+        expected = float(value) if isinstance(flat[key], float) else value
+        assert flat[key] == expected, key
+        assert type(flat[key]) is type(expected), key
 
 
 @pytest.mark.parametrize("name", ["", "   "])
@@ -474,17 +505,6 @@ def test_regularization_values_are_kept(default_raw: dict[str, Any]) -> None:
 
     assert params.model.l1 == pytest.approx(0.001)
     assert params.model.dropout == pytest.approx(0.5)
-
-
-def test_committed_compare_section(default_raw: dict[str, Any]) -> None:
-    compare = parse_params(default_raw).compare
-
-    assert compare.primary_metric == "roc_auc"
-    assert compare.n_bootstrap == 1000
-    assert compare.confidence == pytest.approx(0.95)
-    assert compare.alpha == pytest.approx(0.05)
-    assert compare.promote.enabled is False
-    assert compare.promote.registered_model_name == "mlp-compare"
 
 
 @pytest.mark.parametrize(

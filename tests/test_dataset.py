@@ -277,6 +277,13 @@ BAD_FILES = [
         id="empty target cell",
     ),
     pytest.param(
+        # A CSV reads the column as text throughout: "1", "yes", "no".
+        "a,b,approved\n1,2,yes\n3,4,1\n5,6,no\n7,8,yes\n9,1,no\n2,3,1\n",
+        {},
+        r"target column 'approved' mixes numbers and text; use one type for every class",
+        id="numbers and text in the target",
+    ),
+    pytest.param(
         "a,b,approved\n1,7,yes\n3,7,no\n",
         {},
         r"column 'b' has a single value \(7\)",

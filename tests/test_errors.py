@@ -44,9 +44,12 @@ run_stage(main)
 """
 
 
-def run_python(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_python(
+    arguments: list[str], cwd: Path, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     variables = {**os.environ, "PYTHONPATH": str(ROOT)}
     variables.pop("PIPELINE_DEBUG", None)
+    variables.update(extra or {})
     return subprocess.run(
         [sys.executable, *arguments],
         cwd=cwd,
@@ -80,6 +83,24 @@ def test_stage_with_bad_params_exits_2_with_one_line(tmp_path: Path):
     assert completed.returncode == 2
     assert completed.stderr == (
         "error: params.yaml: dataset.n_samples = -5: must be greater than 0\n"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_pipeline_debug_shows_the_traceback(tmp_path: Path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["dataset"]["n_samples"] = -5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+
+    completed = run_python(["-m", "pipeline.dataset"], tmp_path, {"PIPELINE_DEBUG": "1"})
+
+    assert completed.returncode != 0
+    assert completed.stderr.startswith("Traceback (most recent call last):\n")
+    # The frames lead to where the params were checked, then the same message.
+    assert 'pipeline/config.py", line' in completed.stderr
+    assert completed.stderr.endswith(
+        "pipeline.errors.PipelineError: params.yaml: dataset.n_samples = -5: "
+        "must be greater than 0\n"
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]
 

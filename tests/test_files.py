@@ -5,18 +5,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from pipeline import files
 from pipeline.errors import PipelineError
 from pipeline.files import (
     Table,
     atomic_path,
     file_md5,
+    read_classes,
     read_predictions,
     read_table,
     read_test_predictions,
+    recorded_output,
     verify_recorded_hash,
+    write_csv,
     write_json,
+    write_parquet,
     write_predictions,
     write_table,
 )
@@ -269,3 +275,158 @@ def test_write_text_keeps_the_previous_file_when_writing_fails(tmp_path: Path, m
 
     assert path.read_text(encoding="utf-8") == "previous\n"
     assert sorted(item.name for item in tmp_path.iterdir()) == ["report.md"]
+
+
+def test_a_table_of_several_row_groups_round_trips_as_float32(tmp_path: Path, monkeypatch):
+    # Written and read one row group at a time: 7 rows in groups of 3, 3 and 1.
+    monkeypatch.setattr(files, "ROW_GROUP", 3)
+    table = Table(
+        features=np.arange(14, dtype=np.float32).reshape(7, 2) / 3,
+        labels=np.array([0, 1, 2, 1, 0, 2, 1], dtype=np.int32),
+        feature_names=("a", "b"),
+    )
+    write_table(table, tmp_path / "table.parquet")
+    assert pq.ParquetFile(tmp_path / "table.parquet").num_row_groups == 3
+
+    read = read_table(tmp_path / "table.parquet", ("a", "b"), n_classes=3)
+
+    assert read.features.dtype == np.float32
+    np.testing.assert_array_equal(read.features, table.features)
+    np.testing.assert_array_equal(read.labels, table.labels)
+
+
+@pytest.mark.parametrize(
+    ("frame", "n_classes", "message"),
+    [
+        (good_frame()[["x2", "x1", "x3", "label"]], 2,
+         "columns in a different order; expected x1, x2, x3 and label"),
+        (good_frame().assign(label=[0, 3, 4, 5, 6, 7]), 3,
+         "column 'label' has values [3, 4, 5, 6, 7]; allowed: the integers 0 to 2"),
+        (good_frame().assign(label=[0, 3, 4, 5, 6, 7]), 5,
+         "column 'label' has values [5, 6, 7]; allowed: the integers 0 to 4"),
+        (good_frame().assign(label=[7, 2, 3, 4, 5, 6]), 2,
+         "column 'label' has values [2, 3, 4, 5, 6]; allowed: the integers 0 and 1"),
+    ],
+)  # fmt: skip
+def test_bad_frame_messages_in_full(frame: pd.DataFrame, n_classes: int, message: str, tmp_path):
+    path = write_frame(frame, tmp_path)
+    with pytest.raises(PipelineError) as caught:
+        read_table(path, COLUMNS, n_classes)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_an_unreadable_file_names_pyarrows_reason(tmp_path: Path):
+    path = tmp_path / "data.parquet"
+    path.write_bytes(b"this is not parquet at all")
+    with pytest.raises(Exception) as raised_by_pyarrow:
+        pq.ParquetFile(path)
+    reason = str(raised_by_pyarrow.value).strip().splitlines()[0]
+    assert reason
+
+    with pytest.raises(PipelineError) as caught:
+        read_table(path, COLUMNS)
+
+    assert str(caught.value) == (
+        f"{path}: not a readable Parquet file, truncated or corrupt? ({reason})"
+    )
+
+
+def test_dvc_lock_records_are_found_by_path(tmp_path: Path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n"
+        "  split:\n    outs:\n    - md5: 0123\n    - path: data/a\n      md5: aaaa\n"
+        "  train:\n    outs:\n    - path: data/b\n      md5: bbbb\n    - path: data/c\n"
+    )
+    assert recorded_output(Path("data/b"), lock) == ("train", "bbbb")
+    assert recorded_output(Path("data/a"), lock) == ("split", "aaaa")
+    # Recorded without a hash, or not at all: nothing to check against.
+    assert recorded_output(Path("data/c"), lock) is None
+    assert recorded_output(Path("data/d"), lock) is None
+
+
+def test_json_is_written_with_sorted_keys_and_a_final_newline(tmp_path: Path):
+    write_json({"b": 1, "a": {"d": 2, "c": "é"}}, tmp_path / "data.json")
+    assert (tmp_path / "data.json").read_bytes() == (
+        b'{\n  "a": {\n    "c": "\\u00e9",\n    "d": 2\n  },\n  "b": 1\n}\n'
+    )
+
+
+def test_csv_is_written_without_index_and_with_9_significant_digits(tmp_path: Path):
+    frame = pd.DataFrame({"epoch": [1, 2], "loss": [1 / 3, 1e-10]}, index=[5, 7])
+    write_csv(frame, tmp_path / "history.csv")
+    assert (tmp_path / "history.csv").read_text() == "epoch,loss\n1,0.333333333\n2,1e-10\n"
+
+
+def test_parquet_holds_the_columns_only_not_the_index(tmp_path: Path):
+    # Rows left after a filter keep their old index; it must not become a column.
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "label": [0, 1, 0]}).iloc[[0, 2]]
+    write_parquet(frame, tmp_path / "data.parquet")
+    written = pq.read_table(tmp_path / "data.parquet")
+    assert written.column_names == ["a", "label"]
+    # Nor as pandas metadata: read back, the rows are numbered afresh.
+    read = pd.read_parquet(tmp_path / "data.parquet")
+    pd.testing.assert_index_equal(read.index, pd.RangeIndex(2))
+
+
+def test_missing_classes_say_to_run_the_pipeline(tmp_path: Path):
+    path = tmp_path / "classes.json"
+    with pytest.raises(PipelineError) as caught:
+        read_classes(path)
+    assert str(caught.value) == f"{path}: missing or unreadable; run `dvc repro`"
+    write_json({"target": "approved", "classes": ["no", "yes"]}, path)
+    assert read_classes(path) == ["no", "yes"]
+
+
+def write_probabilities(path: Path, rows: list[list[float]], replicates: list[int]) -> None:
+    frame = pd.DataFrame(np.array(rows), columns=["0", "1"])
+    frame.insert(0, "replicate", np.array(replicates, dtype=np.int32))
+    frame.to_parquet(path, index=False)
+
+
+@pytest.mark.parametrize(
+    ("rows", "replicates", "accepted"),
+    [
+        ([[0.0, 1.0], [1.0, 0.0]], [0, 0], True),  # certain predictions are probabilities
+        ([[0.3, 0.7005], [0.5, 0.5]], [0, 0], True),  # float32 sums within 1e-3 of 1
+        ([[1.0005, 0.0], [0.5, 0.5]], [0, 0], False),  # above 1
+        ([[0.3, 0.6], [0.5, 0.5]], [0, 0], False),  # a row summing to 0.9
+        ([[0.3, 0.7], [0.5, 0.5]], [0, 1], False),  # the rows of another replicate
+    ],
+)
+def test_prediction_rows_are_checked(tmp_path: Path, rows, replicates, accepted: bool):
+    path = tmp_path / "predictions.parquet"
+    write_probabilities(path, rows, replicates)
+    if accepted:
+        np.testing.assert_allclose(read_predictions(path, 2, 2, 1)[0], rows)
+        return
+    with pytest.raises(PipelineError) as caught:
+        read_predictions(path, 2, 2, 1)
+    assert str(caught.value) == (
+        f"{path}: expected 1 replicates x 2 rows of 2 class probabilities in [0, 1] summing "
+        "to 1, one per test row; run `dvc repro` to rebuild it"
+    )
+
+
+def test_unreadable_predictions_are_one_line(tmp_path: Path):
+    path = tmp_path / "predictions.parquet"
+    pd.DataFrame({"replicate": [0], "0": [1.0]}).to_parquet(path, index=False)
+    with pytest.raises(PipelineError) as caught:
+        read_predictions(path, 1, 2, 1)
+    assert str(caught.value).startswith(f"{path}: unreadable predictions (")
+    assert str(caught.value).endswith("); run `dvc repro`")
+
+
+def test_one_test_split_serves_every_replicate_of_three_classes(tmp_path: Path):
+    table = Table(np.zeros((3, 2), np.float32), np.array([0, 2, 1], np.int32), ("x1", "x2"))
+    write_table(table, tmp_path / "test.parquet")
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(3), size=(2, 3))
+    write_predictions(probabilities, tmp_path / "keras.parquet")
+
+    predictions = read_test_predictions(
+        [tmp_path / "test.parquet"], {"keras": tmp_path / "keras.parquet"}, 3, 2
+    )
+
+    np.testing.assert_array_equal(predictions.labels, [[0, 2, 1], [0, 2, 1]])
+    assert predictions.count == 2
+    np.testing.assert_allclose(predictions.probabilities["keras"], probabilities)

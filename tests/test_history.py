@@ -7,6 +7,7 @@ from pipeline.errors import PipelineError
 from pipeline.history import (
     EarlyStopping,
     class_count,
+    log_epoch,
     predict_in_chunks,
     row_weights,
     training_summary,
@@ -20,6 +21,8 @@ def test_balanced_weights_give_every_class_the_same_total():
     assert totals == pytest.approx([10 / 3] * 3)
     assert weights.sum() == pytest.approx(len(labels))
     np.testing.assert_array_equal(row_weights(labels, 3, "none"), np.ones(10))
+    # float32, the training dtype: no float64 copy of a large train split's weights.
+    assert weights.dtype == row_weights(labels, 3, "none").dtype == np.float32
 
 
 def test_class_count_from_codes():
@@ -61,8 +64,13 @@ def test_training_summary_with_and_without_early_stopping():
     for epoch, val_loss in enumerate([0.9, 0.5, 0.6, 0.7], start=1):
         stopping.improved(epoch, val_loss)
     stopped = training_summary(10, 4, stopping, train_seconds=2.0, n_rows=100)
-    assert (stopped.best_epoch, stopped.stopped_early) == (2, True)
-    assert stopped.samples_per_second == pytest.approx(200.0)
+    assert (stopped.epochs_trained, stopped.best_epoch, stopped.stopped_early) == (4, 2, True)
+    assert (stopped.train_seconds, stopped.samples_per_second) == (2.0, pytest.approx(200.0))
+    # A patience of 1 is early stopping too: the best epoch's weights are kept.
+    one = EarlyStopping(patience=1)
+    for epoch, val_loss in enumerate([0.9, 0.5, 0.6], start=1):
+        one.improved(epoch, val_loss)
+    assert training_summary(10, 3, one, train_seconds=1.0, n_rows=10).best_epoch == 2
     # Without patience the weights of the last epoch are kept, whatever val_loss did.
     complete = training_summary(4, 4, EarlyStopping(patience=0), train_seconds=1.0, n_rows=10)
     assert (complete.best_epoch, complete.stopped_early) == (4, False)
@@ -158,3 +166,57 @@ def test_a_replicate_history_needs_its_replicate_column(tmp_path):
     assert history.read_history(path)["loss"].tolist() == [0.7]
     with pytest.raises(PipelineError, match=r"missing columns \['replicate'\]"):
         history.read_history(path, replicates=True)
+
+
+def test_each_epoch_is_logged_as_one_aligned_line(caplog):
+    record = {
+        "epoch": 7,
+        "loss": 0.123456,
+        "accuracy": 0.5,
+        "val_loss": 1.0,
+        "val_accuracy": 0.98765,
+    }
+    with caplog.at_level("INFO", logger="pipeline.history"):
+        log_epoch("keras", record, 40)
+    assert [(entry.name, entry.levelname) for entry in caplog.records] == [
+        ("pipeline.history", "INFO")
+    ]
+    # Columns in a fixed order: loss, val_loss, then the accuracies.
+    assert caplog.records[0].getMessage() == (
+        "keras   epoch   7/40  loss 0.1235  val_loss 1.0000  accuracy 0.5000  val_accuracy 0.9877"
+    )
+
+
+@pytest.mark.parametrize(("patience", "stops_at"), [(0, None), (1, 3), (3, 5)])
+def test_early_stopping_waits_patience_epochs_and_never_without_patience(
+    patience: int, stops_at: int | None
+):
+    stopping = EarlyStopping(patience=patience)
+    stopped = None
+    # Best at epoch 2, no improvement after it.
+    for epoch, val_loss in enumerate([0.9, 0.8, 0.85, 0.85, 0.85, 0.85], start=1):
+        stopping.improved(epoch, val_loss)
+        if stopping.should_stop(epoch):
+            stopped = epoch
+            break
+    assert stopped == stops_at
+
+
+def test_replicates_are_split_in_replicate_order_whatever_the_row_order():
+    table = history.replicate_histories([history_of([0.7, 0.6]), history_of([0.9, 0.8])])
+    shuffled = table.iloc[[2, 0, 3, 1]]
+    losses = [part["loss"].tolist() for part in history.split_histories(shuffled)]
+    assert losses == [[0.7, 0.6], [0.9, 0.8]]
+
+
+def test_a_summary_needs_a_seed_for_each_replicate():
+    summaries = [training_summary(10, 10, EarlyStopping(0), 2.0, 100)] * 2
+    with pytest.raises(ValueError, match="zip"):
+        history.family_summary(summaries, [42, 7, 9])
+
+
+def test_a_missing_history_says_to_train_first(tmp_path):
+    path = tmp_path / "history.csv"
+    with pytest.raises(PipelineError) as caught:
+        history.read_history(path)
+    assert str(caught.value) == f"{path}: missing; run the training stages first"

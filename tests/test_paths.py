@@ -194,16 +194,22 @@ def test_plot_files_are_the_curve_and_history_paths(dvc: dict[str, Any]) -> None
     assert plot_files(dvc) == expected
 
 
-@pytest.mark.parametrize("family", paths.MODEL_FAMILIES)
-def test_curve_paths_are_inside_curves(family: str) -> None:
-    assert paths.roc_curve(family) == Path(f"data/evaluate/curves/roc_{family}.csv")
-    assert paths.precision_recall_curve(family) == Path(
-        f"data/evaluate/curves/precision_recall_{family}.csv"
-    )
-    assert paths.confusion(family) == Path(f"data/evaluate/curves/confusion_{family}.csv")
-    for curve in (
-        paths.roc_curve(family),
-        paths.precision_recall_curve(family),
-        paths.confusion(family),
-    ):
-        assert curve.parent == paths.CURVES
+def test_each_familys_curves_are_its_own_files_inside_curves() -> None:
+    """Both families' curves go to the one folder evaluate writes, and never to the same
+    file: a family's curve cannot overwrite the other's."""
+    kinds = (paths.roc_curve, paths.precision_recall_curve, paths.confusion)
+    curves = {family: [curve(family) for curve in kinds] for family in paths.MODEL_FAMILIES}
+    every_curve = [path for family_curves in curves.values() for path in family_curves]
+    assert len(set(every_curve)) == len(kinds) * len(paths.MODEL_FAMILIES)
+    assert {path.parent for path in every_curve} == {paths.CURVES}
+    for family, family_curves in curves.items():
+        assert all(family in path.name for path in family_curves)
+
+
+def test_every_output_persists(stages: dict[str, Any]) -> None:
+    """`persist: true` everywhere: DVC would otherwise delete an output before its stage
+    runs, and a stage that then fails would lose the last good results."""
+    for stage_name, stage in stages.items():
+        for entry in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
+            options = entry[entry_path(entry)] if isinstance(entry, dict) else {}
+            assert options.get("persist") is True, f"{stage_name}: {entry_path(entry)}"

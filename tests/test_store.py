@@ -11,12 +11,14 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.errors import PipelineError
 from pipeline.store import (
+    HTTP_RETRY_POLICY,
     Store,
     connect,
     redact,
     repository_root,
     resolve_store,
 )
+from tests.factories import StoreStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,3 +105,32 @@ def test_parallel_processes_create_a_new_store_safely(template: str, tmp_path: P
     client = MlflowClient(resolve_store({}, tmp_path).tracking_uri)
     assert [experiment.name for experiment in client.search_experiments()].count("race") == 1
     assert Path(template_path).exists() == (template == "fresh")
+
+
+@pytest.fixture
+def default_retry_policy(monkeypatch):
+    """None of MLflow's HTTP variables set; `connect` sets its own, undone afterwards."""
+    for variable in HTTP_RETRY_POLICY:
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
+
+
+def test_a_store_that_drops_connections_is_tried_three_times(default_retry_policy):
+    with StoreStandIn(answer=False) as stand_in, pytest.raises(PipelineError) as caught:
+        connect(Store(tracking_uri=stand_in.uri, artifact_location=None))
+    assert len(stand_in.requests) == 3
+    assert str(caught.value).startswith(f"MLflow tracking store {stand_in.uri} is unreachable")
+
+
+def test_a_slow_store_is_waited_for_unless_the_environment_sets_a_shorter_timeout(
+    default_retry_policy, monkeypatch
+):
+    # A 2 s answer is within the default 10 s per try: one request, connected.
+    with StoreStandIn(answer=True, delay=2) as stand_in:
+        connect(Store(tracking_uri=stand_in.uri, artifact_location=None))
+    assert len(stand_in.requests) == 1
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    with StoreStandIn(answer=True, delay=2) as stand_in, pytest.raises(PipelineError):
+        connect(Store(tracking_uri=stand_in.uri, artifact_location=None))
+    assert len(stand_in.requests) == 3

@@ -2,9 +2,13 @@ import keras
 import numpy as np
 import pytest
 
+from pipeline import paths, train_keras
 from pipeline.config import ModelSpec
+from pipeline.errors import PipelineError
 from pipeline.split import Splits
 from pipeline.train_keras import build_model, load_model, predict_probabilities, train
+from tests.factories import BALANCED_WEIGHTS, imbalanced_table
+from tests.stages import SOURCES_CHECKED_BY_THE_STAGES, split_in
 
 NUMPY_ACTIVATIONS = {
     "relu": lambda z: np.maximum(z, 0.0),
@@ -207,11 +211,49 @@ def test_compiled_loop_trains_like_model_fit_on_three_classes(
     np.testing.assert_allclose(ours.history[columns], reference.history[columns], rtol=1e-4)
 
 
-def test_balanced_class_weights_change_the_training(
-    tiny_spec: ModelSpec, three_class_splits: Splits
+@pytest.mark.parametrize(("source", "train_rows"), SOURCES_CHECKED_BY_THE_STAGES)
+def test_a_batch_larger_than_the_train_split_is_refused(
+    tmp_path, monkeypatch, source: dict, train_rows: int
 ):
-    splits = three_class_splits
-    plain = train(splits.train, splits.validation, tiny_spec, "glorot_uniform", 5)
-    balanced_spec = tiny_spec.model_copy(update={"class_weight": "balanced"})
-    balanced = train(splits.train, splits.validation, balanced_spec, "glorot_uniform", 5)
-    assert not plain.history["loss"].equals(balanced.history["loss"])
+    split_in(tmp_path, monkeypatch, {**source, "model.batch_size": train_rows + 1})
+
+    with pytest.raises(PipelineError) as caught:
+        train_keras.main()
+
+    assert str(caught.value) == (
+        f"model.batch_size = {train_rows + 1}: larger than the {train_rows} training rows; "
+        f"allowed: 1 to {train_rows}"
+    )
+    assert not paths.KERAS.exists()
+
+
+@pytest.mark.parametrize("trainer", ["auto", "fit"])
+@pytest.mark.parametrize("class_weight", ["none", "balanced"])
+def test_class_weights_reach_the_loss_with_their_values(
+    tiny_spec: ModelSpec, class_weight: str, trainer: str
+):
+    """One full batch at a learning rate too small to move the weights: the epoch's loss
+    is the cross-entropy of the untrained network, each row weighted by hand."""
+    table = imbalanced_table()
+    spec = tiny_spec.model_copy(
+        update={"epochs": 1, "batch_size": 30, "learning_rate": 1e-12, "l2": 0.0,
+                "class_weight": class_weight}
+    )  # fmt: skip
+    result = train(table, table, spec, "glorot_uniform", 3, trainer)
+
+    weights = BALANCED_WEIGHTS[table.labels] if class_weight == "balanced" else np.ones(30)
+    probabilities = predict_probabilities(result.model, table.features)
+    row_losses = -np.log(probabilities[np.arange(30), table.labels])
+    assert result.history["loss"].iloc[0] == pytest.approx(np.mean(weights * row_losses), rel=1e-5)
+
+
+def test_a_model_holding_python_code_is_refused(tmp_path, tiny_spec: ModelSpec):
+    """A `.keras` file with a Lambda layer carries Python code: safe mode loads nothing."""
+    network = build_model(8, tiny_spec, "glorot_uniform")
+    inputs = keras.Input((8,))
+    tampered = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(network(inputs)))
+    path = tmp_path / "model.keras"
+    tampered.save(path)
+
+    with pytest.raises(ValueError, match=r"`Lambda` layer .* arbitrary code execution"):
+        load_model(path)

@@ -1,10 +1,15 @@
+import functools
+import os
+
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import log_loss
 from skops.io.exceptions import UntrustedTypesFoundException
 
+from pipeline import paths, train_sklearn
 from pipeline.config import ModelSpec
+from pipeline.errors import PipelineError
 from pipeline.split import Splits
 from pipeline.train_keras import build_model
 from pipeline.train_sklearn import (
@@ -16,6 +21,8 @@ from pipeline.train_sklearn import (
     sklearn_alpha,
     train,
 )
+from tests.factories import BALANCED_WEIGHTS, imbalanced_table
+from tests.stages import SOURCES_CHECKED_BY_THE_STAGES, split_in
 
 
 def test_every_epoch_gets_a_fresh_shuffle(tiny_spec: ModelSpec, tiny_splits: Splits):
@@ -155,9 +162,48 @@ def test_three_classes(tiny_spec: ModelSpec, three_class_splits: Splits):
     )
 
 
-def test_balanced_weights_reach_partial_fit(tiny_spec: ModelSpec, three_class_splits: Splits):
-    splits = three_class_splits
-    spec = tiny_spec.model_copy(update={"class_weight": "balanced"})
-    plain = train(splits.train, splits.validation, tiny_spec, "constant", seed=2)
-    balanced = train(splits.train, splits.validation, spec, "constant", seed=2)
-    assert not plain.history["loss"].equals(balanced.history["loss"])
+@pytest.mark.parametrize(("source", "train_rows"), SOURCES_CHECKED_BY_THE_STAGES)
+def test_a_batch_larger_than_the_train_split_is_refused(
+    tmp_path, monkeypatch, source: dict, train_rows: int
+):
+    split_in(tmp_path, monkeypatch, {**source, "model.batch_size": train_rows + 1})
+
+    with pytest.raises(PipelineError) as caught:
+        train_sklearn.main()
+
+    assert str(caught.value) == (
+        f"model.batch_size = {train_rows + 1}: larger than the {train_rows} training rows; "
+        f"allowed: 1 to {train_rows}"
+    )
+    assert not paths.SKLEARN.exists()
+
+
+@pytest.mark.parametrize("class_weight", ["none", "balanced"])
+def test_class_weights_reach_partial_fit_with_their_values(tiny_spec: ModelSpec, class_weight: str):
+    """One full batch at a learning rate too small to move the weights: the epoch's loss
+    is the cross-entropy of the untrained network, each row weighted by hand."""
+    table = imbalanced_table()
+    spec = tiny_spec.model_copy(
+        update={"epochs": 1, "batch_size": 30, "learning_rate": 1e-12, "l2": 0.0,
+                "class_weight": class_weight}
+    )  # fmt: skip
+    result = train(table, table, spec, "constant", seed=3)
+
+    weights = BALANCED_WEIGHTS[table.labels] if class_weight == "balanced" else np.ones(30)
+    probabilities = result.model.predict_proba(table.features)
+    row_losses = -np.log(probabilities[np.arange(30), table.labels])
+    assert result.history["loss"].iloc[0] == pytest.approx(np.mean(weights * row_losses), rel=1e-6)
+
+
+def test_a_model_holding_an_extra_type_is_refused(tmp_path, tiny_spec: ModelSpec, tiny_splits):
+    """A tampered file that would call `os.system` on loading: skops names the types and
+    loads nothing."""
+    result = train(tiny_splits.train, tiny_splits.validation, tiny_spec, "constant", seed=1)
+    result.model.on_load = functools.partial(os.system, "echo tampered")
+    path = tmp_path / "model.skops"
+    save_model(result.model, path)
+
+    with pytest.raises(
+        UntrustedTypesFoundException, match=r"\['functools\.partial', 'posix\.system'\]"
+    ):
+        load_model(path)

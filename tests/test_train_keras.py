@@ -8,7 +8,7 @@ from pipeline.errors import PipelineError
 from pipeline.split import Splits
 from pipeline.train_keras import build_model, load_model, predict_probabilities, train
 from tests.factories import BALANCED_WEIGHTS, imbalanced_table
-from tests.stages import SOURCES_CHECKED_BY_THE_STAGES, split_in
+from tests.stages import SOURCES_CHECKED_BY_THE_STAGES, split_in, write_params
 
 NUMPY_ACTIVATIONS = {
     "relu": lambda z: np.maximum(z, 0.0),
@@ -215,7 +215,10 @@ def test_compiled_loop_trains_like_model_fit_on_three_classes(
 def test_a_batch_larger_than_the_train_split_is_refused(
     tmp_path, monkeypatch, source: dict, train_rows: int
 ):
-    split_in(tmp_path, monkeypatch, {**source, "model.batch_size": train_rows + 1})
+    """`dataset` refuses such a batch before writing anything; this is the trainer's own
+    check, for when only `model.batch_size` changed and DVC reruns the trainers alone."""
+    split_in(tmp_path, monkeypatch, source)
+    write_params(tmp_path, monkeypatch, {**source, "model.batch_size": train_rows + 1})
 
     with pytest.raises(PipelineError) as caught:
         train_keras.main()

@@ -22,7 +22,7 @@ from pipeline.train_sklearn import (
     train,
 )
 from tests.factories import BALANCED_WEIGHTS, imbalanced_table
-from tests.stages import SOURCES_CHECKED_BY_THE_STAGES, split_in
+from tests.stages import SOURCES_CHECKED_BY_THE_STAGES, split_in, write_params
 
 
 def test_every_epoch_gets_a_fresh_shuffle(tiny_spec: ModelSpec, tiny_splits: Splits):
@@ -166,7 +166,10 @@ def test_three_classes(tiny_spec: ModelSpec, three_class_splits: Splits):
 def test_a_batch_larger_than_the_train_split_is_refused(
     tmp_path, monkeypatch, source: dict, train_rows: int
 ):
-    split_in(tmp_path, monkeypatch, {**source, "model.batch_size": train_rows + 1})
+    """`dataset` refuses such a batch before writing anything; this is the trainer's own
+    check, for when only `model.batch_size` changed and DVC reruns the trainers alone."""
+    split_in(tmp_path, monkeypatch, source)
+    write_params(tmp_path, monkeypatch, {**source, "model.batch_size": train_rows + 1})
 
     with pytest.raises(PipelineError) as caught:
         train_sklearn.main()

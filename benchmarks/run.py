@@ -259,25 +259,10 @@ def memory_section(rows: int) -> dict:
         estimates = estimated_peaks(params, DataShape(rows, n_features, 0, n_features, 2))
         stages = {}
         for stage in ("dataset", "split", "train_keras", "train_sklearn", "evaluate"):
-            started = time.perf_counter()
-            completed = subprocess.run(
-                [sys.executable, "-c", PEAK_RSS, "-m", f"pipeline.{stage}"],
-                cwd=project,
-                env=environment(),
-                capture_output=True,
-                text=True,
+            stages[stage], _ = measure_stage(
+                project, stage, estimates[stage], data_bytes, f"{rows} rows"
             )
-            if completed.returncode != 0:
-                raise RuntimeError(f"{stage} failed on {rows} rows:\n{completed.stderr[-2000:]}")
-            peak = int(completed.stdout.strip().splitlines()[-1])
-            estimate = estimates[stage]
-            stages[stage] = {
-                "peak_rss_bytes": peak,
-                "peak_rss_over_data": peak / data_bytes,
-                "estimate_bytes": estimate,
-                "estimate_over_peak": estimate / peak,
-                "seconds": time.perf_counter() - started,
-            }
+            peak, estimate = stages[stage]["peak_rss_bytes"], estimates[stage]
             print(
                 f"  {stage:14} peak RSS {peak / 2**20:8,.0f} MiB = "
                 f"{peak / data_bytes:4.2f} x the float32 data; estimated "
@@ -285,6 +270,32 @@ def memory_section(rows: int) -> dict:
                 flush=True,
             )
     return {"rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
+
+
+def measure_stage(
+    project: Path, stage: str, estimate: int, data_bytes: int, what: str
+) -> tuple[dict, str]:
+    """Run `stage` in `project` by itself (no worker) under PEAK_RSS: its peak RSS next
+    to the data's size and the memory estimate, and its standard error."""
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, "-m", f"pipeline.{stage}"],
+        cwd=project,
+        env=environment(),
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{stage} failed on {what}:\n{completed.stderr[-2000:]}")
+    peak = int(completed.stdout.strip().splitlines()[-1])
+    measured = {
+        "peak_rss_bytes": peak,
+        "peak_rss_over_data": peak / data_bytes,
+        "estimate_bytes": estimate,
+        "estimate_over_peak": estimate / peak,
+        "seconds": time.perf_counter() - started,
+    }
+    return measured, completed.stderr
 
 
 def write_csv_file(path: Path, megabytes: int, seed: int = 0) -> tuple[int, int]:
@@ -334,28 +345,14 @@ def csv_section(megabytes: int) -> dict:
         estimates = estimated_peaks(params, DataShape(rows, 9, 1, 13, 2))
         stages = {}
         for stage in ("dataset", "split"):
-            started = time.perf_counter()
-            completed = subprocess.run(
-                [sys.executable, "-c", PEAK_RSS, "-m", f"pipeline.{stage}"],
-                cwd=project,
-                env=environment(),
-                capture_output=True,
-                text=True,
+            measured, errors = measure_stage(
+                project, stage, estimates[stage], data_bytes, str(path)
             )
-            if completed.returncode != 0:
-                raise RuntimeError(f"{stage} failed on {path}:\n{completed.stderr[-2000:]}")
-            peak = int(completed.stdout.strip().splitlines()[-1])
-            estimate = estimates[stage]
+            peak, estimate = measured["peak_rss_bytes"], estimates[stage]
             stages[stage] = {
-                "peak_rss_bytes": peak,
-                "estimate_bytes": estimate,
-                "estimate_over_peak": estimate / peak,
+                **measured,
                 "peak_rss_per_csv_gb": peak / (size / 10**9),
-                "peak_rss_over_data": peak / data_bytes,
-                "seconds": time.perf_counter() - started,
-                "progress_lines": sum(
-                    "dataset: reading" in line for line in completed.stderr.splitlines()
-                ),
+                "progress_lines": sum("dataset: reading" in line for line in errors.splitlines()),
             }
             print(
                 f"  {stage:8} peak RSS {peak / 2**20:8,.0f} MiB = "

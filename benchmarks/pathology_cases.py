@@ -18,6 +18,15 @@ LOWER_IS_BETTER = {"val_log_loss"}
 MARGINS = {"val_roc_auc": 0.005, "val_log_loss": 0.005, "val_balanced_accuracy": 0.01}
 # Epochs enough that the pathology, not a short training, is the problem.
 LONG = {"epochs": 60}
+# What a careful practitioner does against over-fitting: more penalty or dropout, early
+# stopping, fewer epochs.
+OVERFITTING_FIXES = {
+    "model.l2": "up",
+    "model.dropout": "up",
+    "model.l1": "up",
+    "model.patience": "up",
+    "model.epochs": "down",
+}
 
 
 @dataclass(frozen=True)
@@ -172,13 +181,7 @@ PATHOLOGIES = {
             },
             "both",
             ("overfitting",),
-            {
-                "model.l2": "up",
-                "model.dropout": "up",
-                "model.l1": "up",
-                "model.patience": "up",
-                "model.epochs": "down",
-            },
+            OVERFITTING_FIXES,
             "val_log_loss",
         ),
         Pathology(
@@ -187,13 +190,7 @@ PATHOLOGIES = {
             {"model": {"learning_rate": 0.01, **LONG}},
             "both",
             ("overfitting",),
-            {
-                "model.l2": "up",
-                "model.dropout": "up",
-                "model.l1": "up",
-                "model.patience": "up",
-                "model.epochs": "down",
-            },
+            OVERFITTING_FIXES,
             "val_log_loss",
         ),
         Pathology(

@@ -461,6 +461,14 @@ def read_yaml(path: Path, what: str = "params file") -> Any:
         raise PipelineError(f"{path}: cannot read the {what} ({error.strerror})") from None
     try:
         return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.reader.ReaderError as error:
+        # A control character or bad encoding: the reader knows only the offset.
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        raise PipelineError(
+            f"{path}: malformed YAML at line {line}, column {column}: "
+            f"character U+{error.character:04X} is not allowed (a control or special character)"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -384,12 +384,16 @@ def test_malformed_yaml(tmp_path: Path) -> None:
 
 def test_a_control_character_is_malformed_yaml(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
-    path.write_text("seed: 42\x07\n", encoding="utf-8")
+    path.write_text("seed: 42\nsplit:\n  test_size: 0.2\x07\n", encoding="utf-8")
 
     with pytest.raises(PipelineError) as caught:
         load_params(path)
 
-    assert str(caught.value) == f"{path}: malformed YAML: invalid YAML"
+    # The position, and the character as a code point: never the raw byte.
+    assert str(caught.value) == (
+        f"{path}: malformed YAML at line 3, column 17: "
+        "character U+0007 is not allowed (a control or special character)"
+    )
 
 
 def test_errors_name_the_params_file_that_was_read(

@@ -294,6 +294,14 @@ def check_dataset(params: Params, dataset: Table | RawData) -> None:
     check_before_writing(params, dataset.labels, classes, shape, what, frame)
 
 
+def class_counts_summary(classes: list, counts: list[int], shown: int = 10) -> str:
+    """Rows per class for the success line: every class when there are few, else the
+    range, so that hundreds of classes do not make it hundreds of entries long."""
+    if len(classes) <= shown:
+        return repr(dict(zip(map(str, classes), counts, strict=True)))
+    return f"of {min(counts):,} to {max(counts):,} rows each"
+
+
 def main() -> None:
     params = load_params()
     sample = check_fits(params)
@@ -310,13 +318,12 @@ def main() -> None:
         classes, target, labels = dataset.classes, dataset.target, dataset.labels
         n_features = dataset.features.shape[1]
     write_json({"target": target, "classes": classes}, paths.CLASSES)
-    counts = np.bincount(labels, minlength=len(classes))
     logger.info(
         "dataset: %d rows, %d features, %d classes %s (%s) -> %s",
         len(labels),
         n_features,
         len(classes),
-        dict(zip(map(str, classes), counts.tolist(), strict=True)),
+        class_counts_summary(classes, np.bincount(labels, minlength=len(classes)).tolist()),
         params.dataset.source,
         paths.DATASET,
     )

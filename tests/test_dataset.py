@@ -13,7 +13,13 @@ from sklearn.model_selection import cross_val_score
 
 from pipeline import dataset, paths
 from pipeline.config import DatasetConfig
-from pipeline.dataset import bundled_dataset, class_counts, generate_dataset, load_file
+from pipeline.dataset import (
+    bundled_dataset,
+    class_counts,
+    class_counts_summary,
+    generate_dataset,
+    load_file,
+)
 from pipeline.errors import PipelineError
 from tests.factories import synthetic_config
 
@@ -371,3 +377,12 @@ def test_unreadable_files(tmp_path: Path) -> None:
     corrupt.write_bytes(b"PAR1 not really")
     with pytest.raises(PipelineError, match=r"cannot be read as parquet"):
         load_file(file_config(corrupt))
+
+
+def test_the_success_line_lists_few_classes_and_summarizes_many() -> None:
+    assert class_counts_summary(["no", "yes"], [330, 270]) == "{'no': 330, 'yes': 270}"
+    many = [f"class {number}" for number in range(11)]
+    counts = [4] + [12] * 9 + [1200]
+    assert class_counts_summary(many, counts) == "of 4 to 1,200 rows each"
+    # Ten classes are still listed one by one.
+    assert class_counts_summary(many[:10], counts[:10]).count("class ") == 10

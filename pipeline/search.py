@@ -5,10 +5,8 @@ between each library's best params (`reports/search/<study>/`, an MLflow run).""
 import argparse
 import logging
 import os
-import socket
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline import paths
@@ -24,13 +21,22 @@ from pipeline.config import Params, flatten, parse_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.pruning import trial_environment
 from pipeline.search_publication import publish_search
+from pipeline.search_runs import (
+    Heartbeat,
+    Run,
+    RunResult,
+    fail_run,
+    fail_stale,
+    requeue,
+    start_run,
+    tell,
+)
 from pipeline.search_space import (
     SearchConfig,
     decoded_params,
     load_search,
     parse_search,
     short,
-    suggest,
     with_overrides,
 )
 from pipeline.search_storage import (
@@ -93,102 +99,6 @@ class Search:
     @property
     def logs(self) -> Path:
         return self.root / paths.SEARCH_REPORTS / self.config.study / "logs"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One pipeline run of the search: a trial of each library's study, same params."""
-
-    number: int  # the Keras trial's number, in the DVC experiment's name
-    lead: str  # the library whose sampler proposed the params
-    trials: dict[str, optuna.Trial]
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Each library's validation score, or the epoch at which it was pruned."""
-
-    scores: dict[str, float]
-    pruned: dict[str, int | None]
-
-
-def _claim_waiting(study: optuna.Study, run: Any) -> int | None:
-    """The id of the waiting retry of run `run` in `study`, now running; None if none."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if trial.user_attrs.get("run") != run:
-            continue
-        try:
-            if study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
-                return trial._trial_id
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
-
-
-def start_run(search: Search, studies: dict[str, optuna.Study]) -> Run:
-    """Start a run: the lead library's sampler proposes (a waiting retry first), the
-    other library's study gets the same params. Leads alternate with the run count."""
-    waiting = [
-        family
-        for family in FAMILIES
-        if studies[family].get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    ]
-    count = len(studies["keras"].get_trials(deepcopy=False))
-    lead = waiting[0] if waiting else FAMILIES[count % len(FAMILIES)]
-    (other,) = (family for family in FAMILIES if family != lead)
-    with warnings.catch_warnings():
-        # Our own `Heartbeat` records both trials' heartbeats, which Optuna cannot know.
-        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-        lead_trial = studies[lead].ask()
-    trial_flat = flatten(
-        parse_params(with_overrides(search.params_raw, search.config.trial_params))
-    )
-    suggest(lead_trial, search.config, trial_flat)
-    # A retry's twin waits in the other study under the same run; a new run's twin is
-    # created running, its params fixed to the lead's.
-    storage = studies[other]._storage
-    twin_id = _claim_waiting(studies[other], lead_trial.user_attrs.get("run"))
-    if twin_id is None:
-        template = optuna.trial.create_trial(
-            state=TrialState.RUNNING, system_attrs={"fixed_params": lead_trial.params}
-        )
-        study_id = storage.get_study_id_from_name(studies[other].study_name)
-        twin_id = storage.create_new_trial(study_id, template_trial=template)
-    twin = optuna.trial.Trial(studies[other], twin_id)
-    suggest(twin, search.config, trial_flat)
-    trials = {lead: lead_trial, other: twin}
-    number = trials["keras"].number
-    for trial in trials.values():
-        trial.set_user_attr("run", number)
-        trial.set_user_attr("lead", lead)
-        trial.set_user_attr("dvc_experiment", f"{search.config.study}-{number}")
-        # Which machine and process runs it: a stale trial's worker is the one to look at.
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    return Run(number=number, lead=lead, trials=trials)
-
-
-class Heartbeat:
-    """Records that this worker's run is alive, for both of its trials, until stopped:
-    when the worker dies the records stop and another worker fails and retries them."""
-
-    def __init__(self, storage: Any, trial_ids: list[int], seconds: int) -> None:
-        self._storage, self._trial_ids, self._seconds = storage, trial_ids, seconds
-        self._stopped = threading.Event()
-        self._beat()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
-        self._thread.start()
-
-    def _beat(self) -> None:
-        for trial_id in self._trial_ids:
-            self._storage.record_heartbeat(trial_id)
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._seconds):
-            self._beat()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join()
 
 
 def run_pipeline(search: Search, run: Run) -> RunResult:
@@ -267,14 +177,6 @@ def progress_line(
     )
 
 
-def fail_stale(studies: dict[str, optuna.Study]) -> None:
-    """Fail and re-queue the runs of workers whose heartbeats stopped."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        for study in studies.values():
-            fail_stale_trials(study)
-
-
 def work(search: Search, studies: dict[str, optuna.Study], deadline: float | None) -> None:
     """One job's loop: start runs until the budget is spent, then wait until no run of
     any worker is under way (a killed worker's run is failed, re-queued and run)."""
@@ -325,23 +227,15 @@ class Gate:
         self.release()
 
 
-def tell(studies: dict[str, optuna.Study], run: Run, result: RunResult) -> None:
-    """Each library's trial: its validation score, or pruned (no value: the other
-    library's score still counts)."""
-    for family, trial in run.trials.items():
-        if result.pruned[family] is not None:
-            trial.set_user_attr("pruned_epoch", result.pruned[family])
-            studies[family].tell(trial, state=TrialState.PRUNED)
-        else:
-            studies[family].tell(trial, result.scores[family])
-
-
 def run_one(
     search: Search, studies: dict[str, optuna.Study], failures_in_a_row: int, gate: Gate
 ) -> int:
     """Run one run (a re-queued one first), opening `gate` once it is under way; return
     the failures in a row since."""
-    run = start_run(search, studies)
+    trial_flat = flatten(
+        parse_params(with_overrides(search.params_raw, search.config.trial_params))
+    )
+    run = start_run(search.config, trial_flat, studies)
     storage = studies["keras"]._storage
     heartbeat = Heartbeat(
         storage, [trial._trial_id for trial in run.trials.values()], search.config.heartbeat_seconds
@@ -354,16 +248,23 @@ def run_one(
         tell(studies, run, result)
     except TrialFailed as error:
         reason = str(error)
+        if stopping.is_set():
+            # Stopped with the worker (Ctrl-C, SIGTERM), not failed by its params: the
+            # same command, run again, takes these params first.
+            fail_run(studies, run, reason)
+            requeue(studies, run)
+            logger.info(progress_line(search, studies, run, None, f"{reason}; queued again", 0))
+            return failures_in_a_row
     except BaseException as error:
         # Ctrl-C or a crash: the run fails with its reason, and the worker stops.
         reason = f"stopped: {type(error).__name__}"
-        _fail(studies, run, reason)
+        fail_run(studies, run, reason)
         logger.info(progress_line(search, studies, run, None, reason, 0.0))
         raise
     finally:
         heartbeat.stop()
     if result is None:
-        _fail(studies, run, reason)
+        fail_run(studies, run, reason)
     logger.info(progress_line(search, studies, run, result, reason, time.monotonic() - started))
     failures_in_a_row = failures_in_a_row + 1 if result is None else 0
     if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
@@ -372,12 +273,6 @@ def run_one(
             f"{search.logs}"
         )
     return failures_in_a_row
-
-
-def _fail(studies: dict[str, optuna.Study], run: Run, reason: str) -> None:
-    for family, trial in run.trials.items():
-        trial.set_user_attr("error", reason)
-        studies[family].tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def run_trials(search: Search, jobs: int, minutes: float) -> None:
@@ -564,5 +459,11 @@ def main(arguments: list[str] | None = None) -> None:
     logger.info("search: report %s; MLflow run %s", folder / "search.md", run_id)
 
 
+# The search is no stage: `dvc repro` would not go on with it.
+AFTER_A_STOPPED_SEARCH = (
+    "finished trials are kept and the stopped ones queued again; run the same command "
+    "to retry them and go on"
+)
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, AFTER_A_STOPPED_SEARCH)

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from pipeline.figures import COLORS, plt, save_figure
 from pipeline.files import atomic_directory
 from pipeline.report import visible
+from pipeline.search_publication import VERDICT_KEY
 from pipeline.search_space import decoded_params, short
 from pipeline.statistics import ReplicateVerdict
 
@@ -228,10 +229,17 @@ def study_run(search: "Search", outcome: "Outcome", folder: Path) -> dict[str, A
         for family, counts in outcome.counts.items()
         for state, count in counts.items()
     }
+    # The same verdict asked again (the same re-trained experiments, the same trial
+    # counts) finds its run instead of logging a second one.
+    verdict_key = ", ".join(
+        [experiment.name for experiment in outcome.experiments.values()]
+        + [f"{name} {int(value)}" for name, value in metrics.items() if name.startswith("trials_")]
+    )
     return {
         "name": f"search {config.study}",
         "tags": {
             "search.study": config.study,
+            VERDICT_KEY: verdict_key,
             "verdict": verdict.winner + ("" if verdict.significant else ", n.s."),
             **{
                 f"dvc.experiment.{family}": experiment.name

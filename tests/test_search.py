@@ -180,7 +180,10 @@ def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path)
     assert "| `model.learning_rate` | float | 0.001 to 0.1 | log | - |" in report
     assert "| `model.hidden_layers` | categorical | [[8], [16, 8]] | - | - |" in report
 
-    # The study's own MLflow run: the report and its figures as artifacts.
+    # The study's own MLflow run: the report and its figures as artifacts. The same
+    # verdict asked again finds that run instead of logging a second one.
+    again = execute(project, sys.executable, "-m", "pipeline.search", "--verdict-only")
+    assert "re-training" not in again.stderr
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     (study_run,) = client.search_runs(
@@ -189,6 +192,8 @@ def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path)
     artifacts = {item.path for item in client.list_artifacts(study_run.info.run_id)}
     assert {"search.md", "history.png"} <= artifacts
     assert study_run.data.metrics["test_roc_auc_keras"] == pytest.approx(verdict.keras.mean())
+    assert f"MLflow run {study_run.info.run_id}" in log
+    assert f"MLflow run {study_run.info.run_id}" in again.stderr
     assert study_run.data.metrics["trials_complete_keras"] == 2
     assert study_run.data.metrics["trials_pruned_sklearn"] == 0
     assert study_run.data.params["budget.trials"] == "2"
@@ -311,12 +316,22 @@ def test_ctrl_c_stops_the_running_trial_and_no_job_starts_another(tmp_path: Path
     os.killpg(worker.pid, signal.SIGINT)
     assert worker.wait(timeout=300) == 130
     lines = log.read_text().splitlines()
-    assert lines[-1].startswith("error: stopped by Ctrl-C (SIGINT)")
+    assert lines[-1] == (
+        "error: stopped by Ctrl-C (SIGINT); finished trials are kept and the stopped ones "
+        "queued again; run the same command to retry them and go on"
+    )
     assert not any("Traceback" in line for line in lines)
-    (trial,) = trials()
+    trial, queued = trials()
     assert trial.state == TrialState.FAIL
     assert f"search: trial {trial.number} failed: " in log.read_text()
+    assert "; queued again" in log.read_text()
     assert experiment_revision(project, f"{STUDY}-{trial.number}") is None
+    # Queued again in both studies, so that the same command, run again, retries it.
+    assert queued.state == TrialState.WAITING
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(queued) == trial.number
+    assert queued.params == trial.params
+    sklearn = load_studies(url)["sklearn"].get_trials()
+    assert [twin.state for twin in sklearn] == [TrialState.FAIL, TrialState.WAITING]
 
     # Nothing of the worker's session is left running once its stages have stopped
     # (each one finishes its own clean-up after its `dvc` is gone).
@@ -325,6 +340,12 @@ def test_ctrl_c_stops_the_running_trial_and_no_job_starts_another(tmp_path: Path
         return not subprocess.run(listed, capture_output=True, text=True).stdout.strip()
 
     wait_for(session_ended, 120, "the worker's processes to end")
+
+    execute(project, *command, "--trials-only")
+    retried = trials()[1]
+    assert retried.state == TrialState.COMPLETE
+    assert retried.params == trial.params
+    assert experiment_revision(project, f"{STUDY}-{retried.number}") is not None
 
 
 def earlier_run(intermediate: float, value: float) -> optuna.trial.FrozenTrial:

@@ -11,9 +11,6 @@ import mlflow
 from pipeline.errors import PipelineError
 from pipeline.store import resolve_store, store_lock
 
-# On the study's MLflow run: what it decided on (`search_report.study_run`).
-VERDICT_KEY = "search.verdict_of"
-
 
 def publish_search(
     root: Path,
@@ -52,13 +49,12 @@ def publish_search(
 def same_study_run(
     client: mlflow.MlflowClient, experiment_id: str, study_run: dict[str, Any]
 ) -> str | None:
-    """The finished study run that recorded this very verdict already, if any: a
-    verdict asked again on the same trials logs no second run. Study and experiment
-    names hold letters, digits, '_' and '-' only, so they need no quoting here."""
+    """The finished study run whose `identity` tags say it recorded this very verdict
+    already, if any: a verdict asked again on the same trials logs no second run.
+    Study and experiment names hold letters, digits, '_' and '-' only, so the tags
+    need no quoting here."""
     tags = study_run["tags"]
-    conditions = " and ".join(
-        f"tags.`{key}` = '{tags[key]}'" for key in ("search.study", VERDICT_KEY)
-    )
+    conditions = " and ".join(f"tags.`{key}` = '{tags[key]}'" for key in study_run["identity"])
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"{conditions} and attributes.status = 'FINISHED'",

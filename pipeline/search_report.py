@@ -16,7 +16,6 @@ from optuna.trial import TrialState
 from pipeline.figures import COLORS, plt, save_figure
 from pipeline.files import atomic_directory
 from pipeline.report import visible
-from pipeline.search_publication import VERDICT_KEY
 from pipeline.search_space import decoded_params, short
 from pipeline.statistics import ReplicateVerdict
 
@@ -24,6 +23,9 @@ if TYPE_CHECKING:
     from pipeline.search import Outcome, Search
 
 logger = logging.getLogger(__name__)
+
+# On the study's MLflow run: what it decided on (see `study_run`).
+VERDICT_KEY = "search.verdict_of"
 
 
 def evaluator() -> optuna.importance.FanovaImportanceEvaluator:
@@ -260,4 +262,6 @@ def study_run(search: "Search", outcome: "Outcome", folder: Path) -> dict[str, A
         },
         "metrics": metrics,
         "artifacts": folder,
+        # The tags that say a run recorded this very verdict.
+        "identity": ("search.study", VERDICT_KEY),
     }

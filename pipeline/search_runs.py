@@ -37,7 +37,10 @@ class RunResult:
 
 
 def claim_waiting(study: optuna.Study, run: Any) -> int | None:
-    """The id of the waiting retry of run `run` in `study`, now running; None if none."""
+    """The id of the waiting retry of run `run` in `study`, now running; None if none
+    (always for a new run: `run` is None)."""
+    if run is None:
+        return None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if trial.user_attrs.get("run") != run:
             continue

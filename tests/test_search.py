@@ -1,6 +1,6 @@
 """The search, end to end: real trials (`dvc exp run` of the tiny pipeline), the
-embedded SQLite storage with its fair verdict, and two workers sharing one study on a
-real PostgreSQL server, one of them killed mid-trial."""
+embedded SQLite storage with its fair verdict, two workers sharing the studies on a
+real PostgreSQL server, one of them killed mid-trial, Ctrl-C, and a pruned library."""
 
 import json
 import os

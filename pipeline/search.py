@@ -22,11 +22,14 @@ from pipeline.errors import PipelineError, run_stage
 from pipeline.pruning import trial_environment
 from pipeline.search_publication import publish_search
 from pipeline.search_runs import (
+    Gate,
     Heartbeat,
     Run,
     RunResult,
+    best_trial,
     fail_run,
     fail_stale,
+    progress_line,
     requeue,
     start_run,
     tell,
@@ -36,7 +39,6 @@ from pipeline.search_space import (
     decoded_params,
     load_search,
     parse_search,
-    short,
     with_overrides,
 )
 from pipeline.search_storage import (
@@ -138,45 +140,6 @@ def run_pipeline(search: Search, run: Run) -> RunResult:
     return RunResult(scores=scores, pruned=pruned)
 
 
-def best_trial(trials: list[FrozenTrial], direction: str) -> FrozenTrial:
-    """The finished trial with the best value; the earliest run wins ties."""
-    sign = -1 if direction == "maximize" else 1
-    return min(trials, key=lambda trial: (sign * trial.value, trial.user_attrs["run"]))
-
-
-def progress_line(
-    search: Search,
-    studies: dict[str, optuna.Study],
-    run: Run,
-    result: RunResult | None,
-    reason: str,
-    seconds: float,
-) -> str:
-    """One line per finished run: its params, each library's value and the best so far."""
-    params = decoded_params(search.config, run.trials["keras"].params)
-    shown = ", ".join(f"{key}={short(value)}" for key, value in params.items())
-    if result is None:
-        return f"search: trial {run.number} failed: {shown}: {reason}"
-    values = ", ".join(
-        f"{family} pruned at epoch {result.pruned[family]}"
-        if result.pruned[family] is not None
-        else f"{family} {result.scores[family]:.4f}"
-        for family in FAMILIES
-    )
-    leaders = []
-    for family in FAMILIES:
-        complete = studies[family].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if complete:
-            leader = best_trial(complete, search.direction)
-            leaders.append(f"{family} {leader.value:.4f} (trial {leader.user_attrs['run']})")
-        else:
-            leaders.append(f"{family} none yet")
-    return (
-        f"search: trial {run.number} in {seconds:.0f} s ({run.lead}'s sampler): {shown}; "
-        f"validation {search.metric} {values}; best so far {', '.join(leaders)}"
-    )
-
-
 def work(search: Search, studies: dict[str, optuna.Study], deadline: float | None) -> None:
     """One job's loop: start runs until the budget is spent, then wait until no run of
     any worker is under way (a killed worker's run is failed, re-queued and run)."""
@@ -203,28 +166,6 @@ def work(search: Search, studies: dict[str, optuna.Study], deadline: float | Non
         # Runs of other jobs or workers are under way and may yet fail: theirs to
         # finish, or ours to retry once their heartbeat stops.
         time.sleep(min(search.config.heartbeat_seconds, 5))
-
-
-class Gate:
-    """A lock that the trial it lets through releases as soon as it has started, or
-    the `with` block at its end, whichever comes first."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-        self._held = False
-
-    def __enter__(self) -> "Gate":
-        self._lock.acquire()
-        self._held = True
-        return self
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._lock.release()
-
-    def __exit__(self, *exception: object) -> None:
-        self.release()
 
 
 def run_one(

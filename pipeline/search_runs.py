@@ -1,20 +1,24 @@
 """A run of the search: one trial in each library's study with the same params, the
-lead library's sampler proposing them, kept alive by heartbeats and told its outcome."""
+lead library's sampler proposing them, kept alive by heartbeats, told its outcome and
+reported in one line."""
 
 import os
 import socket
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from pipeline import paths
-from pipeline.search_space import SearchConfig, suggest
+from pipeline.search_space import SearchConfig, decoded_params, short, suggest
 from pipeline.search_storage import MAX_RETRIES
+
+if TYPE_CHECKING:
+    from pipeline.search import Search
 
 FAMILIES = paths.MODEL_FAMILIES  # one study each
 
@@ -151,3 +155,64 @@ def requeue(studies: dict[str, optuna.Study], run: Run) -> None:
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
         for family, trial in run.trials.items():
             retry(studies[family], studies[family]._storage.get_trial(trial._trial_id))
+
+
+class Gate:
+    """A lock that the run it lets through releases as soon as it has started, or the
+    `with` block at its end, whichever comes first."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._held = False
+
+    def __enter__(self) -> "Gate":
+        self._lock.acquire()
+        self._held = True
+        return self
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+    def __exit__(self, *exception: object) -> None:
+        self.release()
+
+
+def best_trial(trials: list[FrozenTrial], direction: str) -> FrozenTrial:
+    """The finished trial with the best value; the earliest run wins ties."""
+    sign = -1 if direction == "maximize" else 1
+    return min(trials, key=lambda trial: (sign * trial.value, trial.user_attrs["run"]))
+
+
+def progress_line(
+    search: "Search",
+    studies: dict[str, optuna.Study],
+    run: Run,
+    result: RunResult | None,
+    reason: str,
+    seconds: float,
+) -> str:
+    """One line per finished run: its params, each library's value and the best so far."""
+    params = decoded_params(search.config, run.trials["keras"].params)
+    shown = ", ".join(f"{key}={short(value)}" for key, value in params.items())
+    if result is None:
+        return f"search: trial {run.number} failed: {shown}: {reason}"
+    values = ", ".join(
+        f"{family} pruned at epoch {result.pruned[family]}"
+        if result.pruned[family] is not None
+        else f"{family} {result.scores[family]:.4f}"
+        for family in FAMILIES
+    )
+    leaders = []
+    for family in FAMILIES:
+        complete = studies[family].get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if complete:
+            leader = best_trial(complete, search.direction)
+            leaders.append(f"{family} {leader.value:.4f} (trial {leader.user_attrs['run']})")
+        else:
+            leaders.append(f"{family} none yet")
+    return (
+        f"search: trial {run.number} in {seconds:.0f} s ({run.lead}'s sampler): {shown}; "
+        f"validation {search.metric} {values}; best so far {', '.join(leaders)}"
+    )

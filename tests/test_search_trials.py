@@ -8,8 +8,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from pipeline.search import best_trial
 from pipeline.search_report import verdict_sentence
+from pipeline.search_runs import best_trial
 from pipeline.search_trials import dvc_override, failure_line
 from pipeline.statistics import compare_replicates
 

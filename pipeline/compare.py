@@ -279,6 +279,12 @@ def main() -> None:
             verdict.metric,
             read_json(paths.METRICS),
             verdict.p_value,
+            # A search trial's pruned library (docs/search.md).
+            {
+                family: summary["pruned_epoch"]
+                for family, summary in summaries.items()
+                if "pruned_epoch" in summary
+            },
         ),
         paths.HEADLINE,
     )

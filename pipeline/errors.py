@@ -106,9 +106,16 @@ def _stop_when_ended(pid: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_stage(main: Callable[[], None]) -> None:
+# What a stopped stage tells its user; commands that are no stage say their own.
+AFTER_A_STOPPED_STAGE = (
+    "every output is the previous one or a complete new one, and `dvc repro` finishes the rest"
+)
+
+
+def run_stage(main: Callable[[], None], after_stop: str = AFTER_A_STOPPED_STAGE) -> None:
     """Run a stage's `main`: a `PipelineError` becomes one line and exit code 2, Ctrl-C
-    or SIGTERM one line and 128 + the signal's number (130, 143)."""
+    or SIGTERM one line (`after_stop` says what to do next) and 128 + the signal's
+    number (130, 143)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_VisibleFormatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
@@ -127,21 +134,20 @@ def run_stage(main: Callable[[], None]) -> None:
     except (KeyboardInterrupt, Stopped) as stop:
         if os.environ.get(DEBUG_VARIABLE):
             raise
-        exit_stopped(stop)
+        exit_stopped(stop, after_stop)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     exit_without_teardown(main)
 
 
-def exit_stopped(stop: KeyboardInterrupt | Stopped) -> None:
+def exit_stopped(
+    stop: KeyboardInterrupt | Stopped, after_stop: str = AFTER_A_STOPPED_STAGE
+) -> None:
     """End the program after Ctrl-C or SIGTERM: one line, and 128 + the signal's number."""
     name = str(stop) if isinstance(stop, Stopped) else "SIGINT"
     how = "Ctrl-C (SIGINT)" if name == "SIGINT" else name
-    sys.stderr.write(
-        f"error: stopped by {how}; every output is the previous one or a complete "
-        "new one, and `dvc repro` finishes the rest\n"
-    )
+    sys.stderr.write(f"error: stopped by {how}; {after_stop}\n")
     sys.exit(128 + signal.Signals[name].value)
 
 

@@ -24,9 +24,11 @@ def headline_record(
     primary_metric: str,
     test_metrics: dict[str, dict[str, float]],
     p_value: float,
+    pruned_epochs: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """One short row per experiment in `dvc exp show` and `dvc metrics show`. The
-    MLflow run is in `data/track/published.json`: it does not exist before `track`."""
+    MLflow run is in `data/track/published.json`: it does not exist before `track`.
+    A search trial whose library was pruned adds `<family>_pruned_epoch`."""
     return {
         "verdict": verdict,
         **{
@@ -34,4 +36,5 @@ def headline_record(
             for family in FAMILIES
         },
         "p_value": rounded(p_value, 3),
+        **{f"{family}_pruned_epoch": epoch for family, epoch in (pruned_epochs or {}).items()},
     }

@@ -213,4 +213,5 @@ def main(arguments: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    # rank only reads MLflow: nothing to finish, nothing half-written.
+    run_stage(main, "rank writes nothing; run the same command again")

@@ -5,11 +5,8 @@ between each library's best params (`reports/search/<study>/`, an MLflow run).""
 import argparse
 import logging
 import os
-import socket
 import threading
 import time
-import warnings
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,35 +14,49 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline import paths
 from pipeline.config import Params, flatten, parse_params
 from pipeline.errors import PipelineError, run_stage
+from pipeline.pruning import trial_environment
 from pipeline.search_publication import publish_search
+from pipeline.search_runs import (
+    Gate,
+    Heartbeat,
+    Run,
+    RunResult,
+    best_trial,
+    fail_run,
+    fail_stale,
+    progress_line,
+    requeue,
+    start_run,
+    tell,
+)
 from pipeline.search_space import (
     SearchConfig,
     decoded_params,
     load_search,
     parse_search,
-    short,
-    suggest,
     with_overrides,
 )
 from pipeline.search_storage import (
     count_states,
     finished,
+    load_studies,
     open_storage,
-    open_study,
+    open_studies,
     redact,
     storage_url,
 )
 from pipeline.search_trials import (
     Experiment,
     TrialFailed,
+    family_runs,
     find_experiment,
     mlflow_parent_run,
+    pruned_epochs,
     replicate_test_metric,
     run_experiment,
     stop_experiments,
@@ -55,7 +66,7 @@ from pipeline.statistics import LOWER_IS_BETTER, ReplicateVerdict, compare_repli
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = paths.MODEL_FAMILIES  # the study's objectives, in this order
+FAMILIES = paths.MODEL_FAMILIES  # one study each
 # A worker stops after this many failed trials in a row: the pipeline itself is broken.
 MAX_FAILURES_IN_A_ROW = 3
 TAG_STUDY = "search.study"
@@ -64,6 +75,9 @@ stopping = threading.Event()
 # Taken by a job from its budget check until its trial has started.
 _starting = threading.Lock()
 TAG_TRIAL = "search.trial"
+# On a library's MLflow run when its trainer was pruned in the trial.
+TAG_PRUNED = "search.pruned"
+TAG_PRUNED_EPOCH = "search.pruned_epoch"
 
 
 @dataclass(frozen=True)
@@ -89,143 +103,111 @@ class Search:
         return self.root / paths.SEARCH_REPORTS / self.config.study / "logs"
 
 
-def objective_values(search: Search, trial: optuna.Trial) -> tuple[float, ...]:
-    """Run one trial: the pipeline with the sampled params, scored on validation rows."""
+def run_pipeline(search: Search, run: Run) -> RunResult:
+    """The run's pipeline with its params as a DVC experiment, whose trainers report
+    to their trials; scored on the validation rows."""
     config = search.config
-    trial_flat = flatten(parse_params(with_overrides(search.params_raw, config.trial_params)))
-    sampled = suggest(trial, config, trial_flat)
+    sampled = decoded_params(config, run.trials["keras"].params)
     try:
         params = parse_params(with_overrides(search.params_raw, {**config.trial_params, **sampled}))
     except PipelineError as error:
         # A combination that params.yaml's rules refuse, such as a schedule without sgd.
-        trial.set_user_attr("error", str(error))
         raise TrialFailed(str(error)) from None
-    name = f"{config.study}-{trial.number}"
-    trial.set_user_attr("dvc_experiment", name)
-    # Which machine and process runs it: a stale trial's worker is the one to look at.
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    try:
-        experiment = run_experiment(
-            search.root, name, {**config.trial_params, **sampled}, search.logs / f"{name}.log"
-        )
-    except TrialFailed as error:
-        trial.set_user_attr("error", str(error))
-        raise
+    name = f"{config.study}-{run.number}"
+    channel = trial_environment(
+        search.storage_url,
+        config.pruner.model_dump(),
+        {family: (trial.study.study_name, trial._trial_id) for family, trial in run.trials.items()},
+    )
+    experiment = run_experiment(
+        search.root,
+        name,
+        {**config.trial_params, **sampled},
+        search.logs / f"{name}.log",
+        channel,
+    )
+    pruned = pruned_epochs(search.root, experiment)
     scores = validation_scores(search.root, experiment, params, search.metric)
     run_id = mlflow_parent_run(search.root, experiment)
-    trial.set_user_attr("mlflow_run", run_id)
-    tags = {TAG_STUDY: config.study, TAG_TRIAL: str(trial.number)}
-    publish_search(search.root, params.track.experiment_name, {run_id: tags})
-    return tuple(scores[family] for family in FAMILIES)
+    for trial in run.trials.values():
+        trial.set_user_attr("mlflow_run", run_id)
+    tags = {run_id: {TAG_STUDY: config.study, TAG_TRIAL: str(run.number)}}
+    family_run = family_runs(search.root, experiment)
+    for family, epoch in pruned.items():
+        if epoch is not None:
+            tags[family_run[family]] = {TAG_PRUNED: "true", TAG_PRUNED_EPOCH: str(epoch)}
+    publish_search(search.root, params.track.experiment_name, tags)
+    return RunResult(scores=scores, pruned=pruned)
 
 
-def best_trial(trials: list[FrozenTrial], index: int, direction: str) -> FrozenTrial:
-    """The finished trial with the best value of objective `index`; the earliest wins ties."""
-    sign = -1 if direction == "maximize" else 1
-    return min(trials, key=lambda trial: (sign * trial.values[index], trial.number))
-
-
-def progress_line(search: Search, study: optuna.Study, trial: FrozenTrial) -> str:
-    """One line per finished trial: its params, its values and the best so far."""
-    params = decoded_params(search.config, trial.params)
-    shown = ", ".join(f"{key}={short(value)}" for key, value in params.items())
-    if trial.state != TrialState.COMPLETE:
-        reason = trial.user_attrs.get("error", "see the log")
-        state = "failed" if trial.state == TrialState.FAIL else trial.state.name.lower()
-        return f"search: trial {trial.number} {state}: {shown}: {reason}"
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    values = ", ".join(
-        f"{family} {value:.4f}" for family, value in zip(FAMILIES, trial.values, strict=True)
-    )
-    best = ", ".join(
-        f"{family} {leader.values[index]:.4f} (trial {leader.number})"
-        for index, family in enumerate(FAMILIES)
-        for leader in [best_trial(finished, index, search.direction)]
-    )
-    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-    return (
-        f"search: trial {trial.number} in {seconds:.0f} s: {shown}; validation {search.metric} "
-        f"{values}; best so far {best}"
-    )
-
-
-def work(search: Search, study: optuna.Study, deadline: float | None) -> None:
-    """One job's loop: start trials until the budget is spent, then wait until no
-    trial of any worker runs (a killed worker's trial is failed, re-queued and run)."""
+def work(search: Search, studies: dict[str, optuna.Study], deadline: float | None) -> None:
+    """One job's loop: start runs until the budget is spent, then wait until no run of
+    any worker is under way (a killed worker's run is failed, re-queued and run)."""
     budget = search.config.budget.trials
     failures_in_a_row = 0
-
-    def report(study: optuna.Study, trial: FrozenTrial) -> None:
-        logger.info(progress_line(search, study, trial))
-
     while not stopping.is_set():
-        # Held from the budget check until the trial is running in the storage, so that
-        # this worker's jobs never start more trials than the budget leaves.
+        # Held from the budget check until the run's trials are in the storage, so that
+        # this worker's jobs never start more runs than the budget leaves.
         gate = Gate(_starting)
         with gate:
-            counts = count_states(study)
+            fail_stale(studies)
+            # Every run has one Keras trial, in the same state but for pruning.
+            counts = count_states(studies["keras"])
+            waiting = sum(count_states(study)[TrialState.WAITING] for study in studies.values())
             done, running = finished(counts), counts[TrialState.RUNNING]
             out_of_time = deadline is not None and time.monotonic() >= deadline
             if out_of_time or (budget and done >= budget):
                 if not running:
                     return
-            elif counts[TrialState.WAITING] or not budget or done + running < budget:
-                # A re-queued trial first: Optuna hands out waiting trials before new ones.
-                failures_in_a_row = run_one(search, study, report, failures_in_a_row, gate)
+            elif waiting or not budget or done + running < budget:
+                # A re-queued run first: its params are waiting in the studies.
+                failures_in_a_row = run_one(search, studies, failures_in_a_row, gate)
                 continue
-        # Trials of other jobs or workers are running and may yet fail: theirs to
+        # Runs of other jobs or workers are under way and may yet fail: theirs to
         # finish, or ours to retry once their heartbeat stops.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(study)
         time.sleep(min(search.config.heartbeat_seconds, 5))
 
 
-class Gate:
-    """A lock that the trial it lets through releases as soon as it has started, or
-    the `with` block at its end, whichever comes first."""
-
-    def __init__(self, lock: threading.Lock) -> None:
-        self._lock = lock
-        self._held = False
-
-    def __enter__(self) -> "Gate":
-        self._lock.acquire()
-        self._held = True
-        return self
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._lock.release()
-
-    def __exit__(self, *exception: object) -> None:
-        self.release()
-
-
 def run_one(
-    search: Search,
-    study: optuna.Study,
-    report: Callable[[optuna.Study, FrozenTrial], None],
-    failures_in_a_row: int,
-    gate: Gate,
+    search: Search, studies: dict[str, optuna.Study], failures_in_a_row: int, gate: Gate
 ) -> int:
-    """Run one trial (a re-queued one first), opening `gate` once it runs; return the
-    failures in a row since."""
-
-    def objective(trial: optuna.Trial) -> tuple[float, ...]:
-        gate.release()
-        return objective_values(search, trial)
-
-    before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-    study.optimize(
-        objective,
-        n_trials=1,
-        catch=(TrialFailed,),
-        callbacks=[report],
+    """Run one run (a re-queued one first), opening `gate` once it is under way; return
+    the failures in a row since."""
+    trial_flat = flatten(
+        parse_params(with_overrides(search.params_raw, search.config.trial_params))
     )
-    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) > before
-    failures_in_a_row = failures_in_a_row + 1 if failed else 0
+    run = start_run(search.config, trial_flat, studies)
+    storage = studies["keras"]._storage
+    heartbeat = Heartbeat(
+        storage, [trial._trial_id for trial in run.trials.values()], search.config.heartbeat_seconds
+    )
+    gate.release()
+    started = time.monotonic()
+    result, reason = None, ""
+    try:
+        result = run_pipeline(search, run)
+        tell(studies, run, result)
+    except TrialFailed as error:
+        reason = str(error)
+        if stopping.is_set():
+            # Stopped with the worker (Ctrl-C, SIGTERM), not failed by its params: the
+            # same command, run again, takes these params first.
+            fail_run(studies, run, reason)
+            requeue(studies, run)
+            logger.info(progress_line(search, studies, run, None, f"{reason}; queued again", 0))
+            return failures_in_a_row
+    except BaseException as error:
+        # Ctrl-C or a crash: the run fails with its reason, and the worker stops.
+        reason = f"stopped: {type(error).__name__}"
+        fail_run(studies, run, reason)
+        logger.info(progress_line(search, studies, run, None, reason, 0.0))
+        raise
+    finally:
+        heartbeat.stop()
+    if result is None:
+        fail_run(studies, run, reason)
+    logger.info(progress_line(search, studies, run, result, reason, time.monotonic() - started))
+    failures_in_a_row = failures_in_a_row + 1 if result is None else 0
     if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
         raise PipelineError(
             f"search: {MAX_FAILURES_IN_A_ROW} trials in a row failed; their logs are in "
@@ -240,14 +222,17 @@ def run_trials(search: Search, jobs: int, minutes: float) -> None:
     storage = open_storage(search.storage_url, search.config.heartbeat_seconds)
     deadline = time.monotonic() + minutes * 60 if minutes else None
     seeds = np.random.SeedSequence([search.config.seed, os.getpid()]).spawn(jobs)
-    studies = [
-        open_study(
-            storage, search.config, search.metric, len(FAMILIES), int(seed.generate_state(1)[0])
+    job_studies = [
+        open_studies(
+            storage,
+            search.config,
+            search.metric,
+            [int(value) for value in seed.generate_state(len(FAMILIES))],
         )
         for seed in seeds
     ]
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="search-job")
-    futures = [pool.submit(work, search, study, deadline) for study in studies]
+    futures = [pool.submit(work, search, studies, deadline) for studies in job_studies]
     try:
         for future in futures:
             future.result()
@@ -268,22 +253,25 @@ class Outcome:
     best: dict[str, FrozenTrial]
     experiments: dict[str, Experiment]
     verdict: ReplicateVerdict
-    counts: dict[TrialState, int]
+    counts: dict[str, dict[TrialState, int]]  # per library
 
 
-def decide(search: Search, study: optuna.Study, jobs: int) -> Outcome:
+def decide(search: Search, studies: dict[str, optuna.Study], jobs: int) -> Outcome:
     """Re-train each library's best trial with params.yaml's replicates (not the
     trial params) and compare them on the test rows, paired by replicate."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        raise PipelineError(f"study {search.config.study!r}: no finished trial to decide on")
-    best = {
-        family: best_trial(complete, index, search.direction)
-        for index, family in enumerate(FAMILIES)
-    }
-    names = {family: f"{search.config.study}-best-{family}-{len(complete)}" for family in FAMILIES}
-    if best["keras"].number == best["sklearn"].number:
-        names["sklearn"] = names["keras"] = f"{search.config.study}-best-{len(complete)}"
+    best = {}
+    for family, study in studies.items():
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            raise PipelineError(
+                f"study {search.config.study!r}: no finished trial of {family} to decide on "
+                "(none yet, or all pruned or failed)"
+            )
+        best[family] = best_trial(complete, search.direction)
+    runs = finished(count_states(studies["keras"]))
+    names = {family: f"{search.config.study}-best-{family}-{runs}" for family in FAMILIES}
+    if best["keras"].user_attrs["run"] == best["sklearn"].user_attrs["run"]:
+        names["sklearn"] = names["keras"] = f"{search.config.study}-best-{runs}"
 
     def retrain(family: str) -> Experiment:
         # A verdict asked again on the same trials reuses its experiments.
@@ -312,7 +300,8 @@ def decide(search: Search, study: optuna.Study, jobs: int) -> Outcome:
         search.params.compare.alpha,
         search.params.compare.confidence,
     )
-    return Outcome(best=best, experiments=experiments, verdict=verdict, counts=count_states(study))
+    counts = {family: count_states(study) for family, study in studies.items()}
+    return Outcome(best=best, experiments=experiments, verdict=verdict, counts=counts)
 
 
 def parse_arguments(arguments: list[str] | None) -> argparse.Namespace:
@@ -387,15 +376,10 @@ def main(arguments: list[str] | None = None) -> None:
     from pipeline import search_report
 
     storage = open_storage(search.storage_url, config.heartbeat_seconds)
-    try:
-        study = optuna.load_study(study_name=config.study, storage=storage)
-    except KeyError:
-        raise PipelineError(
-            f"no study {config.study!r} in {redact(search.storage_url)}; run trials first"
-        ) from None
-    outcome = decide(search, study, options.jobs)
+    studies = load_studies(storage, config)
+    outcome = decide(search, studies, options.jobs)
     folder = search.root / paths.SEARCH_REPORTS / config.study / "report"
-    search_report.write_report(search, study, outcome, folder)
+    search_report.write_report(search, studies, outcome, folder)
     # One run per re-trained experiment, which may be the best of both libraries.
     best_of: dict[str, list[str]] = {}
     for family, experiment in outcome.experiments.items():
@@ -416,5 +400,11 @@ def main(arguments: list[str] | None = None) -> None:
     logger.info("search: report %s; MLflow run %s", folder / "search.md", run_id)
 
 
+# The search is no stage: `dvc repro` would not go on with it.
+AFTER_A_STOPPED_SEARCH = (
+    "finished trials are kept and the stopped ones queued again; run the same command "
+    "to retry them and go on"
+)
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, AFTER_A_STOPPED_SEARCH)

@@ -31,6 +31,9 @@ def publish_search(
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
             raise PipelineError(f"MLflow experiment {experiment_name!r} is missing")
+        existing = same_study_run(client, experiment.experiment_id, study_run)
+        if existing is not None:
+            return existing
         run = client.create_run(
             experiment.experiment_id, run_name=study_run["name"], tags=study_run["tags"]
         )
@@ -41,3 +44,20 @@ def publish_search(
         client.log_artifacts(run.info.run_id, str(study_run["artifacts"]))
         client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
+
+
+def same_study_run(
+    client: mlflow.MlflowClient, experiment_id: str, study_run: dict[str, Any]
+) -> str | None:
+    """The finished study run whose `identity` tags say it recorded this very verdict
+    already, if any: a verdict asked again on the same trials logs no second run.
+    Study and experiment names hold letters, digits, '_' and '-' only, so the tags
+    need no quoting here."""
+    tags = study_run["tags"]
+    conditions = " and ".join(f"tags.`{key}` = '{tags[key]}'" for key in study_run["identity"])
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"{conditions} and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# On the study's MLflow run: what it decided on (see `study_run`).
+VERDICT_KEY = "search.verdict_of"
+
 
 def evaluator() -> optuna.importance.FanovaImportanceEvaluator:
     """fANOVA, seeded: each param's share of the objective's variance, whichever the
@@ -31,26 +34,26 @@ def evaluator() -> optuna.importance.FanovaImportanceEvaluator:
     return optuna.importance.FanovaImportanceEvaluator(seed=0)
 
 
-def importances(study: optuna.Study, index: int) -> dict[str, float] | None:
-    """Each param's importance for objective `index`; None while too few trials have
+def importances(study: optuna.Study) -> dict[str, float] | None:
+    """Each param's importance for the library's score; None while too few trials have
     finished to tell."""
     try:
-        return optuna.importance.get_param_importances(
-            study, evaluator=evaluator(), target=lambda trial: trial.values[index]
-        )
+        return optuna.importance.get_param_importances(study, evaluator=evaluator())
     except (ValueError, RuntimeError):
         return None
 
 
-def history_figure(
-    study: optuna.Study, metric: str, families: tuple[str, ...], maximize: bool
-) -> Figure:
-    """Both libraries' validation score per finished trial, and the best so far."""
+def history_figure(studies: dict[str, optuna.Study], metric: str, maximize: bool) -> Figure:
+    """Both libraries' validation score per finished trial (pruned ones have none), and
+    the best so far."""
     figure, axes = plt.subplots(figsize=(6, 4))
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    numbers = [trial.number for trial in trials]
-    for index, family in enumerate(families):
-        values = np.array([trial.values[index] for trial in trials])
+    for family, study in studies.items():
+        trials = sorted(
+            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+            key=lambda trial: trial.user_attrs["run"],
+        )
+        numbers = [trial.user_attrs["run"] for trial in trials]
+        values = np.array([trial.value for trial in trials])
         best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
         color = COLORS[family]
         axes.scatter(numbers, values, color=color, alpha=0.5, label=f"{family}, trial")
@@ -64,23 +67,22 @@ def history_figure(
 
 
 def draw_figures(
-    study: optuna.Study, metric: str, families: tuple[str, ...], maximize: bool, folder: Path
+    studies: dict[str, optuna.Study], metric: str, maximize: bool, folder: Path
 ) -> list[str]:
     """The optimization history and each library's param importances as PNG files;
     their names."""
     from optuna.visualization import matplotlib as plots
 
-    save_figure(history_figure(study, metric, families, maximize), folder / "history.png")
+    save_figure(history_figure(studies, metric, maximize), folder / "history.png")
     names = ["history.png"]
     with warnings.catch_warnings():
         # Optuna marks its matplotlib plots experimental; their output is what we want.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        for index, family in enumerate(families):
+        for family, study in studies.items():
             try:
                 axes = plots.plot_param_importances(
                     study,
                     evaluator=evaluator(),
-                    target=lambda trial, i=index: trial.values[i],
                     target_name=f"validation {metric}, {family}",
                 )
             except (ValueError, RuntimeError):
@@ -111,11 +113,15 @@ def _cell(value: Any) -> str:
 
 
 def report_markdown(
-    search: "Search", study: optuna.Study, outcome: "Outcome", figures: list[str]
+    search: "Search", studies: dict[str, optuna.Study], outcome: "Outcome", figures: list[str]
 ) -> str:
     config, metric = search.config, search.metric
     counts = outcome.counts
-    trials = study.get_trials(deepcopy=False)
+    trials = [trial for study in studies.values() for trial in study.get_trials(deepcopy=False)]
+    pruned = ", ".join(
+        f"{family} {family_counts[TrialState.PRUNED]}" for family, family_counts in counts.items()
+    )
+    finished_runs = counts["keras"][TrialState.COMPLETE] + counts["keras"][TrialState.PRUNED]
     started = [trial.datetime_start for trial in trials if trial.datetime_start]
     ended = [trial.datetime_complete for trial in trials if trial.datetime_complete]
     minutes = (max(ended) - min(started)).total_seconds() / 60 if started and ended else 0.0
@@ -126,12 +132,14 @@ def report_markdown(
         "",
         "## Budget",
         "",
-        f"The same for both libraries: every trial trained both on the same params, and "
-        f"each library's best trial is chosen by its own validation {metric} "
-        f"({search.direction}). Budget: {config.budget.trials or 'no limit on'} trials, "
-        f"{config.budget.minutes or 'no limit on'} minutes; sampler `{config.sampler}`.",
-        f"Finished trials: {counts[TrialState.COMPLETE]}, pruned {counts[TrialState.PRUNED]}, "
-        f"failed {counts[TrialState.FAIL]} (a killed worker's trial fails and is retried); "
+        f"The same for both libraries: every trial trained both on the same params, "
+        f"proposed in turn by each library's sampler, and each library's best trial is "
+        f"chosen by its own validation {metric} ({search.direction}). Budget: "
+        f"{config.budget.trials or 'no limit on'} trials, "
+        f"{config.budget.minutes or 'no limit on'} minutes; sampler `{config.sampler}`; "
+        f"pruner `{config.pruner.type}`.",
+        f"Finished trials: {finished_runs}, of which pruned: {pruned}; failed "
+        f"{counts['keras'][TrialState.FAIL]} (a killed worker's trial fails and is retried); "
         f"{minutes:.1f} minutes from the first trial's start to the last one's end.",
         f"Every trial also set: {_cell(config.trial_params)}.",
         "",
@@ -155,13 +163,13 @@ def report_markdown(
         family: decoded_params(config, trial.params) for family, trial in outcome.best.items()
     }
     lines.append(
-        "| trial | " + " | ".join(str(trial.number) for trial in outcome.best.values()) + " |"
+        "| trial | "
+        + " | ".join(str(trial.user_attrs["run"]) for trial in outcome.best.values())
+        + " |"
     )
     lines.append(
         f"| validation {metric} | "
-        + " | ".join(
-            f"{trial.values[index]:.4f}" for index, trial in enumerate(outcome.best.values())
-        )
+        + " | ".join(f"{trial.value:.4f}" for trial in outcome.best.values())
         + " |"
     )
     for key in config.space:
@@ -173,8 +181,8 @@ def report_markdown(
         + " |"
     )
     lines += ["", "## What mattered", ""]
-    for index, family in enumerate(outcome.best):
-        shares = importances(study, index)
+    for family in outcome.best:
+        shares = importances(studies[family])
         if shares is None:
             lines.append(f"- {family}: too few finished trials to estimate param importances.")
         else:
@@ -187,7 +195,7 @@ def report_markdown(
 def best_lines(outcome: "Outcome", config: Any) -> list[str]:
     """One line per library: its best trial and params."""
     return [
-        f"search: best {family}: trial {trial.number}: "
+        f"search: best {family}: trial {trial.user_attrs['run']}: "
         + ", ".join(
             f"{key}={short(value)}" for key, value in decoded_params(config, trial.params).items()
         )
@@ -195,14 +203,14 @@ def best_lines(outcome: "Outcome", config: Any) -> list[str]:
     ]
 
 
-def write_report(search: "Search", study: optuna.Study, outcome: "Outcome", folder: Path) -> None:
+def write_report(
+    search: "Search", studies: dict[str, optuna.Study], outcome: "Outcome", folder: Path
+) -> None:
     """The report folder, replaced as a whole once it is complete."""
     with atomic_directory(folder) as temporary:
-        figures = draw_figures(
-            study, search.metric, tuple(outcome.best), search.direction == "maximize", temporary
-        )
+        figures = draw_figures(studies, search.metric, search.direction == "maximize", temporary)
         (temporary / "search.md").write_text(
-            report_markdown(search, study, outcome, figures), encoding="utf-8"
+            report_markdown(search, studies, outcome, figures), encoding="utf-8"
         )
 
 
@@ -210,19 +218,30 @@ def study_run(search: "Search", outcome: "Outcome", folder: Path) -> dict[str, A
     """What the study's MLflow run records."""
     config, verdict = search.config, outcome.verdict
     metrics = {
-        f"best_validation_{search.metric}_{family}": trial.values[index]
-        for index, (family, trial) in enumerate(outcome.best.items())
+        f"best_validation_{search.metric}_{family}": trial.value
+        for family, trial in outcome.best.items()
     }
     metrics |= {
         f"test_{search.metric}_{family}": float(values.mean())
         for family, values in (("keras", verdict.keras), ("sklearn", verdict.sklearn))
     }
     metrics["p_value"] = verdict.p_value
-    metrics |= {f"trials_{state.name.lower()}": count for state, count in outcome.counts.items()}
+    metrics |= {
+        f"trials_{state.name.lower()}_{family}": count
+        for family, counts in outcome.counts.items()
+        for state, count in counts.items()
+    }
+    # The same verdict asked again (the same re-trained experiments, the same trial
+    # counts) finds its run instead of logging a second one.
+    verdict_key = ", ".join(
+        [experiment.name for experiment in outcome.experiments.values()]
+        + [f"{name} {int(value)}" for name, value in metrics.items() if name.startswith("trials_")]
+    )
     return {
         "name": f"search {config.study}",
         "tags": {
             "search.study": config.study,
+            VERDICT_KEY: verdict_key,
             "verdict": verdict.winner + ("" if verdict.significant else ", n.s."),
             **{
                 f"dvc.experiment.{family}": experiment.name
@@ -234,6 +253,7 @@ def study_run(search: "Search", outcome: "Outcome", folder: Path) -> dict[str, A
             "sampler": config.sampler,
             "budget.trials": config.budget.trials,
             "budget.minutes": config.budget.minutes,
+            "pruner": config.pruner.model_dump_json(),
             "objective": f"validation {search.metric}",
             **{
                 f"space.{key}": dimension.model_dump_json()
@@ -242,4 +262,6 @@ def study_run(search: "Search", outcome: "Outcome", folder: Path) -> dict[str, A
         },
         "metrics": metrics,
         "artifacts": folder,
+        # The tags that say a run recorded this very verdict.
+        "identity": ("search.study", VERDICT_KEY),
     }

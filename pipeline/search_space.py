@@ -83,6 +83,17 @@ class Budget(_Strict):
         return self
 
 
+class Pruner(_Strict):
+    """Optuna's median pruner per library, or none: a library's trial stops once its
+    validation loss trails the median of that library's finished trials."""
+
+    type: Literal["median", "none"] = "median"
+    # No pruning until this many of the library's trials have finished, ...
+    startup_trials: Annotated[int, Field(ge=0, le=1000, strict=True)] = 5
+    # ... nor in a trial's first epochs.
+    warmup_epochs: Annotated[int, Field(ge=0, le=100_000, strict=True)] = 0
+
+
 class SearchConfig(_Strict):
     """All of `search.yaml`."""
 
@@ -91,6 +102,7 @@ class SearchConfig(_Strict):
     seed: Annotated[int, Field(ge=0, lt=2**32, strict=True)]
     budget: Budget
     heartbeat_seconds: Annotated[int, Field(ge=1, le=3600, strict=True)]
+    pruner: Pruner = Pruner()
     # Set in every trial, on top of params.yaml; the final verdict uses params.yaml.
     trial_params: dict[str, Any]
     space: Annotated[dict[str, Dimension], Field(min_length=1)]

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 
 from pipeline import paths
 from pipeline.errors import PipelineError
+from pipeline.pruning import build_pruner, sqlite_engine_arguments
 from pipeline.search_space import SearchConfig
 from pipeline.statistics import LOWER_IS_BETTER
 
@@ -54,15 +55,13 @@ def redact(url: str) -> str:
 def open_storage(url: str, heartbeat: int) -> RDBStorage:
     """The storage with heartbeats: a worker silent for GRACE_HEARTBEATS heartbeats has
     its running trial failed by the next worker that looks, and re-queued."""
-    sqlite = url.startswith("sqlite")
     try:
         with warnings.catch_warnings():
             # Heartbeats and their retry callback are marked experimental since 2.8.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
                 url,
-                # SQLite: writers in several threads wait for the lock instead of failing.
-                engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
+                engine_kwargs=sqlite_engine_arguments(url),
                 heartbeat_interval=heartbeat,
                 grace_period=GRACE_HEARTBEATS * heartbeat,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
@@ -76,41 +75,77 @@ def open_storage(url: str, heartbeat: int) -> RDBStorage:
         ) from None
 
 
-def open_study(
+def study_name(config: SearchConfig, family: str) -> str:
+    """The study of one library: `<study>.<family>` (a search's name has no dot)."""
+    return f"{config.study}.{family}"
+
+
+def _refuse_old_layout(storage: RDBStorage, config: SearchConfig) -> None:
+    """Searches before pruning kept one study with two objectives under the plain name."""
+    try:
+        storage.get_study_id_from_name(config.study)
+    except KeyError:
+        return
+    raise PipelineError(
+        f"study {config.study!r} in {redact(storage.url)} has the old layout (one study with "
+        "two objectives, before pruning); name a new study"
+    )
+
+
+def open_studies(
     storage: RDBStorage,
     config: SearchConfig,
     metric: str,
-    objectives: int,
-    sampler_seed: int | None,
-) -> optuna.Study:
-    """The study by name, created by the first worker; a worker with another search
+    sampler_seeds: list[int] | None,
+) -> dict[str, optuna.Study]:
+    """Each library's study, created by the first worker; a worker with another search
     space or objective is refused, so that no study mixes two."""
-    if config.sampler == "tpe":
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=sampler_seed)
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=sampler_seed)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=config.study,
-        directions=["minimize" if metric in LOWER_IS_BETTER else "maximize"] * objectives,
-        sampler=sampler,
-        load_if_exists=True,
-    )
+    _refuse_old_layout(storage, config)
     definition = {
         "space": config.model_dump(mode="json")["space"],
         "trial_params": config.trial_params,
         "metric": metric,
     }
-    recorded = study.user_attrs.get("definition")
-    if recorded is None:
-        study.set_user_attr("definition", definition)
-        study.set_user_attr("budget", config.budget.model_dump(mode="json"))
-    elif recorded != definition:
-        raise PipelineError(
-            f"study {config.study!r} in {redact(storage.url)} was started with another "
-            "search space, trial_params or compare.primary_metric; name a new study"
+    studies = {}
+    for index, family in enumerate(paths.MODEL_FAMILIES):
+        seed = sampler_seeds[index] if sampler_seeds else None
+        if config.sampler == "tpe":
+            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=seed)
+        else:
+            sampler = optuna.samplers.RandomSampler(seed=seed)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name(config, family),
+            direction="minimize" if metric in LOWER_IS_BETTER else "maximize",
+            sampler=sampler,
+            pruner=build_pruner(config.pruner.model_dump()),
+            load_if_exists=True,
         )
-    return study
+        recorded = study.user_attrs.get("definition")
+        if recorded is None:
+            study.set_user_attr("definition", definition)
+            study.set_user_attr("budget", config.budget.model_dump(mode="json"))
+        elif recorded != definition:
+            raise PipelineError(
+                f"study {config.study!r} in {redact(storage.url)} was started with another "
+                "search space, trial_params or compare.primary_metric; name a new study"
+            )
+        studies[family] = study
+    return studies
+
+
+def load_studies(storage: RDBStorage, config: SearchConfig) -> dict[str, optuna.Study]:
+    """Each library's study as the trials left it, for the verdict."""
+    _refuse_old_layout(storage, config)
+    try:
+        return {
+            family: optuna.load_study(study_name=study_name(config, family), storage=storage)
+            for family in paths.MODEL_FAMILIES
+        }
+    except KeyError:
+        raise PipelineError(
+            f"no study {config.study!r} in {redact(storage.url)}; run trials first"
+        ) from None
 
 
 def count_states(study: optuna.Study) -> dict[TrialState, int]:

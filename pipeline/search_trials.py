@@ -4,6 +4,7 @@ for the final verdict)."""
 
 import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -84,9 +85,16 @@ def _reference(baseline: str, name: str) -> str:
     return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
 
 
-def run_experiment(root: Path, name: str, overrides: dict[str, Any], log_path: Path) -> Experiment:
+def run_experiment(
+    root: Path,
+    name: str,
+    overrides: dict[str, Any],
+    log_path: Path,
+    environment: dict[str, str] | None = None,
+) -> Experiment:
     """Run the pipeline once as the DVC experiment `name` in a temporary copy
-    (`dvc exp run --temp`, so several run at once); its output goes to `log_path`."""
+    (`dvc exp run --temp`, so several run at once), with `environment` added to ours;
+    its output goes to `log_path`."""
     baseline = _git(root, "rev-parse", "HEAD")
     command = ["dvc", "exp", "run", "--temp", "--name", name]
     for key, value in overrides.items():
@@ -99,6 +107,7 @@ def run_experiment(root: Path, name: str, overrides: dict[str, Any], log_path: P
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(environment or {})},
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         with _running_lock:
@@ -129,6 +138,20 @@ def read_text(root: Path, experiment: Experiment, path: Path) -> str:
 def mlflow_parent_run(root: Path, experiment: Experiment) -> str:
     """The MLflow parent run the experiment's `track` stage published."""
     return json.loads(read_text(root, experiment, paths.PUBLISHED))["mlflow_run"]
+
+
+def family_runs(root: Path, experiment: Experiment) -> dict[str, str]:
+    """Each library's MLflow run under the experiment's parent run."""
+    runs = json.loads(read_text(root, experiment, paths.MLFLOW_RUNS))
+    return {family: runs[f"{family}_run_id"] for family in paths.MODEL_FAMILIES}
+
+
+def pruned_epochs(root: Path, experiment: Experiment) -> dict[str, int | None]:
+    """The epoch at which each library's trainer was pruned, None where it was not."""
+    return {
+        family: json.loads(read_text(root, experiment, paths.SUMMARIES[family])).get("pruned_epoch")
+        for family in paths.MODEL_FAMILIES
+    }
 
 
 def validation_scores(

@@ -50,6 +50,7 @@ from pipeline.history import (
 )
 from pipeline.memory import check_stage_memory
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
+from pipeline.pruning import EpochPruning, from_environment
 from pipeline.replicates import (
     layer_units,
     own_epoch_orders,
@@ -470,9 +471,11 @@ def train_stacked(
     seeds: list[int],
     initialization: Initialization = "library",
     jit_compile: bool | None = None,
+    pruning: EpochPruning | None = None,
 ) -> list[KerasResult]:
     """Train K replicates with `StackedLoop`: one table shared by all of them, or one
-    per replicate. XLA by default when the training repays its compile."""
+    per replicate. XLA by default when the training repays its compile. A search
+    trial's `pruning` hears the replicates' mean validation loss after each epoch."""
     n_classes = class_count(*train_tables, *validation_tables)
     n_rows = len(train_tables[0].labels)
     n_features = train_tables[0].features.shape[1]
@@ -518,6 +521,10 @@ def train_stacked(
             }
             recorder.record(replicate, record, partial(network.replicate_weights, replicate))
             log_epoch(replicate_label("keras", replicate, len(seeds)), record, spec.epochs)
+        # The replicates that trained this epoch (early stopping may have ended some).
+        trained = [rows[-1]["val_loss"] for rows in recorder.records if rows[-1]["epoch"] == epoch]
+        if pruning is not None and pruning.should_stop(epoch, trained):
+            break
     train_seconds = time.perf_counter() - started
     for replicate, model in enumerate(models):
         model.set_weights(network.replicate_weights(replicate))
@@ -544,6 +551,7 @@ def train_fit(
     kernel_initializer: KerasInitializer,
     seeds: list[int],
     initialization: Initialization = "library",
+    pruning: EpochPruning | None = None,
 ) -> list[KerasResult]:
     """Train each replicate with Keras' own `model.fit`, one call per epoch on the
     same shuffled orders as the stacked loop: the reference that loop is held to."""
@@ -590,6 +598,8 @@ def train_fit(
             }
             recorder.record(0, record, model.get_weights)
             log_epoch(replicate_label("keras", replicate, len(seeds)), record, spec.epochs)
+            if pruning is not None and pruning.should_stop(epoch, [val_loss]):
+                break
         results += recorder.results([model], time.perf_counter() - started, len(targets))
     return results
 
@@ -610,12 +620,19 @@ def train_replicates(
     seeds: list[int],
     initialization: Initialization = "library",
     trainer: KerasTrainer = "auto",
+    pruning: EpochPruning | None = None,
 ) -> list[KerasResult]:
     """One trained model per seed. `train_tables` holds one table that every
     replicate trains on, or one per replicate (re-drawn splits); likewise
     `validation_tables`."""
     return TRAINERS[trainer](
-        train_tables, validation_tables, spec, kernel_initializer, seeds, initialization
+        train_tables,
+        validation_tables,
+        spec,
+        kernel_initializer,
+        seeds,
+        initialization,
+        pruning=pruning,
     )
 
 
@@ -676,6 +693,7 @@ def main() -> None:
     check_batch_size(params.model, n_rows)
     check_stage_memory(params, n_rows, len(columns), n_classes, "train_keras")
     validation_tables = read_split("validation", replicates, params.seed, n_classes, columns)
+    pruning = from_environment("keras")
     started = time.perf_counter()
     results = train_replicates(
         train_tables,
@@ -685,6 +703,7 @@ def main() -> None:
         seeds,
         replicates.initialization,
         params.train_keras.trainer,
+        pruning,
     )
     train_seconds = time.perf_counter() - started
     del train_tables, validation_tables
@@ -702,7 +721,8 @@ def main() -> None:
     write_training_records(
         "keras",
         [result.history for result in results],
-        family_summary([result.summary for result in results], seeds),
+        family_summary([result.summary for result in results], seeds)
+        | (pruning.summary() if pruning is not None else {}),
         family_timing([result.summary for result in results], train_seconds, n_rows),
     )
     sample = test_tables[0].features[:5]

@@ -49,6 +49,7 @@ from pipeline.history import (
 )
 from pipeline.memory import check_stage_memory
 from pipeline.mlflow_models import PRELOAD_MAX_ROWS, preload_mlflow, save_mlflow_model
+from pipeline.pruning import EpochPruning, from_environment
 from pipeline.replicates import read_split, replicate_seeds
 from pipeline.reproducible import rewrite_archive
 
@@ -130,8 +131,10 @@ def train(
     schedule: LearningRateSchedule,
     seed: int,
     label: str = "sklearn",
+    pruning: EpochPruning | None = None,
 ) -> SklearnResult:
-    """One `partial_fit` per epoch, with the same history and early stopping as Keras.
+    """One `partial_fit` per epoch, with the same history and early stopping as Keras,
+    stopped early too when a search trial's `pruning` says so.
 
     Seeded with `RandomState(seed)`, MLPClassifier draws its initial weights and then
     each epoch's order from it: the start that `replicates.initialization: shared`
@@ -169,6 +172,8 @@ def train(
         }
         records.append(record)
         log_epoch(label, record, spec.epochs)
+        if pruning is not None and pruning.should_stop(epoch, [record["val_loss"]]):
+            break
         if spec.patience == 0:
             continue
         if stopping.improved(epoch, record["val_loss"]):
@@ -205,10 +210,12 @@ def train_replicates(
     spec: ModelSpec,
     schedule: LearningRateSchedule,
     seeds: list[int],
+    pruning: EpochPruning | None = None,
 ) -> list[SklearnResult]:
     """One trained classifier per seed, on one shared table or one per replicate.
-    Large trainings run on every core, one replicate per process; small ones in
-    this process, where starting workers would cost more than the training."""
+    Large trainings run on every core, one replicate per process; small ones, and a
+    search trial's (its pruning reports from this process), in this process, where
+    starting workers would cost more than the training."""
     count = len(seeds)
     jobs = [
         (
@@ -223,8 +230,8 @@ def train_replicates(
     ]
     work = len(train_tables[0].labels) * spec.epochs * count
     workers = min(count, os.cpu_count() or 1)
-    if workers == 1 or work < PARALLEL_MIN_SAMPLE_EPOCHS:
-        return [train(*job) for job in jobs]
+    if workers == 1 or work < PARALLEL_MIN_SAMPLE_EPOCHS or pruning is not None:
+        return [train(*job, pruning=pruning) for job in jobs]
     return joblib.Parallel(n_jobs=workers)(joblib.delayed(_train_replicate)(*job) for job in jobs)
 
 
@@ -267,6 +274,7 @@ def main() -> None:
     check_batch_size(params.model, n_rows)
     check_stage_memory(params, n_rows, len(columns), n_classes, "train_sklearn")
     validation_tables = read_split("validation", replicates, params.seed, n_classes, columns)
+    pruning = from_environment("sklearn")
     started = time.perf_counter()
     results = train_replicates(
         train_tables,
@@ -274,6 +282,7 @@ def main() -> None:
         params.model,
         params.train_sklearn.learning_rate_schedule,
         seeds,
+        pruning,
     )
     train_seconds = time.perf_counter() - started
     del train_tables, validation_tables
@@ -292,7 +301,8 @@ def main() -> None:
     write_training_records(
         "sklearn",
         [result.history for result in results],
-        family_summary([result.summary for result in results], seeds),
+        family_summary([result.summary for result in results], seeds)
+        | (pruning.summary() if pruning is not None else {}),
         family_timing([result.summary for result in results], train_seconds, n_rows),
     )
     sample = test_tables[0].features[:5]

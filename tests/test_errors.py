@@ -169,6 +169,17 @@ def test_interrupt_is_one_line_and_128_plus_the_signal(
     assert completed.stderr == f"error: stopped by {name}; {STOPPED}\n"
 
 
+def test_a_command_that_is_no_stage_says_what_to_run_after_a_stop(tmp_path: Path):
+    """`dvc repro` would not go on with the search or rank: they say their own next step."""
+    script = WAITING_STAGE.format(action="raise KeyboardInterrupt").replace(
+        "run_stage(main)", 'run_stage(main, "run the same command again")'
+    )
+    completed = run_python(["-c", script], tmp_path)
+
+    assert completed.returncode == 130
+    assert completed.stderr == "error: stopped by Ctrl-C (SIGINT); run the same command again\n"
+
+
 # Starts the stage above, as `dvc repro` does, and waits to be killed. With "dvc", the
 # stage is its child; with "dvc through sh", a child of `/bin/sh -c`, as under DVC when
 # SHELL is unset (dash forks the command and waits for it). Prints the child's pid.

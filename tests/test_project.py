@@ -51,6 +51,9 @@ def test_ruff(command: list[str]):
         # The search loads models to score trials, and writes to MLflow, lazily.
         ("pipeline.search", True),  # its study run: pipeline.search_publication
         ("pipeline.search_report", False),
+        # The trainers' pruning hook imports Optuna only inside a search trial.
+        ("pipeline.pruning", False),
+        ("pipeline.search_runs", False),
     ],
 )
 def test_only_train_keras_imports_tensorflow(module: str, uses_mlflow: bool):

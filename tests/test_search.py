@@ -1,7 +1,8 @@
 """The search, end to end: real trials (`dvc exp run` of the tiny pipeline), the
-embedded SQLite storage with its fair verdict, and two workers sharing one study on a
-real PostgreSQL server, one of them killed mid-trial."""
+embedded SQLite storage with its fair verdict, two workers sharing the studies on a
+real PostgreSQL server, one of them killed mid-trial, Ctrl-C, and a pruned library."""
 
+import json
 import os
 import signal
 import subprocess
@@ -77,6 +78,14 @@ def experiment_revision(project: Path, name: str) -> str | None:
     return None
 
 
+def load_studies(url: str) -> dict[str, optuna.Study]:
+    """Each library's study: `<study>.keras` and `<study>.sklearn`."""
+    return {
+        family: optuna.load_study(study_name=f"{STUDY}.{family}", storage=url)
+        for family in ("keras", "sklearn")
+    }
+
+
 def mlflow_client(project: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{project / paths.MLFLOW_DATABASE}")
 
@@ -87,11 +96,12 @@ def check_trials_in_mlflow(project: Path, trials: list[optuna.trial.FrozenTrial]
     client = mlflow_client(project)
     for trial in trials:
         run = client.get_run(trial.user_attrs["mlflow_run"])
+        number = trial.user_attrs["run"]
         assert run.info.status == "FINISHED"
         assert run.data.tags["search.study"] == STUDY
-        assert run.data.tags["search.trial"] == str(trial.number)
-        assert run.info.run_name == f"{STUDY}-{trial.number}"
-        assert run.data.tags["dvc.experiment"] == f"{STUDY}-{trial.number}"
+        assert run.data.tags["search.trial"] == str(number)
+        assert run.info.run_name == f"{STUDY}-{number}"
+        assert run.data.tags["dvc.experiment"] == f"{STUDY}-{number}"
 
 
 def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path) -> None:
@@ -102,10 +112,17 @@ def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path)
     # The embedded storage: an SQLite file beside mlflow.db.
     database = project / "optuna.db"
     assert database.exists() and (project / paths.MLFLOW_DATABASE).exists()
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{database}")
-    trials = study.get_trials()
+    studies = load_studies(f"sqlite:///{database}")
+    trials = studies["keras"].get_trials()
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2
+    sklearn_trials = {trial.user_attrs["run"]: trial for trial in studies["sklearn"].get_trials()}
+    # Both libraries were scored on the same runs with the same params, each run's
+    # params proposed by one library's sampler.
+    assert sorted(sklearn_trials) == sorted(trial.number for trial in trials)
+    assert {trial.user_attrs["lead"] for trial in trials} == {"keras", "sklearn"}
     for trial in trials:
+        assert sklearn_trials[trial.number].params == trial.params
+        assert sklearn_trials[trial.number].state == TrialState.COMPLETE
         assert f"search: trial {trial.number} in " in log
 
     # The objective is each library's ROC AUC on the validation rows: recomputed here
@@ -122,8 +139,8 @@ def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path)
         model = load_model(tmp_path / "model.skops")
         probabilities = model.predict_proba(validation.features)[:, 1]
         expected = roc_auc_score(validation.labels, probabilities)
-        assert trial.values[1] == pytest.approx(expected, abs=1e-6)
-        assert 0.0 <= trial.values[0] <= 1.0
+        assert sklearn_trials[trial.number].value == pytest.approx(expected, abs=1e-6)
+        assert 0.0 <= trial.value <= 1.0
         params = yaml.safe_load(files.read_text("params.yaml"))
         assert params["replicates"]["count"] == 1
         assert params["model"]["learning_rate"] == pytest.approx(
@@ -134,14 +151,14 @@ def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path)
     # The fair verdict: each library's best trial re-trained with params.yaml's
     # replicates, compared on the test rows, paired by replicate.
     best = {
-        family: max(trials, key=lambda trial, i=index: (trial.values[i], -trial.number))
-        for index, family in enumerate(("keras", "sklearn"))
+        family: max(study.get_trials(), key=lambda trial: (trial.value, -trial.user_attrs["run"]))
+        for family, study in studies.items()
     }
     values = {}
     for family, trial in best.items():
         name = (
             f"{STUDY}-best-2"
-            if best["keras"].number == best["sklearn"].number
+            if best["keras"].user_attrs["run"] == best["sklearn"].user_attrs["run"]
             else f"{STUDY}-best-{family}-2"
         )
         revision = experiment_revision(project, name)
@@ -163,7 +180,10 @@ def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path)
     assert "| `model.learning_rate` | float | 0.001 to 0.1 | log | - |" in report
     assert "| `model.hidden_layers` | categorical | [[8], [16, 8]] | - | - |" in report
 
-    # The study's own MLflow run: the report and its figures as artifacts.
+    # The study's own MLflow run: the report and its figures as artifacts. The same
+    # verdict asked again finds that run instead of logging a second one.
+    again = execute(project, sys.executable, "-m", "pipeline.search", "--verdict-only")
+    assert "re-training" not in again.stderr
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     (study_run,) = client.search_runs(
@@ -172,7 +192,10 @@ def test_search_on_the_embedded_storage_ends_with_a_fair_verdict(tmp_path: Path)
     artifacts = {item.path for item in client.list_artifacts(study_run.info.run_id)}
     assert {"search.md", "history.png"} <= artifacts
     assert study_run.data.metrics["test_roc_auc_keras"] == pytest.approx(verdict.keras.mean())
-    assert study_run.data.metrics["trials_complete"] == 2
+    assert f"MLflow run {study_run.info.run_id}" in log
+    assert f"MLflow run {study_run.info.run_id}" in again.stderr
+    assert study_run.data.metrics["trials_complete_keras"] == 2
+    assert study_run.data.metrics["trials_pruned_sklearn"] == 0
     assert study_run.data.params["budget.trials"] == "2"
 
 
@@ -196,9 +219,9 @@ def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(
             command, cwd=project, env=environment(), stdout=log, stderr=subprocess.STDOUT
         )
 
-    def trials() -> list[optuna.trial.FrozenTrial]:
+    def trials(family: str = "keras") -> list[optuna.trial.FrozenTrial]:
         try:
-            return optuna.load_study(study_name=STUDY, storage=url).get_trials()
+            return load_studies(url)[family].get_trials()
         except KeyError:  # not created yet
             return []
 
@@ -237,6 +260,12 @@ def test_workers_share_a_postgresql_study_and_a_killed_workers_trial_is_retried(
     assert len(retries) == 1
     assert retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params
+    # The other library's study failed and retried the same run alongside.
+    sklearn = {trial.user_attrs["run"]: trial for trial in trials("sklearn")}
+    assert sklearn[killed.number].state == TrialState.FAIL
+    assert sklearn[retries[0].number].state == TrialState.COMPLETE
+    assert sklearn[retries[0].number].params == killed.params
+    assert len(sklearn) == len(final)
     # None lost: every other trial finished, nothing is left running or waiting.
     complete = [trial for trial in final if trial.state == TrialState.COMPLETE]
     assert len(complete) == SEARCH["budget"]["trials"]
@@ -277,7 +306,7 @@ def test_ctrl_c_stops_the_running_trial_and_no_job_starts_another(tmp_path: Path
 
     def trials() -> list[optuna.trial.FrozenTrial]:
         try:
-            return optuna.load_study(study_name=STUDY, storage=url).get_trials()
+            return load_studies(url)["keras"].get_trials()
         except KeyError:  # not created yet
             return []
 
@@ -287,12 +316,22 @@ def test_ctrl_c_stops_the_running_trial_and_no_job_starts_another(tmp_path: Path
     os.killpg(worker.pid, signal.SIGINT)
     assert worker.wait(timeout=300) == 130
     lines = log.read_text().splitlines()
-    assert lines[-1].startswith("error: stopped by Ctrl-C (SIGINT)")
+    assert lines[-1] == (
+        "error: stopped by Ctrl-C (SIGINT); finished trials are kept and the stopped ones "
+        "queued again; run the same command to retry them and go on"
+    )
     assert not any("Traceback" in line for line in lines)
-    (trial,) = trials()
+    trial, queued = trials()
     assert trial.state == TrialState.FAIL
     assert f"search: trial {trial.number} failed: " in log.read_text()
+    assert "; queued again" in log.read_text()
     assert experiment_revision(project, f"{STUDY}-{trial.number}") is None
+    # Queued again in both studies, so that the same command, run again, retries it.
+    assert queued.state == TrialState.WAITING
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(queued) == trial.number
+    assert queued.params == trial.params
+    sklearn = load_studies(url)["sklearn"].get_trials()
+    assert [twin.state for twin in sklearn] == [TrialState.FAIL, TrialState.WAITING]
 
     # Nothing of the worker's session is left running once its stages have stopped
     # (each one finishes its own clean-up after its `dvc` is gone).
@@ -301,3 +340,79 @@ def test_ctrl_c_stops_the_running_trial_and_no_job_starts_another(tmp_path: Path
         return not subprocess.run(listed, capture_output=True, text=True).stdout.strip()
 
     wait_for(session_ended, 120, "the worker's processes to end")
+
+    execute(project, *command, "--trials-only")
+    retried = trials()[1]
+    assert retried.state == TrialState.COMPLETE
+    assert retried.params == trial.params
+    assert experiment_revision(project, f"{STUDY}-{retried.number}") is not None
+
+
+def earlier_run(intermediate: float, value: float) -> optuna.trial.FrozenTrial:
+    """A finished run 0 of one library, with the same loss at both epochs."""
+    return optuna.trial.create_trial(
+        params={"model.learning_rate": 0.01, "model.hidden_layers": "[8]"},
+        distributions={
+            "model.learning_rate": optuna.distributions.FloatDistribution(0.001, 0.1, log=True),
+            "model.hidden_layers": optuna.distributions.CategoricalDistribution(["[8]", "[16, 8]"]),
+        },
+        value=value,
+        intermediate_values={1: intermediate, 2: intermediate},
+        user_attrs={"run": 0},
+    )
+
+
+def test_a_pruned_library_is_pruned_in_optuna_dvc_and_mlflow_and_the_other_counts(
+    tmp_path: Path,
+) -> None:
+    project = tiny_project(tmp_path / "project", EXPERIMENT, epochs=2)
+    pruner = {"type": "median", "startup_trials": 1, "warmup_epochs": 0}
+    (project / "search.yaml").write_text(yaml.safe_dump({**SEARCH, "pruner": pruner}))
+    commit_all(project, "a tiny search that prunes")
+    url = f"sqlite:///{project / 'optuna.db'}"
+    # An earlier run whose Keras validation loss was 0 at every epoch (reported as -0:
+    # the studies maximize ROC AUC), and whose scikit-learn loss was huge: the median
+    # pruner then prunes Keras after epoch 1 of the next run, never scikit-learn.
+    for family, intermediate in (("keras", -0.0), ("sklearn", -1e9)):
+        study = optuna.create_study(
+            study_name=f"{STUDY}.{family}", storage=url, direction="maximize"
+        )
+        study.add_trial(earlier_run(intermediate, 0.5))
+
+    completed = execute(
+        project, sys.executable, "-m", "pipeline.search", "--trials", "2", "--trials-only"
+    )
+
+    studies = load_studies(url)
+    keras, sklearn = (studies[family].get_trials()[1] for family in ("keras", "sklearn"))
+    assert keras.state == TrialState.PRUNED
+    assert keras.user_attrs["pruned_epoch"] == 1
+    assert list(keras.intermediate_values) == [1]
+    assert sklearn.state == TrialState.COMPLETE
+    assert 0.0 <= sklearn.value <= 1.0
+    assert list(sklearn.intermediate_values) == [1, 2]
+    assert f"search: trial {keras.number} in " in completed.stderr
+    assert "validation roc_auc keras pruned at epoch 1, sklearn " in completed.stderr
+
+    # DVC: the experiment completed; the pruned trainer's summary and the headline
+    # (`dvc exp show`) say so, the other trainer trained every epoch.
+    revision = experiment_revision(project, f"{STUDY}-{keras.number}")
+    assert revision is not None
+    files = DVCFileSystem(str(project), rev=revision)
+    summary = json.loads(files.read_text(str(paths.SUMMARIES["keras"])))
+    assert summary["pruned"] is True
+    assert summary["pruned_epoch"] == 1
+    assert summary["epochs_trained"] == 1
+    assert "pruned" not in json.loads(files.read_text(str(paths.SUMMARIES["sklearn"])))
+    headline = json.loads(files.read_text(str(paths.HEADLINE)))
+    assert headline["keras_pruned_epoch"] == 1
+    assert "sklearn_pruned_epoch" not in headline
+
+    # MLflow: the Keras run of the trial is tagged pruned, the scikit-learn run not.
+    runs = json.loads(files.read_text(str(paths.MLFLOW_RUNS)))
+    client = mlflow_client(project)
+    keras_run = client.get_run(runs["keras_run_id"])
+    assert keras_run.data.tags["search.pruned"] == "true"
+    assert keras_run.data.tags["search.pruned_epoch"] == "1"
+    assert "search.pruned" not in client.get_run(runs["sklearn_run_id"]).data.tags
+    assert client.get_run(keras.user_attrs["mlflow_run"]).info.status == "FINISHED"

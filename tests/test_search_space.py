@@ -44,6 +44,14 @@ def test_committed_search_file_is_valid() -> None:
     assert config.space["model.learning_rate"].log is True
     assert config.space["model.momentum"].when == {"model.optimizer": "sgd"}
     assert params_raw["compare"]["primary_metric"] == "roc_auc"
+    assert config.pruner.model_dump() == {"type": "median", "startup_trials": 5, "warmup_epochs": 2}
+
+
+def test_pruner_is_optional_and_defaults_to_the_median(
+    search_raw: dict[str, Any], params_raw: dict[str, Any]
+) -> None:
+    config = parse_search(edited(search_raw, ("pruner",), None), params_raw, SOURCE)
+    assert config.pruner.model_dump() == {"type": "median", "startup_trials": 5, "warmup_epochs": 0}
 
 
 def edited(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -139,6 +147,9 @@ def edited(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, 
             "space.model.momentum.when.model.optimiser: no such key in params.yaml",
         ),
         (("space",), {}, "space is empty; name at least one param"),
+        (("pruner", "type"), "hyperband", "pruner.type = 'hyperband': allowed: 'median' or 'none'"),
+        (("pruner", "warmup_epochs"), -1, "pruner.warmup_epochs = -1: must be greater than"),
+        (("pruner", "patience"), 3, "unknown key pruner.patience"),
     ],
 )
 def test_bad_search_file_is_one_line(

@@ -6,10 +6,10 @@ import optuna
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
-from pipeline.search import best_trial
 from pipeline.search_report import verdict_sentence
+from pipeline.search_runs import best_trial
 from pipeline.search_trials import dvc_override, failure_line
 from pipeline.statistics import compare_replicates
 
@@ -49,26 +49,21 @@ def test_failure_line_prefers_the_stage_error() -> None:
     assert failure_line("") == "no output"
 
 
-def finished_trial(number: int, values: list[float]) -> optuna.trial.FrozenTrial:
-    trial = optuna.trial.create_trial(
+def finished_trial(run: int, value: float) -> optuna.trial.FrozenTrial:
+    """A finished trial of one library's study, of pipeline run `run`."""
+    return create_trial(
         params={"x": 0.5},
         distributions={"x": FloatDistribution(0, 1)},
-        values=values,
+        value=value,
+        user_attrs={"run": run},
         state=TrialState.COMPLETE,
     )
-    trial.number = number
-    return trial
 
 
-def test_best_trial_per_objective_and_earliest_on_ties() -> None:
-    trials = [
-        finished_trial(0, [0.80, 0.90]),
-        finished_trial(1, [0.85, 0.70]),
-        finished_trial(2, [0.85, 0.90]),
-    ]
-    assert best_trial(trials, 0, "maximize").number == 1
-    assert best_trial(trials, 1, "maximize").number == 0
-    assert best_trial(trials, 1, "minimize").number == 1
+def test_best_trial_by_direction_and_earliest_run_on_ties() -> None:
+    trials = [finished_trial(2, 0.85), finished_trial(0, 0.80), finished_trial(1, 0.85)]
+    assert best_trial(trials, "maximize").user_attrs["run"] == 1
+    assert best_trial(trials, "minimize").user_attrs["run"] == 0
 
 
 def test_verdict_sentence_states_the_replicate_verdict() -> None:

@@ -61,6 +61,12 @@ UnitInterval = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=Fal
 StrictBool = Annotated[bool, Field(strict=True)]
 
 
+# Error lines show at most this many characters of a value or key (`shown`).
+SHOWN_CHARACTERS = 80
+# MLflow's databases hold experiment and registered model names of at most 256.
+MLFLOW_NAME_LENGTH = 256
+
+
 class _YamlLoader(yaml.SafeLoader):
     """PyYAML, but `1e-3` is a float, as in YAML 1.2 and in DVC's own parser."""
 
@@ -110,12 +116,12 @@ class DatasetConfig(Section):
             return self
         if Path(self.path).suffix.lower() not in FILE_SUFFIXES:
             raise ValueError(
-                f"dataset.path = {self.path!r}: with dataset.source = 'file', allowed: "
+                f"dataset.path = {shown(self.path)}: with dataset.source = 'file', allowed: "
                 f"a {' or '.join(FILE_SUFFIXES)} file"
             )
         if not self.target.strip():
             raise ValueError(
-                f"dataset.target = {self.target!r}: with dataset.source = 'file', name "
+                f"dataset.target = {shown(self.target)}: with dataset.source = 'file', name "
                 "the column to predict"
             )
         return self
@@ -244,8 +250,13 @@ class TrackConfig(Section):
     def _check_name(self) -> "TrackConfig":
         if not self.experiment_name.strip():
             raise ValueError(
-                f"track.experiment_name = {self.experiment_name!r}: must contain a "
+                f"track.experiment_name = {shown(self.experiment_name)}: must contain a "
                 "non-space character"
+            )
+        if len(self.experiment_name) > MLFLOW_NAME_LENGTH:
+            raise ValueError(
+                f"track.experiment_name = {shown(self.experiment_name)}: at most "
+                f"{MLFLOW_NAME_LENGTH} characters (MLflow's database column)"
             )
         return self
 
@@ -262,10 +273,11 @@ class PromoteConfig(Section):
     @model_validator(mode="after")
     def _check_name(self) -> "PromoteConfig":
         # A plain name: it is quoted into MLflow's search filters.
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.registered_model_name):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,255}", self.registered_model_name):
             raise ValueError(
-                f"compare.promote.registered_model_name = {self.registered_model_name!r}: "
-                "allowed: letters, digits, '_', '.' and '-', starting with a letter or digit"
+                f"compare.promote.registered_model_name = {shown(self.registered_model_name)}: "
+                "allowed: letters, digits, '_', '.' and '-', starting with a letter or digit, "
+                f"at most {MLFLOW_NAME_LENGTH} characters"
             )
         return self
 
@@ -283,6 +295,10 @@ class Params(Section):
     """All of `params.yaml`."""
 
     seed: Annotated[int, Field(ge=0, lt=2**32, strict=True)]
+    # A search run's name (`<study>-<run>`), `none` elsewhere: the trainers follow the
+    # search's pruner only when it names their run, so that what they write depends
+    # on their params (as dvc.lock records it), never on a variable alone.
+    search_trial: Annotated[str, Field(strict=True)]
     dataset: DatasetConfig
     split: SplitConfig
     model: ModelSpec
@@ -292,6 +308,15 @@ class Params(Section):
     evaluate: EvaluateConfig
     track: TrackConfig
     compare: CompareConfig
+
+    @model_validator(mode="after")
+    def _check_search_trial(self) -> "Params":
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,200}", self.search_trial):
+            raise ValueError(
+                f"search_trial = {shown(self.search_trial)}: allowed: 'none', or the name of a "
+                "search run (letters, digits, '_' and '-'), which pipeline.search sets"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_schedule(self) -> "Params":
@@ -393,6 +418,22 @@ def closest_name(unknown: str, names: Iterable[str]) -> str | None:
     return by_case[matches[0]] if matches else None
 
 
+def shown(value: Any, limit: int = SHOWN_CHARACTERS) -> str:
+    """A value as an error line shows it: its repr, cut after `limit` characters
+    with its length, so that a pasted 10,000-character string keeps the line short."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    length = len(value) if isinstance(value, str | list | tuple | dict) else len(text)
+    return f"{text[:limit]}... ({length:,} long)"
+
+
+def shown_key(part: Any) -> str:
+    """A key path's part as it is, or cut like a value when it is long."""
+    text = str(part)
+    return text if len(text) <= SHOWN_CHARACTERS else shown(text)
+
+
 def _suggestion(unknown: str, section: type[BaseModel]) -> str:
     match = closest_name(unknown, section.model_fields)
     return f"; did you mean {match!r}?" if match else ""
@@ -416,7 +457,7 @@ def _describe(error: ValidationError, source: Path) -> str:
     # did-you-mean, is the one to report.
     first = next((item for item in errors if item["type"] == "extra_forbidden"), errors[0])
     location = tuple(first["loc"])
-    key = ".".join(str(part) for part in location)
+    key = ".".join(shown_key(part) for part in location)
     kind = first["type"]
     if kind == "value_error":
         # Our own validators already name the keys involved.
@@ -438,7 +479,7 @@ def _describe(error: ValidationError, source: Path) -> str:
         message = message.replace("Input should be", "allowed:")
     else:
         message = message.replace("Input should be", "must be")
-    return f"{source}: {key} = {value!r}: {message}"
+    return f"{source}: {key} = {shown(value)}: {message}"
 
 
 def parse_params(raw: Any, source: Path = paths.PARAMS) -> Params:

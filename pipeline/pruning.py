@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Set by the search worker on the `dvc exp run` of a trial; DVC and the warm worker's
-# client pass it on to the stages. JSON: the storage URL (never with a password), the
-# pruner, and per library its study's name and the trial's id.
+# client pass it on to the stages. JSON: the run's name, the storage URL (never with a
+# password), the pruner, and per library its study's name and the trial's id. A
+# trainer follows it only when params.yaml's `search_trial` names the same run: the
+# param keeps a pruned stage out of DVC's run cache for any other run.
 TRIAL_VARIABLE = "PIPELINE_SEARCH_TRIAL"
 
 
@@ -38,11 +40,15 @@ def build_pruner(spec: Mapping[str, Any]) -> "optuna.pruners.BasePruner":
 
 
 def trial_environment(
-    storage_url: str, pruner: Mapping[str, Any], trials: Mapping[str, tuple[str, int]]
+    run: str,
+    storage_url: str,
+    pruner: Mapping[str, Any],
+    trials: Mapping[str, tuple[str, int]],
 ) -> dict[str, str]:
-    """The variable that tells each library's trainer its trial: `trials` maps a
-    library to (study name, trial id)."""
+    """The variable that tells each library's trainer of the search run `run` (its
+    `search_trial` param) its trial: `trials` maps a library to (study name, trial id)."""
     channel = {
+        "run": run,
         "storage": storage_url,
         "pruner": dict(pruner),
         "trials": {
@@ -97,15 +103,24 @@ def epoch_pruning(trial: "optuna.Trial") -> EpochPruning:
 
 
 def from_environment(
-    family: str, environment: Mapping[str, str] = os.environ
+    family: str, search_trial: str, environment: Mapping[str, str] = os.environ
 ) -> EpochPruning | None:
-    """The trial of `family` when a search trial runs this trainer, else None."""
+    """The trial of `family` when the search run named by params.yaml's `search_trial`
+    runs this trainer, else None: outside a search, and where the variable is left
+    over from another run."""
     text = environment.get(TRIAL_VARIABLE)
-    if not text:
+    if not text or search_trial == "none":
+        return None
+    channel = json.loads(text)
+    if channel.get("run") != search_trial:
+        logger.warning(
+            "%s is set for another search run than search_trial = %r: not pruned",
+            TRIAL_VARIABLE,
+            search_trial,
+        )
         return None
     import optuna
 
-    channel = json.loads(text)
     address = channel["trials"][family]
     storage = optuna.storages.RDBStorage(
         channel["storage"], engine_kwargs=sqlite_engine_arguments(channel["storage"])

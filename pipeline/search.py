@@ -108,13 +108,17 @@ def run_pipeline(search: Search, run: Run) -> RunResult:
     to their trials; scored on the validation rows."""
     config = search.config
     sampled = decoded_params(config, run.trials["keras"].params)
+    name = f"{config.study}-{run.number}"
+    # `search_trial` lets the trainers follow the pruner, and keeps their outputs,
+    # perhaps pruned, out of every other run's reach in DVC's run cache.
+    overrides = {**config.trial_params, **sampled, "search_trial": name}
     try:
-        params = parse_params(with_overrides(search.params_raw, {**config.trial_params, **sampled}))
+        params = parse_params(with_overrides(search.params_raw, overrides))
     except PipelineError as error:
         # A combination that params.yaml's rules refuse, such as a schedule without sgd.
         raise TrialFailed(str(error)) from None
-    name = f"{config.study}-{run.number}"
     channel = trial_environment(
+        name,
         search.storage_url,
         config.pruner.model_dump(),
         {family: (trial.study.study_name, trial._trial_id) for family, trial in run.trials.items()},
@@ -122,7 +126,7 @@ def run_pipeline(search: Search, run: Run) -> RunResult:
     experiment = run_experiment(
         search.root,
         name,
-        {**config.trial_params, **sampled},
+        overrides,
         search.logs / f"{name}.log",
         channel,
     )

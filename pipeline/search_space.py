@@ -212,6 +212,11 @@ def _check_keys(config: SearchConfig, known: dict[str, Any], source: Path) -> No
         *((f"space.{key}.when", dimension.when) for key, dimension in config.space.items()),
     ):
         for key in keys:
+            if key == "search_trial":
+                raise PipelineError(
+                    f"{source}: {where}.search_trial: set by the search to each run's "
+                    "name; it cannot be searched or set"
+                )
             if key not in known:
                 match = closest_name(key, known)
                 suggestion = f"; did you mean {match!r}?" if match else ""

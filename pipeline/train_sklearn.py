@@ -274,7 +274,7 @@ def main() -> None:
     check_batch_size(params.model, n_rows)
     check_stage_memory(params, n_rows, len(columns), n_classes, "train_sklearn")
     validation_tables = read_split("validation", replicates, params.seed, n_classes, columns)
-    pruning = from_environment("sklearn")
+    pruning = from_environment("sklearn", params.search_trial)
     started = time.perf_counter()
     results = train_replicates(
         train_tables,

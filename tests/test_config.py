@@ -548,13 +548,26 @@ def test_regularization_values_are_kept(default_raw: dict[str, Any]) -> None:
             "compare.promote.registered_model_name",
             "  ",
             "compare.promote.registered_model_name = '  ': allowed: letters, digits, '_', '.' "
-            "and '-', starting with a letter or digit",
+            "and '-', starting with a letter or digit, at most 256 characters",
         ),
         (
             "compare.promote.registered_model_name",
             "it's",
             "compare.promote.registered_model_name = \"it's\": allowed: letters, digits, '_', "
-            "'.' and '-', starting with a letter or digit",
+            "'.' and '-', starting with a letter or digit, at most 256 characters",
+        ),
+        (
+            "compare.promote.registered_model_name",
+            "m" * 257,
+            f"compare.promote.registered_model_name = '{'m' * 79}... (257 long): allowed: "
+            "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 256 "
+            "characters",
+        ),
+        (
+            "track.experiment_name",
+            "e" * 257,
+            f"track.experiment_name = '{'e' * 79}... (257 long): at most 256 characters "
+            "(MLflow's database column)",
         ),
     ],
 )
@@ -662,3 +675,32 @@ def test_rows_are_checked_by_the_stages_for_files_and_bundled_sets(default_raw):
     # 5 synthetic rows cannot be split, but the setting is ignored for a bundled set.
     raw = changed(changed(default_raw, "dataset.n_samples", 5), "dataset.source", "iris")
     assert parse_params(raw).dataset.source == "iris"
+
+
+@pytest.mark.parametrize("value", ["run 1", "a/../b", "", "x" * 201, 7])
+def test_search_trial_is_a_run_name(default_raw: dict[str, Any], value: Any) -> None:
+    with pytest.raises(PipelineError) as caught:
+        parse_params(changed(default_raw, "search_trial", value), Path("params.yaml"))
+    assert str(caught.value).startswith("params.yaml: search_trial = ")
+
+
+def test_search_trial_is_none_outside_a_search_and_a_run_name_in_one(
+    default_raw: dict[str, Any],
+) -> None:
+    assert parse_params(default_raw, Path("params.yaml")).search_trial == "none"
+    named = parse_params(changed(default_raw, "search_trial", "mlp-search_7"), Path("p.yaml"))
+    assert named.search_trial == "mlp-search_7"
+
+
+def test_a_huge_value_or_key_is_cut_in_the_error_line(default_raw: dict[str, Any]) -> None:
+    pasted = "relu " * 2000
+    error = parse_error(changed(default_raw, "model.activation", pasted), "model.activation")
+    assert str(error) == (
+        f"params.yaml: model.activation = {repr(pasted)[:80]}... (10,000 long): "
+        "allowed: 'relu', 'tanh', 'logistic' or 'identity'"
+    )
+    raw = copy.deepcopy(default_raw)
+    raw["model"]["k" * 500] = 1
+    error = parse_error(raw, "unknown key")
+    assert str(error).startswith(f"params.yaml: unknown key model.'{'k' * 79}... (500 long) ")
+    assert len(str(error)) < 400

@@ -16,6 +16,8 @@ from tests.conftest import Splits
 EPOCHS = 5
 # The median pruner: after one finished trial, from epoch 2 (epoch 1 is warm-up).
 PRUNER = {"type": "median", "startup_trials": 1, "warmup_epochs": 1}
+# The search run, as its `search_trial` param names it.
+RUN = "hook-3"
 
 
 def study_with_a_perfect_trial(tmp_path: Path, name: str) -> str:
@@ -38,7 +40,7 @@ def running_trial(url: str, name: str, pruner: dict) -> dict[str, str]:
     """A running trial of the study, and the variable that points a trainer at it."""
     trial = optuna.load_study(study_name=name, storage=url).ask()
     return trial_environment(
-        url, pruner, {"keras": (name, trial._trial_id), "sklearn": (name, trial._trial_id)}
+        RUN, url, pruner, {"keras": (name, trial._trial_id), "sklearn": (name, trial._trial_id)}
     )
 
 
@@ -46,7 +48,7 @@ def test_sklearn_stops_at_the_epoch_the_pruner_prunes(
     tmp_path: Path, tiny_spec: ModelSpec, tiny_splits: Splits
 ) -> None:
     url = study_with_a_perfect_trial(tmp_path, "hook")
-    pruning = from_environment("sklearn", running_trial(url, "hook", PRUNER))
+    pruning = from_environment("sklearn", RUN, running_trial(url, "hook", PRUNER))
     assert pruning is not None
     spec = tiny_spec.model_copy(update={"epochs": EPOCHS, "patience": 0})
 
@@ -71,7 +73,7 @@ def test_keras_stops_every_replicate_at_the_epoch_the_pruner_prunes(
     tmp_path: Path, tiny_spec: ModelSpec, tiny_splits: Splits, trainer: str
 ) -> None:
     url = study_with_a_perfect_trial(tmp_path, "hook")
-    pruning = from_environment("keras", running_trial(url, "hook", PRUNER))
+    pruning = from_environment("keras", RUN, running_trial(url, "hook", PRUNER))
     spec = tiny_spec.model_copy(update={"epochs": EPOCHS, "patience": 0})
 
     results = train_keras.train_replicates(
@@ -101,7 +103,7 @@ def test_no_pruner_trains_every_epoch_and_records_nothing(
 ) -> None:
     url = study_with_a_perfect_trial(tmp_path, "hook")
     pruner = {"type": "none", "startup_trials": 0, "warmup_epochs": 0}
-    pruning = from_environment("sklearn", running_trial(url, "hook", pruner))
+    pruning = from_environment("sklearn", RUN, running_trial(url, "hook", pruner))
     spec = tiny_spec.model_copy(update={"epochs": 3, "patience": 0})
 
     result = train_sklearn.train(
@@ -112,6 +114,13 @@ def test_no_pruner_trains_every_epoch_and_records_nothing(
     assert pruning.summary() == {}
 
 
-def test_outside_a_search_there_is_no_trial() -> None:
-    assert from_environment("keras", {}) is None
-    assert from_environment("keras", {TRIAL_VARIABLE: ""}) is None
+def test_outside_a_search_there_is_no_trial(tmp_path: Path) -> None:
+    assert from_environment("keras", "none", {}) is None
+    assert from_environment("keras", RUN, {TRIAL_VARIABLE: ""}) is None
+    url = study_with_a_perfect_trial(tmp_path, "hook")
+    channel = running_trial(url, "hook", PRUNER)
+    assert from_environment("keras", RUN, channel) is not None
+    # The variable left over in a shell, or meant for another run: the trainers train
+    # as params.yaml says, and DVC may cache what they write.
+    assert from_environment("keras", "none", channel) is None
+    assert from_environment("keras", "hook-4", channel) is None

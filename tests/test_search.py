@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline import paths
 from pipeline.files import read_table
+from pipeline.pruning import trial_environment
 from pipeline.search_storage import storage_url
 from pipeline.statistics import compare_replicates
 from pipeline.train_sklearn import load_model
@@ -416,3 +417,26 @@ def test_a_pruned_library_is_pruned_in_optuna_dvc_and_mlflow_and_the_other_count
     assert keras_run.data.tags["search.pruned_epoch"] == "1"
     assert "search.pruned" not in client.get_run(runs["sklearn_run_id"]).data.tags
     assert client.get_run(keras.user_attrs["mlflow_run"]).info.status == "FINISHED"
+
+    # The run's params name it (`search_trial`). The same params outside the search,
+    # in a shell where the run's variable is still set, train every epoch: what a
+    # trainer writes depends on its params, as DVC records it, not on the variable.
+    name = f"{STUDY}-{keras.number}"
+    trial_params = yaml.safe_load(files.read_text("params.yaml"))
+    assert trial_params["search_trial"] == name
+    (project / "params.yaml").write_text(
+        yaml.safe_dump({**trial_params, "search_trial": "none"}, sort_keys=False)
+    )
+    leftover = trial_environment(
+        name,
+        url,
+        pruner,
+        {
+            "keras": (f"{STUDY}.keras", keras._trial_id),
+            "sklearn": (f"{STUDY}.sklearn", sklearn._trial_id),
+        },
+    )
+    execute(project, "dvc", "repro", env=environment(leftover))
+    summary = json.loads((project / paths.SUMMARIES["keras"]).read_text())
+    assert "pruned" not in summary
+    assert summary["epochs_trained"] == 2

@@ -146,6 +146,12 @@ def edited(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, 
             {"model.optimiser": "sgd"},
             "space.model.momentum.when.model.optimiser: no such key in params.yaml",
         ),
+        (
+            ("trial_params", "search_trial"),
+            "mine",
+            "trial_params.search_trial: set by the search to each run's name; it cannot "
+            "be searched or set",
+        ),
         (("space",), {}, "space is empty; name at least one param"),
         (("pruner", "type"), "hyperband", "pruner.type = 'hyperband': allowed: 'median' or 'none'"),
         (("pruner", "warmup_epochs"), -1, "pruner.warmup_epochs = -1: must be greater than"),

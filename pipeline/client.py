@@ -71,6 +71,9 @@ def request_for(module: str) -> dict[str, object]:
         "niceness": os.getpriority(os.PRIO_PROCESS, 0),
         "streams": [stream_settings(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
         "fingerprint": fingerprint(Path(directory), dict(os.environ)),
+        # Ask the child to say when the stage starts and ends: a worker still importing
+        # may take the request before it can start the stage.
+        "announce": True,
     }
 
 
@@ -154,21 +157,26 @@ def run_through(connection: socket.socket, module: str) -> int | None:
         for number in FORWARDED
         if signal.getsignal(number) is not signal.SIG_IGN
     }
+    started = False
     try:
         try:
             send_message(connection, request_for(module), standard_descriptors())
         except OSError:
             return None  # the worker closed before taking the request: nothing ran
-        try:
-            reply, _ = receive_message(connection)
-        except OSError:
-            reply = None
+        while True:
+            try:
+                reply, _ = receive_message(connection)
+            except OSError:
+                reply = None
+            if reply is None or "started" not in reply:
+                break
+            started = True
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    if reply is None:
+    if reply is None and started:
         raise WorkerLost
-    if "status" in reply:
+    if reply is not None and "status" in reply:
         return reply["status"]
     if received:
         # Stopped before any stage started: end as the stage would have.

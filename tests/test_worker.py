@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.worker import EARLY_LIBRARIES, EARLY_STAGES, PRELOADED
 from pipeline.worker_protocol import (
     connect,
     private_directory,
@@ -488,6 +490,132 @@ def test_missing_dead_and_outdated_workers(tmp_path: Path, monkeypatch: pytest.M
         assert fresh["parent"] != warm["parent"]
     finally:
         stop_worker(project, runtime)
+
+
+def test_first_stages_start_while_the_worker_still_imports(tmp_path: Path):
+    """A worker listens before it imports: `split` (one of EARLY_STAGES) starts as soon
+    as its libraries are in, before TensorFlow; any other stage asked for meanwhile
+    waits for every import instead of importing them again by itself."""
+    project = make_project(tmp_path / "project")
+    (project / "pipeline" / "split.py").write_text(FAKE_STAGE.format(version="split"))
+    runtime = private_runtime(tmp_path / "run")
+    with open(runtime / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.worker", "serve"],
+            cwd=project,
+            env=variables(runtime),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((runtime / "pipeline-worker").glob("*.sock")):
+            assert time.monotonic() < deadline, "the worker never listened"
+            time.sleep(0.02)
+        late = start_client(project, runtime, "pipeline.fake_stage")
+        early = start_client(project, runtime, "pipeline.split")
+        early_output, _ = early.communicate(timeout=120)
+        late_output, _ = late.communicate(timeout=120)
+    finally:
+        stop_worker(project, runtime)
+        worker.wait(timeout=60)
+
+    early_report = json.loads(early_output.splitlines()[0])
+    late_report = json.loads(late_output.splitlines()[0])
+    assert early_report["version"] == "split"
+    assert early_report["parent"] == late_report["parent"] == worker.pid
+    assert early_report["preloaded"] is False  # TensorFlow was still to come
+    assert late_report["preloaded"] is True
+    log = (runtime / "worker.log").read_text()
+    assert log.index("runs pipeline.split") < log.index("runs pipeline.fake_stage")
+
+
+def test_early_stages_import_only_the_early_libraries():
+    """What lets the worker start EARLY_STAGES before its other imports: their modules
+    import none of the libraries that come later in PRELOADED."""
+    code = (
+        "import sys, pipeline.worker as worker; "
+        "import " + ", ".join(EARLY_STAGES) + "; "
+        "later = {name.split('.')[0] for name in worker.PRELOADED[worker.EARLY_LIBRARIES:]}; "
+        "print(sorted(later & {name.split('.')[0] for name in sys.modules}))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+
+    assert completed.stdout == "[]\n"
+    assert "tensorflow" in {name.split(".")[0] for name in PRELOADED[EARLY_LIBRARIES:]}
+
+
+# Opens an SQLite store as `track` does, after the worker's imports: which MLflow and
+# SQLAlchemy modules did that import anew?
+OPEN_STORE = """
+import shutil, sys
+from pathlib import Path
+from pipeline.worker import preload
+preload()
+from pipeline.store import store_template
+before = set(sys.modules)
+database = Path(sys.argv[1])
+if store_template().exists():
+    shutil.copyfile(store_template(), database)
+from mlflow.tracking import MlflowClient
+MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments(max_results=1)
+print(sorted(name for name in set(sys.modules) - before if "sqlalchemy_store" in name))
+"""
+
+
+def test_the_stores_of_track_are_preloaded(tmp_path: Path):
+    """MLflow imports its SQLAlchemy store (0.5 s of CPU) only when a client first
+    opens an SQL store: the worker imports it, so that `track` does not."""
+    completed = subprocess.run(
+        [sys.executable, "-c", OPEN_STORE, str(tmp_path / "mlflow.db")],
+        cwd=ROOT,
+        env=variables(tmp_path),
+        capture_output=True,
+        text=True,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_worker_that_ends_before_the_stage_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A worker that takes the request and then ends (killed while importing, say)
+    before any stage started: the client runs the stage itself."""
+    project = make_project(tmp_path / "project")
+    runtime = private_runtime(tmp_path / "run")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path()))
+    listener.listen(1)
+
+    def take_and_end() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            request, descriptors = receive_message(connection, max_descriptors=3)
+            for descriptor in descriptors:
+                os.close(descriptor)
+            assert request is not None and request["announce"] is True
+
+    taker = threading.Thread(target=take_and_end)
+    taker.start()
+    try:
+        completed = run_client(project, runtime, FAKE="hello")
+    finally:
+        taker.join(timeout=60)
+        listener.close()
+        stop_worker(project, runtime)
+
+    assert completed.returncode == 0, completed.stderr
+    report = report_of(completed)
+    assert report["preloaded"] is False
+    assert report["parent"] == os.getpid()  # the client itself ran it
+    assert completed.stderr == "to stderr\n"
 
 
 def test_idle_worker_exits(tmp_path: Path):

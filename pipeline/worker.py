@@ -64,12 +64,18 @@ PRELOADED = (
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
 )
-# The libraries of PRELOADED up to here are all that these stages import: a worker
-# still importing the rest starts them at once, in parallel with its imports, so that
-# the first stages of a repro from scratch use it too (tests/test_worker.py checks
-# the list). Any other stage asked for meanwhile waits until every import is done.
-EARLY_LIBRARIES = PRELOADED.index("keras")
-EARLY_STAGES = ("pipeline.dataset", "pipeline.split")
+# The stages that need only the first libraries of PRELOADED, and how many: a worker
+# still importing the rest starts them as soon as those are in, in parallel with its
+# other imports, so that a repro from scratch uses it from its second stage on
+# (tests/test_worker.py checks that their modules import no later library).
+# `train_keras` imports MLflow itself, in the background while it trains
+# (pipeline.mlflow_models.preload_mlflow). Any other stage asked for meanwhile waits
+# until every import is done.
+EARLY_STAGES = {
+    "pipeline.dataset": PRELOADED.index("keras"),
+    "pipeline.split": PRELOADED.index("keras"),
+    "pipeline.train_keras": PRELOADED.index("mlflow"),
+}
 # An idle worker (no stage running, none asked for) exits after this many seconds.
 IDLE_SECONDS = 10 * 60
 PR_SET_PDEATHSIG = 1
@@ -159,8 +165,8 @@ def answer_waiting(worker: Worker) -> None:
     """While importing: take every request that has come, and start those whose stage
     needs only what is imported. (Their children report their own end to the client:
     the worker reaps them once it serves.)"""
-    if worker.imported >= EARLY_LIBRARIES:
-        for waiting in [item for item in worker.waiting if item[1]["module"] in EARLY_STAGES]:
+    for waiting in list(worker.waiting):
+        if worker.imported >= EARLY_STAGES.get(waiting[1]["module"], len(PRELOADED)):
             worker.waiting.remove(waiting)
             start_child(worker, *waiting)
     while worker.serving and select.select([worker.listener], [], [], 0)[0]:
@@ -223,9 +229,7 @@ def answer(worker: Worker, connection: socket.socket) -> None:
             connection.close()
             return
         connection.settimeout(None)
-        if worker.imported < len(PRELOADED) and not (
-            worker.imported >= EARLY_LIBRARIES and request["module"] in EARLY_STAGES
-        ):
+        if worker.imported < EARLY_STAGES.get(request["module"], len(PRELOADED)):
             worker.waiting.append((connection, request, descriptors))
             return
     except (OSError, ValueError, KeyError, TypeError) as error:

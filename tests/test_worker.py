@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.worker import EARLY_LIBRARIES, EARLY_STAGES, PRELOADED
+from pipeline.worker import EARLY_STAGES, PRELOADED
 from pipeline.worker_protocol import (
     connect,
     private_directory,
@@ -462,9 +462,10 @@ def test_another_user_is_refused(runtime: Path, worker: subprocess.Popen):
 
 
 def test_missing_dead_and_outdated_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """No worker, or a dead one (its socket left behind): the stage runs by itself and
-    starts a worker for the next. A changed environment (here the lock file): the worker
-    refuses, the stage runs by itself, the old worker exits and a fresh one starts."""
+    """No worker, or a dead one (its socket left behind): the stage starts one and runs
+    in it once it has imported its libraries. A changed environment (here the lock
+    file): the worker refuses, the stage runs by itself, the old worker exits and a
+    fresh one starts for the next stages."""
     project = make_project(tmp_path / "project")
     runtime = private_runtime(tmp_path / "run")
     directory = runtime / "pipeline-worker"
@@ -474,11 +475,11 @@ def test_missing_dead_and_outdated_workers(tmp_path: Path, monkeypatch: pytest.M
     dead.bind(str(socket_path()))
     dead.close()
     try:
-        alone = report_of(run_client(project, runtime))
-        assert alone["preloaded"] is False
-        wait_for_worker(runtime)
+        first = report_of(run_client(project, runtime))
+        assert first["preloaded"] is True
         warm = report_of(run_client(project, runtime))
         assert warm["preloaded"] is True
+        assert warm["parent"] == first["parent"] != os.getpid()
 
         (project / "uv.lock").write_text("a changed lock file\n")
         changed = report_of(run_client(project, runtime))
@@ -532,13 +533,13 @@ def test_first_stages_start_while_the_worker_still_imports(tmp_path: Path):
     assert log.index("runs pipeline.split") < log.index("runs pipeline.fake_stage")
 
 
-def test_early_stages_import_only_the_early_libraries():
+@pytest.mark.parametrize(("stage", "needed"), EARLY_STAGES.items())
+def test_early_stages_import_only_the_early_libraries(stage: str, needed: int):
     """What lets the worker start EARLY_STAGES before its other imports: their modules
     import none of the libraries that come later in PRELOADED."""
     code = (
-        "import sys, pipeline.worker as worker; "
-        "import " + ", ".join(EARLY_STAGES) + "; "
-        "later = {name.split('.')[0] for name in worker.PRELOADED[worker.EARLY_LIBRARIES:]}; "
+        f"import sys, {stage}; "
+        f"later = {{name.split('.')[0] for name in {PRELOADED[needed:]!r}}}; "
         "print(sorted(later & {name.split('.')[0] for name in sys.modules}))"
     )
     completed = subprocess.run(
@@ -546,7 +547,7 @@ def test_early_stages_import_only_the_early_libraries():
     )
 
     assert completed.stdout == "[]\n"
-    assert "tensorflow" in {name.split(".")[0] for name in PRELOADED[EARLY_LIBRARIES:]}
+    assert "mlflow" in {name.split(".")[0] for name in PRELOADED[needed:]}
 
 
 # Opens an SQLite store as `track` does, after the worker's imports: which MLflow and

@@ -11,6 +11,7 @@ import argparse
 import atexit
 import ctypes
 import fcntl
+import gc
 import importlib
 import os
 import select
@@ -250,6 +251,10 @@ def start_child(
         # Nothing of the worker's may be left in buffers the child will write from.
         sys.stdout.flush()
         sys.stderr.flush()
+        # The libraries' objects go where the garbage collector never looks: otherwise
+        # each full collection in a child walks (and so copies, page by page) the whole
+        # preloaded heap, some 0.4 s of CPU per stage with MLflow's SQLAlchemy stores.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             run_child(worker, connection, request, descriptors)

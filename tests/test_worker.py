@@ -38,6 +38,7 @@ pytestmark = pytest.mark.skipif(
 
 # A stage that says where and how it runs, then does what FAKE asks.
 FAKE_STAGE = """
+import gc
 import json
 import os
 import sys
@@ -59,6 +60,7 @@ def main():
         "arguments": sys.argv[1:],
         "variable": action,
         "preloaded": "tensorflow" in sys.modules,
+        "frozen": gc.get_freeze_count(),
         "stdout_is_line_buffered": sys.stdout.line_buffering,
     }}
     print(json.dumps(report), flush=True)
@@ -246,15 +248,19 @@ def test_stage_runs_in_a_child_of_the_worker_as_it_would_by_itself(
     warm_report, alone_report = report_of(warm), report_of(alone)
     assert warm_report["parent"] == worker.pid
     assert warm_report["preloaded"] is True
+    # The preloaded objects are out of the garbage collector's way (gc.freeze).
+    assert warm_report["frozen"] > 100_000
     assert alone_report["parent"] != worker.pid
     assert alone_report["preloaded"] is False
+    assert alone_report["frozen"] == 0
     for report in (warm_report, alone_report):
         assert report["directory"] == str(project)
         assert report["arguments"] == ["--flag", "value"]
         assert report["variable"] == "hello"
         assert report["stdout_is_line_buffered"] is False  # a pipe, as for the client
-    # The child is gone once the client has its exit code.
-    assert not process_running(warm_report["pid"])
+    # The child tells the client its exit code once its outputs are written and its
+    # streams flushed, then ends at once.
+    assert wait_until_ended(warm_report["pid"], timeout=10)
 
 
 @pytest.mark.parametrize(

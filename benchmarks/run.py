@@ -258,7 +258,7 @@ def memory_section(rows: int) -> dict:
         data_bytes = rows * n_features * 4
         estimates = estimated_peaks(params, DataShape(rows, n_features, 0, n_features, 2))
         stages = {}
-        for stage in ("dataset", "split", "train_keras", "train_sklearn", "evaluate"):
+        for stage in ("dataset", "split", "train_keras", "train_sklearn", "compare"):
             stages[stage], _ = measure_stage(
                 project, stage, estimates[stage], data_bytes, f"{rows} rows"
             )

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipeline.errors import (
@@ -23,6 +24,7 @@ from pipeline.errors import (
     stop_with_dvc,
 )
 from pipeline.worker_protocol import (
+    ANOTHER_WORKER,
     WORKER_VARIABLE,
     connect,
     fingerprint,
@@ -35,6 +37,9 @@ from pipeline.worker_protocol import (
 # `pipeline.<stage>` in full: the client's command line then names the stage, for `ps`
 # and for what looks for a stage among processes.
 STAGE_MODULE = re.compile(r"pipeline\.[a-z_][a-z0-9_]*")
+# How long a worker this client started may take to listen (it does before importing
+# anything; seconds only on a machine under heavy load).
+STARTING_SECONDS = 30
 # The signals a user or DVC stops a stage with; each is forwarded to the stage.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -71,6 +76,9 @@ def request_for(module: str) -> dict[str, object]:
         "niceness": os.getpriority(os.PRIO_PROCESS, 0),
         "streams": [stream_settings(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
         "fingerprint": fingerprint(Path(directory), dict(os.environ)),
+        # Ask the child to say when the stage starts and ends: a worker still importing
+        # may take the request before it can start the stage.
+        "announce": True,
     }
 
 
@@ -86,17 +94,16 @@ def standard_descriptors() -> list[int]:
     return descriptors
 
 
-def start_worker(path: Path) -> None:
+def start_worker(path: Path) -> subprocess.Popen | None:
     """Start a worker in the background, detached from this process's session and
-    streams (DVC waits for a stage's streams to close); the stages after this one use
-    it once it has imported its libraries."""
+    streams (DVC waits for a stage's streams to close); None where none could start."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DVC_")}
     try:
         log = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError:
-        return  # no worker: every stage runs by itself
+        return None  # no worker: every stage runs by itself
     try:
-        subprocess.Popen(
+        return subprocess.Popen(
             [
                 sys.executable,
                 *subprocess._args_from_interpreter_flags(),
@@ -111,26 +118,46 @@ def start_worker(path: Path) -> None:
             start_new_session=True,
         )
     except OSError:
-        pass  # no worker: every stage runs by itself
+        return None  # no worker: every stage runs by itself
     finally:
         os.close(log)
 
 
+def connect_to_new_worker(path: Path) -> socket.socket | None:
+    """Start a worker and connect to it as soon as it listens, which it does before its
+    imports; None when it ends first (a worker cannot run here) or never listens."""
+    worker = start_worker(path)
+    if worker is None:
+        return None
+    deadline = time.monotonic() + STARTING_SECONDS
+    while time.monotonic() < deadline:
+        connection = connect(path)
+        if connection is not None:
+            return connection
+        # ANOTHER_WORKER: one started at the same moment (parallel queued experiments)
+        # holds the lock, and listens there next.
+        if worker.poll() not in (None, ANOTHER_WORKER):
+            return None
+        time.sleep(0.01)
+    return None
+
+
 def run_in_worker(module: str) -> int | None:
-    """The wait status of `module` run in the worker's child; None when no worker is
-    ready to run it (one is then started for the next stages, and nothing has run)."""
+    """The wait status of `module` run in the worker's child; None when no worker ran
+    it. Where none listens, this stage starts one and waits for it: the worker imports
+    the libraries once, instead of this stage and the worker both importing them. A
+    worker that refuses (it saw another environment) or ends before the stage started
+    leaves the stage to run by itself, and a fresh worker starts for the next stages."""
     path = socket_path()
     if path is None:
         return None
-    connection = connect(path)
+    connection = connect(path) or connect_to_new_worker(path)
     if connection is None:
-        start_worker(path)
         return None
     stop_with_dvc()
     with connection:
         status = run_through(connection, module)
     if status is None:
-        # Refused: the worker saw another environment and has stopped serving.
         start_worker(path)
     return status
 
@@ -154,21 +181,26 @@ def run_through(connection: socket.socket, module: str) -> int | None:
         for number in FORWARDED
         if signal.getsignal(number) is not signal.SIG_IGN
     }
+    started = False
     try:
         try:
             send_message(connection, request_for(module), standard_descriptors())
         except OSError:
             return None  # the worker closed before taking the request: nothing ran
-        try:
-            reply, _ = receive_message(connection)
-        except OSError:
-            reply = None
+        while True:
+            try:
+                reply, _ = receive_message(connection)
+            except OSError:
+                reply = None
+            if reply is None or "started" not in reply:
+                break
+            started = True
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-    if reply is None:
+    if reply is None and started:
         raise WorkerLost
-    if "status" in reply:
+    if reply is not None and "status" in reply:
         return reply["status"]
     if received:
         # Stopped before any stage started: end as the stage would have.

@@ -1,7 +1,8 @@
 """The verdict: which library trains the better model, by how much, and what to try
 next, computed from the stages' files (`reports/comparison.{md,html}`,
-`data/compare/verdict.json`, `headline.json` and `description.md`). It imports
-neither TensorFlow nor MLflow: `track`, the last stage, publishes all of it."""
+`data/compare/verdict.json`, `headline.json` and `description.md`), after the test
+metrics, curves and figures of both families (`data/evaluate/`, pipeline.evaluate).
+It imports neither TensorFlow nor MLflow: `track`, the last stage, publishes all of it."""
 
 import logging
 from typing import Any
@@ -26,13 +27,8 @@ from pipeline.diagnosis import (
     estimated_train_rows,
 )
 from pipeline.errors import PipelineError, run_stage
-from pipeline.files import (
-    read_classes,
-    read_json,
-    read_test_predictions,
-    write_json,
-    write_text,
-)
+from pipeline.evaluate import evaluate_families, evaluation_figures, write_evaluation
+from pipeline.files import read_classes, read_test_predictions, write_json, write_text
 from pipeline.headline import headline_record, verdict_text
 from pipeline.history import read_history, read_summary, split_histories
 from pipeline.paired_tests import (
@@ -125,26 +121,11 @@ def replicate_evidence(
     return evidence
 
 
-def render_images(
-    comparison: Comparison,
-    histories: dict[str, pd.DataFrame],
-    labels: np.ndarray,
-    probabilities: dict[str, np.ndarray],
-) -> dict[str, Image]:
-    from sklearn.metrics import roc_curve
-
+def render_images(comparison: Comparison, figure_files: dict[str, bytes]) -> dict[str, Image]:
+    """The report's figures: its own, and the loss and ROC charts that the evaluation
+    drew for `data/evaluate/figures/` (the same PNG files)."""
     model_verdict = comparison.model_verdict or comparison.verdict
     level = f"{comparison.confidence:.0%}"
-    curves = {}
-    for family in FAMILIES:
-        values = np.asarray(probabilities[family])
-        if values.ndim == 2 and values.shape[1] > 2:
-            # Micro-average: every (row, class) pair one binary decision.
-            truth, scores = np.eye(values.shape[1], dtype=np.int32)[labels].ravel(), values.ravel()
-        else:
-            truth, scores = labels, values[:, 1] if values.ndim == 2 else values
-        fpr, tpr, _ = roc_curve(truth, scores)
-        curves[family] = pd.DataFrame({"fpr": fpr, "tpr": tpr})
     intervals = {
         family: {
             metric: (interval.estimate, interval.low, interval.high)
@@ -152,7 +133,6 @@ def render_images(
         }
         for family in FAMILIES
     }
-    aucs = {family: comparison.intervals[family]["roc_auc"].estimate for family in FAMILIES}
     return {
         "intervals": Image(
             figures.png_bytes(figures.metric_intervals(intervals, comparison.confidence)),
@@ -171,13 +151,10 @@ def render_images(
             "difference between these two trained models on resampled test rows.",
         ),
         "loss": Image(
-            figures.png_bytes(figures.learning_curves(histories, "loss")),
+            figure_files["loss.png"],
             "Loss per epoch, both models overlaid: training dashed, validation solid.",
         ),
-        "roc": Image(
-            figures.png_bytes(figures.roc_curves(curves, aucs)),
-            "ROC curves on the test set.",
-        ),
+        "roc": Image(figure_files["roc.png"], "ROC curves on the test set."),
         **replicate_image(comparison),
     }
 
@@ -219,6 +196,7 @@ def training_summaries(
 def main() -> None:
     params = load_params()
     classes = read_classes()
+    # The training stages predicted the test set; TensorFlow does not load here.
     predictions = read_test_predictions(
         split_paths("test", params.replicates, params.seed),
         paths.PREDICTIONS,
@@ -227,13 +205,17 @@ def main() -> None:
     )
     labels = predictions.labels
     probabilities = predictions.probabilities
+    threshold = params.evaluate.threshold
     histories = {family: read_history(path) for family, path in paths.HISTORIES.items()}
+    # data/evaluate/ first: the test metrics, curves and figures of both families.
+    evaluation = evaluate_families(predictions, classes, threshold)
+    figure_files = evaluation_figures(evaluation, histories, classes)
+    write_evaluation(evaluation, figure_files)
     replicate_histories = {
         family: split_histories(read_history(path, replicates=True))
         for family, path in paths.REPLICATE_HISTORIES.items()
     }
     summaries = {family: read_summary(family) for family in FAMILIES}
-    threshold = params.evaluate.threshold
     try:
         # The per-row tests: replicate 0's two trained models on the same test rows.
         comparison = compare_predictions(
@@ -262,12 +244,7 @@ def main() -> None:
         for family, intervals in comparison.intervals.items()
     }
     promotion = decide_promotion(params.compare.promote, comparison.verdict, estimates)
-    images = render_images(
-        comparison,
-        histories,
-        labels[0],
-        {family: values[0] for family, values in probabilities.items()},
-    )
+    images = render_images(comparison, figure_files)
     verdict = comparison.verdict
     blocks = build_report(comparison, findings, training, promotion, params, images)
     write_text(to_markdown(blocks), paths.REPORT_MARKDOWN)
@@ -277,7 +254,7 @@ def main() -> None:
         headline_record(
             verdict_text(verdict.winner, verdict.significant),
             verdict.metric,
-            read_json(paths.METRICS),
+            evaluation.means,
             verdict.p_value,
             # A search trial's pruned library (docs/search.md).
             {

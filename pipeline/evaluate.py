@@ -1,5 +1,6 @@
 """Evaluate both families on the same test rows: every replicate's metrics, their
-means, and the curves and figures of each family's model (`data/evaluate/`)."""
+means, and the curves and figures of each family's model (`data/evaluate/`). The
+`compare` stage runs it, before the verdict that it feeds."""
 
 import logging
 from dataclasses import dataclass
@@ -10,17 +11,7 @@ import pandas as pd
 from sklearn import metrics
 
 from pipeline import figures, paths
-from pipeline.config import load_params
-from pipeline.errors import run_stage
-from pipeline.files import (
-    TestPredictions,
-    read_classes,
-    read_test_predictions,
-    write_csv,
-    write_json,
-)
-from pipeline.history import read_history
-from pipeline.replicates import split_paths
+from pipeline.files import TestPredictions, atomic_path, write_csv, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +24,15 @@ class Evaluation:
     confusion: pd.DataFrame  # one row per test row: actual, predicted (class names)
     confusion_matrix: np.ndarray  # k x k: rows actual, columns predicted
     class_report: dict[str, Any]  # precision, recall, f1 and support per class
+
+
+@dataclass(frozen=True)
+class TestEvaluation:
+    """Both families on the test rows: what `data/evaluate/` holds."""
+
+    per_replicate: pd.DataFrame  # every test metric of every replicate, one row each
+    models: dict[str, Evaluation]  # each family's model (replicate 0), classes named
+    means: dict[str, dict[str, float]]  # metrics.json: the replicates' means
 
 
 def predicted_classes(probabilities: np.ndarray, threshold: float) -> np.ndarray:
@@ -137,69 +137,68 @@ def mean_metrics(per_replicate: pd.DataFrame) -> dict[str, dict[str, float]]:
     }
 
 
-def main() -> None:
-    params = load_params()
-    classes = read_classes()
-    # The training stages predicted the test set; TensorFlow does not load here.
-    predictions = read_test_predictions(
-        split_paths("test", params.replicates, params.seed),
-        paths.PREDICTIONS,
-        len(classes),
-        params.replicates.count,
-    )
-    per_replicate = replicate_metrics(predictions, params.evaluate.threshold)
-    # Curves, figures and the per-class report are of each family's model, replicate 0.
-    evaluations = {
-        family: evaluate_probabilities(
-            predictions.labels[0], probabilities[0], params.evaluate.threshold, classes
-        )
+def evaluate_families(
+    predictions: TestPredictions, classes: list[Any], threshold: float
+) -> TestEvaluation:
+    """Every replicate's test metrics and their means, and each family's model
+    (replicate 0) evaluated in full, with its classes' names."""
+    per_replicate = replicate_metrics(predictions, threshold)
+    models = {
+        family: evaluate_probabilities(predictions.labels[0], probabilities[0], threshold, classes)
         for family, probabilities in predictions.probabilities.items()
     }
-    for family, evaluation in evaluations.items():
-        write_csv(evaluation.roc, paths.roc_curve(family))
-        write_csv(evaluation.precision_recall, paths.precision_recall_curve(family))
-        write_csv(evaluation.confusion, paths.confusion(family))
-    histories = {family: read_history(path) for family, path in paths.HISTORIES.items()}
-    figures.save_figure(figures.learning_curves(histories, "loss"), paths.FIGURES / "loss.png")
-    figures.save_figure(
-        figures.learning_curves(histories, "accuracy"), paths.FIGURES / "accuracy.png"
-    )
-    figures.save_figure(
-        figures.roc_curves(
-            {family: evaluation.roc for family, evaluation in evaluations.items()},
-            {family: evaluation.metrics["roc_auc"] for family, evaluation in evaluations.items()},
+    return TestEvaluation(per_replicate, models, mean_metrics(per_replicate))
+
+
+def evaluation_figures(
+    evaluation: TestEvaluation, histories: dict[str, pd.DataFrame], classes: list[Any]
+) -> dict[str, bytes]:
+    """The PNG figures of `data/evaluate/figures/`, by file name."""
+    models = evaluation.models
+    return {
+        "loss.png": figures.png_bytes(figures.learning_curves(histories, "loss")),
+        "accuracy.png": figures.png_bytes(figures.learning_curves(histories, "accuracy")),
+        "roc.png": figures.png_bytes(
+            figures.roc_curves(
+                {family: model.roc for family, model in models.items()},
+                {family: model.metrics["roc_auc"] for family, model in models.items()},
+            )
         ),
-        paths.FIGURES / "roc.png",
-    )
-    figures.save_figure(
-        figures.precision_recall_curves(
-            {family: evaluation.precision_recall for family, evaluation in evaluations.items()}
+        "precision_recall.png": figures.png_bytes(
+            figures.precision_recall_curves(
+                {family: model.precision_recall for family, model in models.items()}
+            )
         ),
-        paths.FIGURES / "precision_recall.png",
-    )
-    figures.save_figure(
-        figures.confusion_matrices(
-            {family: evaluation.confusion_matrix for family, evaluation in evaluations.items()},
-            [str(name) for name in classes],
+        "confusion.png": figures.png_bytes(
+            figures.confusion_matrices(
+                {family: model.confusion_matrix for family, model in models.items()},
+                [str(name) for name in classes],
+            )
         ),
-        paths.FIGURES / "confusion.png",
-    )
+    }
+
+
+def write_evaluation(evaluation: TestEvaluation, figure_files: dict[str, bytes]) -> None:
+    """Write `data/evaluate/`, each file atomically; metrics.json last."""
+    for family, model in evaluation.models.items():
+        write_csv(model.roc, paths.roc_curve(family))
+        write_csv(model.precision_recall, paths.precision_recall_curve(family))
+        write_csv(model.confusion, paths.confusion(family))
+    for name, png in figure_files.items():
+        with atomic_path(paths.FIGURES / name) as temporary:
+            temporary.write_bytes(png)
     write_json(
-        {family: evaluation.class_report for family, evaluation in evaluations.items()},
+        {family: model.class_report for family, model in evaluation.models.items()},
         paths.CLASS_REPORT,
     )
-    write_csv(per_replicate, paths.REPLICATE_METRICS)
+    write_csv(evaluation.per_replicate, paths.REPLICATE_METRICS)
     # The metrics file is written last: it is what `dvc metrics show` reads.
-    means = mean_metrics(per_replicate)
-    write_json(means, paths.METRICS)
-    for family, values in means.items():
+    write_json(evaluation.means, paths.METRICS)
+    count = evaluation.per_replicate["replicate"].nunique()
+    for family, values in evaluation.means.items():
         logger.info(
             "evaluate: %-7s %s (mean of %d replicate(s))",
             family,
             "  ".join(f"{name} {value:.4f}" for name, value in values.items()),
-            predictions.count,
+            count,
         )
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -88,7 +88,10 @@ def file_md5(path: Path) -> str:
 def recorded_output(path: Path, lock_file: Path = Path("dvc.lock")) -> tuple[str, str] | None:
     """(stage, MD5) that `dvc.lock` records for `path` as a stage output, if any."""
     try:
-        lock = yaml.safe_load(lock_file.read_text(encoding="utf-8")) or {}
+        # LibYAML's parser where PyYAML has it: dvc.lock is long, and the pure-Python
+        # one takes some 30 ms per look (track looks for several files).
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        lock = yaml.load(lock_file.read_text(encoding="utf-8"), Loader=loader) or {}  # noqa: S506
     except (OSError, yaml.YAMLError):
         return None
     for stage, record in (lock.get("stages") or {}).items():

@@ -51,7 +51,8 @@ SUMMARIES = {"keras": KERAS_SUMMARY, "sklearn": SKLEARN_SUMMARY}
 # from run to run, and summary.json must hash the same for the same training.
 TIMINGS = {"keras": KERAS / "timing.json", "sklearn": SKLEARN / "timing.json"}
 
-# evaluate
+# compare, first part: the test metrics, curves and figures that pipeline.evaluate
+# computes, in their own folder (dvc.yaml's plots read the curves there)
 EVALUATE = DATA / "evaluate"
 METRICS = EVALUATE / "metrics.json"
 CLASS_REPORT = EVALUATE / "class_report.json"  # precision, recall, F1 per class
@@ -59,7 +60,7 @@ REPLICATE_METRICS = EVALUATE / "replicate_metrics.csv"  # every test metric per 
 CURVES = EVALUATE / "curves"
 FIGURES = EVALUATE / "figures"
 
-# compare: the verdict for machines (DVC metrics), and the report for people. The
+# compare, then: the verdict for machines (DVC metrics), and the report for people. The
 # report sits in reports/, where a user looks first, not among the stage data.
 VERDICT = DATA / "compare" / "verdict.json"
 # DVC metrics: the verdict and both families' primary metric, short enough for one

@@ -11,8 +11,10 @@ import argparse
 import atexit
 import ctypes
 import fcntl
+import gc
 import importlib
 import os
+import select
 import selectors
 import signal
 import socket
@@ -35,7 +37,9 @@ from pipeline.worker_protocol import (
 
 # Every third-party library a stage imports at its top. Measured on the 2-core machine
 # (CPU seconds, in this order): NumPy, pandas, PyArrow and SciPy 1.0, scikit-learn and
-# skops 0.5, TensorFlow and Keras 2.5 (Matplotlib comes with Keras), MLflow 0.9.
+# skops 0.5, TensorFlow and Keras 2.5 (Matplotlib comes with Keras), MLflow 0.9, and
+# the SQLAlchemy stores that MLflow imports when `track` opens an SQLite or PostgreSQL
+# store 0.5.
 PRELOADED = (
     "numpy",
     "pandas",
@@ -58,20 +62,38 @@ PRELOADED = (
     "mlflow.models",
     "mlflow.pyfunc",
     "mlflow.tracking",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
 )
+# The stages that need only the first libraries of PRELOADED, and how many: a worker
+# still importing the rest starts them as soon as those are in, in parallel with its
+# other imports, so that a repro from scratch uses it from its second stage on
+# (tests/test_worker.py checks that their modules import no later library).
+# `train_keras` imports MLflow itself, in the background while it trains
+# (pipeline.mlflow_models.preload_mlflow). Any other stage asked for meanwhile waits
+# until every import is done.
+EARLY_STAGES = {
+    "pipeline.dataset": PRELOADED.index("keras"),
+    "pipeline.split": PRELOADED.index("keras"),
+    "pipeline.train_keras": PRELOADED.index("mlflow"),
+}
 # An idle worker (no stage running, none asked for) exits after this many seconds.
 IDLE_SECONDS = 10 * 60
 PR_SET_PDEATHSIG = 1
 
 
-def preload() -> None:
+def preload(worker: "Worker | None" = None) -> None:
     """Import the libraries, without starting any of their runtimes: TensorFlow's thread
     pools and devices start on first use, in each child (a fork copies only the thread
-    that forks; a pool started before it would hang the child)."""
+    that forks; a pool started before it would hang the child). Between two imports,
+    `worker` answers whoever has asked meanwhile."""
     # As pipeline.tensorflow_import sets it for a stage run by itself.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in PRELOADED:
+    for number, name in enumerate(PRELOADED, start=1):
         importlib.import_module(name)
+        if worker is not None:
+            worker.imported = number
+            answer_waiting(worker)
 
 
 @dataclass
@@ -86,6 +108,10 @@ class Worker:
     socket_inode: int
     # pidfd -> (pid, the client's connection)
     children: dict[int, tuple[int, socket.socket]] = field(default_factory=dict)
+    # Requests taken while importing, whose stage needs what is not imported yet: the
+    # client's connection, the request and the client's standard streams.
+    waiting: list[tuple[socket.socket, dict[str, Any], list[int]]] = field(default_factory=list)
+    imported: int = 0  # how many of PRELOADED are imported
     serving: bool = True
 
     def stop_serving(self) -> None:
@@ -104,8 +130,9 @@ class Worker:
 
 
 def open_worker(path: Path) -> Worker | None:
-    """Take the environment's lock, import the libraries and listen; None when another
-    worker holds the lock."""
+    """Take the environment's lock, listen, and import the libraries; None when another
+    worker holds the lock. Clients may connect at once: the stages that need only the
+    libraries imported so far start meanwhile, the others once all are imported."""
     lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -116,7 +143,6 @@ def open_worker(path: Path) -> Worker | None:
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
     environment = fingerprint(Path.cwd(), dict(os.environ))
-    preload()
     # The directory it was started in may be a queued experiment's copy, soon deleted.
     os.chdir("/")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -129,7 +155,27 @@ def open_worker(path: Path) -> Worker | None:
     listener.listen(16)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
-    return Worker(path, lock, listener, selector, environment, os.stat(path).st_ino)
+    worker = Worker(path, lock, listener, selector, environment, os.stat(path).st_ino)
+    preload(worker)
+    while worker.waiting:
+        start_child(worker, *worker.waiting.pop(0))
+    return worker
+
+
+def answer_waiting(worker: Worker) -> None:
+    """While importing: take every request that has come, and start those whose stage
+    needs only what is imported. (Their children report their own end to the client:
+    the worker reaps them once it serves.)"""
+    for waiting in list(worker.waiting):
+        if worker.imported >= EARLY_STAGES.get(waiting[1]["module"], len(PRELOADED)):
+            worker.waiting.remove(waiting)
+            start_child(worker, *waiting)
+    while worker.serving and select.select([worker.listener], [], [], 0)[0]:
+        try:
+            connection, _ = worker.listener.accept()
+        except OSError:
+            return  # out of descriptors, say: the client waits for the next try
+        answer(worker, connection)
 
 
 def serve(worker: Worker, idle_seconds: float) -> None:
@@ -184,9 +230,31 @@ def answer(worker: Worker, connection: socket.socket) -> None:
             connection.close()
             return
         connection.settimeout(None)
+        if worker.imported < EARLY_STAGES.get(request["module"], len(PRELOADED)):
+            worker.waiting.append((connection, request, descriptors))
+            return
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        # A client gone, or a request this worker cannot read: refused by silence.
+        sys.stderr.write(f"worker: no answer to a request: {error!r}\n")
+        connection.close()
+        for descriptor in descriptors:
+            os.close(descriptor)
+        return
+    start_child(worker, connection, request, descriptors)
+
+
+def start_child(
+    worker: Worker, connection: socket.socket, request: dict[str, Any], descriptors: list[int]
+) -> None:
+    """Fork the child that runs the request's stage."""
+    try:
         # Nothing of the worker's may be left in buffers the child will write from.
         sys.stdout.flush()
         sys.stderr.flush()
+        # The libraries' objects go where the garbage collector never looks: otherwise
+        # each full collection in a child walks (and so copies, page by page) the whole
+        # preloaded heap, some 0.4 s of CPU per stage with MLflow's SQLAlchemy stores.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             run_child(worker, connection, request, descriptors)
@@ -196,10 +264,11 @@ def answer(worker: Worker, connection: socket.socket) -> None:
         pidfd = os.pidfd_open(pid)
         worker.children[pidfd] = (pid, connection)
         worker.selector.register(pidfd, selectors.EVENT_READ)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        # A client gone, or a request this worker cannot read: refused by silence.
+    except OSError as error:
+        # No child could be forked: the client, told nothing, runs the stage itself.
         sys.stderr.write(f"worker: no answer to a request: {error!r}\n")
-        connection.close()
+        if not any(other is connection for _, other in worker.children.values()):
+            connection.close()
     finally:
         for descriptor in descriptors:
             os.close(descriptor)
@@ -208,19 +277,39 @@ def answer(worker: Worker, connection: socket.socket) -> None:
 def run_child(
     worker: Worker, connection: socket.socket, request: dict[str, Any], descriptors: list[int]
 ) -> None:
-    """In the forked child: become the client's process for the stage, run it, exit."""
+    """In the forked child: become the client's process for the stage, run it, exit.
+    A client that asks (`announce`) hears from the child itself that the stage started
+    and how it ended: at once, even while the worker is still importing."""
     code = 1
+    announce = bool(request.get("announce"))
     try:
         become_client(worker, connection, request, descriptors)
+        if announce:
+            tell_client(connection, {"started": os.getpid()})
         code = run_module(request["module"])
     except BaseException:
         traceback.print_exc()
     finally:
+        # The stage is over: a signal now (the client ends once told, which stops the
+        # stage: forward_signals) must not turn its end into an error.
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
         try:
             sys.stdout.flush()
             sys.stderr.flush()
+            if announce:
+                # The wait status of an exit with `code`; a child killed before it gets
+                # here is reported by the worker.
+                tell_client(connection, {"status": (code & 0xFF) << 8})
         finally:
             os._exit(code)
+
+
+def tell_client(connection: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        send_message(connection, message)
+    except OSError:
+        pass  # the client has ended; the stage stops (forward_signals) or has ended
 
 
 def become_client(
@@ -235,10 +324,16 @@ def become_client(
     for pidfd, (_, other) in worker.children.items():
         os.close(pidfd)
         other.close()
+    # Other clients' connections and streams: a stage holding them would keep their
+    # pipes open (DVC waits for a stage's streams to close).
+    for other, _, streams in worker.waiting:
+        other.close()
+        for descriptor in streams:
+            os.close(descriptor)
     for signal_number in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signal_number, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    # The worker's death stops the stage (its client then says the worker ended).
+    # The worker's death stops the stage, as SIGTERM would.
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     for number, descriptor in enumerate(descriptors):
         os.dup2(descriptor, number)

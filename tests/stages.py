@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import compare, dataset, evaluate, paths, split, train_keras, train_sklearn
+from pipeline import compare, dataset, paths, split, train_keras, train_sklearn
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,6 @@ def trained_in(folder: Path) -> None:
         split_in(folder, monkeypatch, TINY)
         train_sklearn.main()
         train_keras.main()
-        evaluate.main()
         compare.main()
 
 

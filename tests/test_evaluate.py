@@ -1,10 +1,17 @@
-"""Tests for `pipeline.evaluate.evaluate_probabilities`, with sklearn.metrics as the oracle."""
+"""Tests for `pipeline.evaluate`, with sklearn.metrics as the oracle, and for the
+`data/evaluate/` files that the compare stage writes with it."""
+
+import base64
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics
 
+from pipeline import paths
 from pipeline.evaluate import evaluate_probabilities
+from pipeline.files import read_json
 
 
 def noisy_example(n_samples: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -183,3 +190,54 @@ def test_multiclass_metrics_match_sklearn() -> None:
     # One micro-averaged ROC curve: every (row, class) pair is one decision.
     micro_auc = metrics.roc_auc_score(np.eye(4)[labels].ravel(), probabilities.ravel())
     assert np.trapezoid(evaluation.roc["tpr"], evaluation.roc["fpr"]) == pytest.approx(micro_auc)
+
+
+@pytest.mark.stages
+def test_metrics_file_holds_the_replicates_means(trained_outputs: Path) -> None:
+    """metrics.json, replicate_metrics.csv and the headline agree: one evaluation feeds
+    all three, in the compare stage."""
+    per_replicate = pd.read_csv(trained_outputs / paths.REPLICATE_METRICS)
+    means = read_json(trained_outputs / paths.METRICS)
+    headline = read_json(trained_outputs / paths.HEADLINE)
+
+    assert set(means) == set(paths.MODEL_FAMILIES)
+    for family, values in means.items():
+        rows = per_replicate[per_replicate["family"] == family]
+        assert len(rows) == 1  # TINY: one replicate
+        for name, value in values.items():
+            # replicate_metrics.csv keeps 9 significant digits.
+            assert value == pytest.approx(rows[name].mean(), rel=1e-8), name
+        assert headline[f"{family}_roc_auc"] == float(f"{values['roc_auc']:.4g}")
+
+
+@pytest.mark.stages
+def test_evaluation_files_are_written(trained_outputs: Path) -> None:
+    figures = sorted(path.name for path in (trained_outputs / paths.FIGURES).iterdir())
+    assert figures == [
+        "accuracy.png",
+        "confusion.png",
+        "loss.png",
+        "precision_recall.png",
+        "roc.png",
+    ]
+    for name in figures:
+        assert (trained_outputs / paths.FIGURES / name).read_bytes().startswith(b"\x89PNG")
+    for family in paths.MODEL_FAMILIES:
+        roc = pd.read_csv(trained_outputs / paths.roc_curve(family))
+        assert list(roc.columns) == ["fpr", "tpr", "threshold"]
+        assert roc["threshold"].max() <= 1.0
+    report = read_json(trained_outputs / paths.CLASS_REPORT)
+    assert set(report) == set(paths.MODEL_FAMILIES)
+
+
+@pytest.mark.stages
+def test_report_embeds_the_evaluation_figures(trained_outputs: Path) -> None:
+    """The loss and ROC charts are drawn once: the report shows the very files that
+    data/evaluate/figures/ holds (and MLflow's parent run)."""
+    page = (trained_outputs / paths.REPORT_HTML).read_text(encoding="utf-8")
+    for name in ("loss.png", "roc.png"):
+        png = (trained_outputs / paths.FIGURES / name).read_bytes()
+        assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page, name
+    # The other three figures are not in the report.
+    png = (trained_outputs / paths.FIGURES / "accuracy.png").read_bytes()
+    assert base64.b64encode(png).decode() not in page

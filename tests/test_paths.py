@@ -52,6 +52,11 @@ REPORT_OUTPUTS = {
 }
 
 
+# Each data/ folder is written by the stage of its name, but data/evaluate/: the
+# compare stage evaluates both families (pipeline.evaluate) before the verdict.
+STAGE_OF_FOLDER = {"evaluate": "compare"}
+
+
 @pytest.fixture(scope="module")
 def dvc() -> dict[str, Any]:
     return yaml.safe_load(DVC_FILE.read_text(encoding="utf-8"))
@@ -96,7 +101,8 @@ def plot_files(dvc: dict[str, Any]) -> set[Path]:
 
 @pytest.mark.parametrize(("name", "path"), STAGE_OUTPUTS.items())
 def test_path_is_an_output_of_its_stage(stages: dict[str, Any], name: str, path: Path) -> None:
-    data, stage_name, *_ = path.parts
+    data, folder, *_ = path.parts
+    stage_name = STAGE_OF_FOLDER.get(folder, folder)
 
     assert data == str(paths.DATA)
     assert stage_name in stages, f"{name} = {path}: no stage {stage_name!r} in dvc.yaml"
@@ -125,9 +131,8 @@ def test_stage_runs_its_own_module(stages: dict[str, Any]) -> None:
         "split",
         "train_keras",
         "train_sklearn",
-        "evaluate",
-        "track",
         "compare",
+        "track",
     }
     for stage_name, stage in stages.items():
         # Through the warm worker's client (pipeline/client.py).
@@ -147,6 +152,28 @@ def test_stage_lists_its_own_params_section(stages: dict[str, Any]) -> None:
             isinstance(entry, dict) and entry.get(str(PARAMS_FILE), "") is None for entry in listed
         )
         assert every_param or stage_name in listed, f"stage {stage_name} misses its params"
+
+
+def test_compare_evaluates_with_the_evaluate_params(stages: dict[str, Any]) -> None:
+    """The evaluation runs inside compare: its module and its params section are
+    compare's, so that a new threshold reruns it."""
+    compare = stages["compare"]
+    assert "pipeline/evaluate.py" in compare["deps"]
+    assert "evaluate" in compare["params"]
+    assert paths.METRICS not in {Path(dependency) for dependency in compare["deps"]}
+
+
+def test_every_params_section_is_read_by_a_stage(stages: dict[str, Any]) -> None:
+    """A section no stage lists would change nothing when edited: `dvc repro` and
+    `dvc exp run -S` would rerun no stage for it."""
+    sections = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
+    listed = {
+        entry.split(".")[0]
+        for stage in stages.values()
+        for entry in stage.get("params", [])
+        if isinstance(entry, str)
+    }
+    assert set(sections) <= listed
 
 
 def test_stage_params_exist_in_params_yaml(stages: dict[str, Any]) -> None:
@@ -195,7 +222,7 @@ def test_plot_files_are_the_curve_and_history_paths(dvc: dict[str, Any]) -> None
 
 
 def test_each_familys_curves_are_its_own_files_inside_curves() -> None:
-    """Both families' curves go to the one folder evaluate writes, and never to the same
+    """Both families' curves go to the one folder the evaluation writes, never to the same
     file: a family's curve cannot overwrite the other's."""
     kinds = (paths.roc_curve, paths.precision_recall_curve, paths.confusion)
     curves = {family: [curve(family) for curve in kinds] for family in paths.MODEL_FAMILIES}

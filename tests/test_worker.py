@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.worker import EARLY_STAGES, PRELOADED
 from pipeline.worker_protocol import (
     connect,
     private_directory,
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.skipif(
 
 # A stage that says where and how it runs, then does what FAKE asks.
 FAKE_STAGE = """
+import gc
 import json
 import os
 import sys
@@ -57,6 +60,7 @@ def main():
         "arguments": sys.argv[1:],
         "variable": action,
         "preloaded": "tensorflow" in sys.modules,
+        "frozen": gc.get_freeze_count(),
         "stdout_is_line_buffered": sys.stdout.line_buffering,
     }}
     print(json.dumps(report), flush=True)
@@ -244,15 +248,19 @@ def test_stage_runs_in_a_child_of_the_worker_as_it_would_by_itself(
     warm_report, alone_report = report_of(warm), report_of(alone)
     assert warm_report["parent"] == worker.pid
     assert warm_report["preloaded"] is True
+    # The preloaded objects are out of the garbage collector's way (gc.freeze).
+    assert warm_report["frozen"] > 100_000
     assert alone_report["parent"] != worker.pid
     assert alone_report["preloaded"] is False
+    assert alone_report["frozen"] == 0
     for report in (warm_report, alone_report):
         assert report["directory"] == str(project)
         assert report["arguments"] == ["--flag", "value"]
         assert report["variable"] == "hello"
         assert report["stdout_is_line_buffered"] is False  # a pipe, as for the client
-    # The child is gone once the client has its exit code.
-    assert not process_running(warm_report["pid"])
+    # The child tells the client its exit code once its outputs are written and its
+    # streams flushed, then ends at once.
+    assert wait_until_ended(warm_report["pid"], timeout=10)
 
 
 @pytest.mark.parametrize(
@@ -460,9 +468,10 @@ def test_another_user_is_refused(runtime: Path, worker: subprocess.Popen):
 
 
 def test_missing_dead_and_outdated_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """No worker, or a dead one (its socket left behind): the stage runs by itself and
-    starts a worker for the next. A changed environment (here the lock file): the worker
-    refuses, the stage runs by itself, the old worker exits and a fresh one starts."""
+    """No worker, or a dead one (its socket left behind): the stage starts one and runs
+    in it once it has imported its libraries. A changed environment (here the lock
+    file): the worker refuses, the stage runs by itself, the old worker exits and a
+    fresh one starts for the next stages."""
     project = make_project(tmp_path / "project")
     runtime = private_runtime(tmp_path / "run")
     directory = runtime / "pipeline-worker"
@@ -472,11 +481,11 @@ def test_missing_dead_and_outdated_workers(tmp_path: Path, monkeypatch: pytest.M
     dead.bind(str(socket_path()))
     dead.close()
     try:
-        alone = report_of(run_client(project, runtime))
-        assert alone["preloaded"] is False
-        wait_for_worker(runtime)
+        first = report_of(run_client(project, runtime))
+        assert first["preloaded"] is True
         warm = report_of(run_client(project, runtime))
         assert warm["preloaded"] is True
+        assert warm["parent"] == first["parent"] != os.getpid()
 
         (project / "uv.lock").write_text("a changed lock file\n")
         changed = report_of(run_client(project, runtime))
@@ -488,6 +497,132 @@ def test_missing_dead_and_outdated_workers(tmp_path: Path, monkeypatch: pytest.M
         assert fresh["parent"] != warm["parent"]
     finally:
         stop_worker(project, runtime)
+
+
+def test_first_stages_start_while_the_worker_still_imports(tmp_path: Path):
+    """A worker listens before it imports: `split` (one of EARLY_STAGES) starts as soon
+    as its libraries are in, before TensorFlow; any other stage asked for meanwhile
+    waits for every import instead of importing them again by itself."""
+    project = make_project(tmp_path / "project")
+    (project / "pipeline" / "split.py").write_text(FAKE_STAGE.format(version="split"))
+    runtime = private_runtime(tmp_path / "run")
+    with open(runtime / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.worker", "serve"],
+            cwd=project,
+            env=variables(runtime),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((runtime / "pipeline-worker").glob("*.sock")):
+            assert time.monotonic() < deadline, "the worker never listened"
+            time.sleep(0.02)
+        late = start_client(project, runtime, "pipeline.fake_stage")
+        early = start_client(project, runtime, "pipeline.split")
+        early_output, _ = early.communicate(timeout=120)
+        late_output, _ = late.communicate(timeout=120)
+    finally:
+        stop_worker(project, runtime)
+        worker.wait(timeout=60)
+
+    early_report = json.loads(early_output.splitlines()[0])
+    late_report = json.loads(late_output.splitlines()[0])
+    assert early_report["version"] == "split"
+    assert early_report["parent"] == late_report["parent"] == worker.pid
+    assert early_report["preloaded"] is False  # TensorFlow was still to come
+    assert late_report["preloaded"] is True
+    log = (runtime / "worker.log").read_text()
+    assert log.index("runs pipeline.split") < log.index("runs pipeline.fake_stage")
+
+
+@pytest.mark.parametrize(("stage", "needed"), EARLY_STAGES.items())
+def test_early_stages_import_only_the_early_libraries(stage: str, needed: int):
+    """What lets the worker start EARLY_STAGES before its other imports: their modules
+    import none of the libraries that come later in PRELOADED."""
+    code = (
+        f"import sys, {stage}; "
+        f"later = {{name.split('.')[0] for name in {PRELOADED[needed:]!r}}}; "
+        "print(sorted(later & {name.split('.')[0] for name in sys.modules}))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+
+    assert completed.stdout == "[]\n"
+    assert "mlflow" in {name.split(".")[0] for name in PRELOADED[needed:]}
+
+
+# Opens an SQLite store as `track` does, after the worker's imports: which MLflow and
+# SQLAlchemy modules did that import anew?
+OPEN_STORE = """
+import shutil, sys
+from pathlib import Path
+from pipeline.worker import preload
+preload()
+from pipeline.store import store_template
+before = set(sys.modules)
+database = Path(sys.argv[1])
+if store_template().exists():
+    shutil.copyfile(store_template(), database)
+from mlflow.tracking import MlflowClient
+MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments(max_results=1)
+print(sorted(name for name in set(sys.modules) - before if "sqlalchemy_store" in name))
+"""
+
+
+def test_the_stores_of_track_are_preloaded(tmp_path: Path):
+    """MLflow imports its SQLAlchemy store (0.5 s of CPU) only when a client first
+    opens an SQL store: the worker imports it, so that `track` does not."""
+    completed = subprocess.run(
+        [sys.executable, "-c", OPEN_STORE, str(tmp_path / "mlflow.db")],
+        cwd=ROOT,
+        env=variables(tmp_path),
+        capture_output=True,
+        text=True,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_worker_that_ends_before_the_stage_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A worker that takes the request and then ends (killed while importing, say)
+    before any stage started: the client runs the stage itself."""
+    project = make_project(tmp_path / "project")
+    runtime = private_runtime(tmp_path / "run")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path()))
+    listener.listen(1)
+
+    def take_and_end() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            request, descriptors = receive_message(connection, max_descriptors=3)
+            for descriptor in descriptors:
+                os.close(descriptor)
+            assert request is not None and request["announce"] is True
+
+    taker = threading.Thread(target=take_and_end)
+    taker.start()
+    try:
+        completed = run_client(project, runtime, FAKE="hello")
+    finally:
+        taker.join(timeout=60)
+        listener.close()
+        stop_worker(project, runtime)
+
+    assert completed.returncode == 0, completed.stderr
+    report = report_of(completed)
+    assert report["preloaded"] is False
+    assert report["parent"] == os.getpid()  # the client itself ran it
+    assert completed.stderr == "to stderr\n"
 
 
 def test_idle_worker_exits(tmp_path: Path):

@@ -41,7 +41,7 @@ EPOCH_LINE = re.compile(r"^(keras|sklearn)\s+epoch\s+(\d+)/")
 STAGE_LINE = re.compile(r"^Running stage '(\w+)'")
 # Runs a stage module by itself and prints, as JSON, its RSS right after its imports
 # (the child imports the module, reports VmRSS through a pipe, then runs its `main`), its
-# peak RSS, and the largest summed RSS of the processes it started (scikit-learn's
+# peak RSS, and the largest summed RSS of it and the processes it started (scikit-learn's
 # workers), sampled every 50 ms. Linux carries a process's peak RSS over fork and exec,
 # so a stage started straight from this benchmark (TensorFlow loaded, 1 GB and more)
 # would report the benchmark's peak; started from this small wrapper, it reports its own.
@@ -65,7 +65,8 @@ if pid == 0:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     os.execv(sys.executable, [sys.executable, "-c", {RUN_STAGE!r}, sys.argv[1], str(write_end)])
 os.close(write_end)
-descendants_peak, done = 0, threading.Event()
+tree_peak, most_workers, done = 0, 0, threading.Event()
+python = os.path.realpath(sys.executable)
 def descendants(parent):
     found = []
     for path in glob.glob(f"/proc/{{parent}}/task/*/children"):
@@ -77,16 +78,26 @@ def descendants(parent):
             found += [child, *descendants(child)]
     return found
 def sample():
-    global descendants_peak
+    global tree_peak, most_workers
     while not done.wait(0.05):
-        total = 0
-        for child in descendants(pid):
+        children, workers = descendants(pid), 0
+        for child in children:
+            # A worker is a Python process that runs the stage's code (joblib's), not
+            # git or joblib's resource tracker.
             try:
-                status = dict(line.split(":", 1) for line in open(f"/proc/{{child}}/status"))
+                command = open(f"/proc/{{child}}/cmdline", "rb").read()
+                runs_python = os.path.realpath(f"/proc/{{child}}/exe") == python
+            except OSError:
+                continue
+            workers += runs_python and b"tracker" not in command
+        total = 0
+        for process in [pid, *children]:
+            try:
+                status = dict(line.split(":", 1) for line in open(f"/proc/{{process}}/status"))
                 total += int(status.get("VmRSS", "0 kB").split()[0]) * 1024
             except OSError:
                 pass
-        descendants_peak = max(descendants_peak, total)
+        tree_peak, most_workers = max(tree_peak, total), max(most_workers, workers)
 sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
 _, status, usage = os.wait4(pid, 0)
@@ -97,7 +108,8 @@ print(json.dumps({{
     "after_imports_rss_bytes": int(imports[0]) if imports else None,
     "after_imports_peak_bytes": int(imports[1]) if imports else None,
     "peak_rss_bytes": usage.ru_maxrss * 1024,
-    "descendants_peak_rss_bytes": descendants_peak,
+    "tree_peak_rss_bytes": tree_peak,
+    "workers": most_workers,
 }}))
 sys.exit(os.waitstatus_to_exitcode(status))
 """
@@ -326,7 +338,8 @@ def memory_section(rows: int, batch_size: int | None = None) -> dict:
                 f"  {stage:14} after imports {measured['after_imports_rss_bytes'] / 2**20:6,.0f}"
                 f" MiB, peak {measured['peak_rss_bytes'] / 2**20:6,.0f} MiB: "
                 f"{measured['peak_over_imports_over_data']:4.2f} x the float32 data; "
-                f"workers {measured['descendants_peak_rss_bytes'] / 2**20:,.0f} MiB; "
+                f"with {measured['workers']} workers {measured['tree_peak_rss_bytes'] / 2**20:,.0f}"
+                " MiB; "
                 + (f"estimated {estimate / 2**20:,.0f} MiB" if estimate else "no estimate"),
                 flush=True,
             )
@@ -357,6 +370,12 @@ def measure_stage(
         raise RuntimeError(f"{stage} failed on {what}:\n{completed.stderr[-2000:]}")
     measured = json.loads(completed.stdout.strip().splitlines()[-1])
     peak, after_imports = measured["peak_rss_bytes"], measured["after_imports_rss_bytes"]
+    if measured["workers"]:
+        # Each worker imports what the stage imports. Summed RSS counts the pages that
+        # processes share (libraries, memory-mapped arrays) once per process: an upper
+        # bound, sampled.
+        peak = max(peak, measured["tree_peak_rss_bytes"])
+        after_imports *= 1 + measured["workers"]
     return {
         **measured,
         "peak_over_imports_bytes": peak - after_imports,
@@ -694,11 +713,16 @@ def print_memory(memory: dict) -> None:
         f"({data / 2**20:,.0f} MiB as float32), {memory['replicates']} replicates, "
         f"batch {memory['batch_size']}, 1 epoch (MiB)"
     )
-    print("| stage | after imports | peak RSS | peak - imports | x data | workers | estimate |")
+    # With workers, "peak - imports" is the sampled peak of the stage and its workers
+    # together, less the imports of each.
+    print(
+        "| stage | after imports | peak RSS | peak - imports | x data | workers: all | estimate |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for stage, item in memory["stages"].items():
         estimate = item["estimate_bytes"]
-        workers = item["descendants_peak_rss_bytes"]
+        workers = item["workers"]
+        tree = f"{workers}: {item['tree_peak_rss_bytes'] / 2**20:,.0f}" if workers else "-"
         estimated = (
             f"{estimate / 2**20:,.0f} ({item['estimate_over_peak']:.2f} x)" if estimate else "-"
         )
@@ -707,7 +731,7 @@ def print_memory(memory: dict) -> None:
             f"{item['peak_rss_bytes'] / 2**20:,.0f} | "
             f"{item['peak_over_imports_bytes'] / 2**20:,.0f} | "
             f"{item['peak_over_imports_over_data']:.2f} | "
-            f"{f'{workers / 2**20:,.0f}' if workers else '-'} | "
+            f"{tree} | "
             f"{estimated} |"
         )
 

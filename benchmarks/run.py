@@ -41,17 +41,20 @@ EPOCH_LINE = re.compile(r"^(keras|sklearn)\s+epoch\s+(\d+)/")
 STAGE_LINE = re.compile(r"^Running stage '(\w+)'")
 # Runs a stage module by itself and prints, as JSON, its RSS right after its imports
 # (the child imports the module, reports VmRSS through a pipe, then runs its `main`), its
-# peak RSS, and the largest summed RSS of it and the processes it started (scikit-learn's
-# workers), sampled every 50 ms. Linux carries a process's peak RSS over fork and exec,
-# so a stage started straight from this benchmark (TensorFlow loaded, 1 GB and more)
-# would report the benchmark's peak; started from this small wrapper, it reports its own.
+# peak RSS, and the largest sum of its RSS and the PSS of the processes it started
+# (scikit-learn's workers), sampled every 50 ms. Linux carries a process's peak RSS over
+# fork and exec, so a stage started straight from this benchmark (TensorFlow loaded,
+# 1 GB and more) would report the benchmark's peak; started from this small wrapper, it
+# reports its own.
 RUN_STAGE = """
 import importlib, os, sys
 module = importlib.import_module(sys.argv[1])
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-report = os.fdopen(int(sys.argv[2]), "w")
-report.write(f"{int(status['VmRSS'].split()[0]) * 1024} {int(status['VmHWM'].split()[0]) * 1024}")
-report.close()
+def kilobytes(path, name):
+    return next(int(line.split()[1]) for line in open(path) if line.startswith(name + ":"))
+with os.fdopen(int(sys.argv[2]), "w") as report:
+    report.write(" ".join(str(kilobytes(f"/proc/self/{file}", name) * 1024) for file, name in (
+        ("status", "VmRSS"), ("status", "VmHWM"), ("smaps_rollup", "Anonymous")
+    )))
 from pipeline.errors import run_stage
 run_stage(module.main)
 """
@@ -90,12 +93,20 @@ def sample():
             except OSError:
                 continue
             workers += runs_python and b"tracker" not in command
+        # The stage's RSS, and each child's proportional share (PSS): the pages that
+        # workers share (libraries, arrays joblib maps into each) count once in all.
         total = 0
-        for process in [pid, *children]:
+        for process, file, name in [
+            (pid, "status", "VmRSS"),
+            *((child, "smaps_rollup", "Pss") for child in children),
+        ]:
             try:
-                status = dict(line.split(":", 1) for line in open(f"/proc/{{process}}/status"))
-                total += int(status.get("VmRSS", "0 kB").split()[0]) * 1024
-            except OSError:
+                total += next(
+                    int(line.split()[1]) * 1024
+                    for line in open(f"/proc/{{process}}/{{file}}")
+                    if line.startswith(name + ":")
+                )
+            except (OSError, StopIteration):
                 pass
         tree_peak, most_workers = max(tree_peak, total), max(most_workers, workers)
 sampler = threading.Thread(target=sample, daemon=True)
@@ -107,6 +118,7 @@ imports = os.read(read_end, 100).split()
 print(json.dumps({{
     "after_imports_rss_bytes": int(imports[0]) if imports else None,
     "after_imports_peak_bytes": int(imports[1]) if imports else None,
+    "after_imports_anonymous_bytes": int(imports[2]) if imports else None,
     "peak_rss_bytes": usage.ru_maxrss * 1024,
     "tree_peak_rss_bytes": tree_peak,
     "workers": most_workers,
@@ -371,11 +383,11 @@ def measure_stage(
     measured = json.loads(completed.stdout.strip().splitlines()[-1])
     peak, after_imports = measured["peak_rss_bytes"], measured["after_imports_rss_bytes"]
     if measured["workers"]:
-        # Each worker imports what the stage imports. Summed RSS counts the pages that
-        # processes share (libraries, memory-mapped arrays) once per process: an upper
-        # bound, sampled.
+        # The stage and its workers together (sampled), less the imports of each: a
+        # worker imports what the stage imports, and holds of it what the stage holds
+        # as anonymous memory (its libraries' files are shared, counted once).
         peak = max(peak, measured["tree_peak_rss_bytes"])
-        after_imports *= 1 + measured["workers"]
+        after_imports += measured["workers"] * measured["after_imports_anonymous_bytes"]
     return {
         **measured,
         "peak_over_imports_bytes": peak - after_imports,

@@ -152,12 +152,16 @@ def train(
             classifier.partial_fit(
                 train_set.features, train_set.labels, sample_weight=weights, classes=classes
             )
-        validation_probabilities = classifier.predict_proba(validation_set.features)
+        # In chunks of rows, as the test rows are predicted: the whole train set at once
+        # would hold every layer's activations of every row (about 500 MB at 6M rows).
+        validation_probabilities = predict_probabilities(classifier, validation_set.features)
         record = {
             "epoch": epoch,
             "loss": float(classifier.loss_curve_[-1]),
             "accuracy": float(
-                accuracy_score(train_set.labels, classifier.predict(train_set.features))
+                accuracy_score(
+                    train_set.labels, predict_in_chunks(classifier.predict, train_set.features)
+                )
             ),
             "val_loss": float(
                 log_loss(validation_set.labels, validation_probabilities, labels=classes)

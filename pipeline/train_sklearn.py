@@ -5,6 +5,7 @@ import copy
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -225,11 +226,34 @@ def train_replicates(
         )
         for replicate, seed in enumerate(seeds)
     ]
-    work = len(train_tables[0].labels) * spec.epochs * count
-    workers = min(count, os.cpu_count() or 1)
-    if workers == 1 or work < PARALLEL_MIN_SAMPLE_EPOCHS:
+    workers = parallel_workers(len(train_tables[0].labels), spec.epochs, count)
+    if workers == 1:
         return [train(*job) for job in jobs]
     return joblib.Parallel(n_jobs=workers)(joblib.delayed(_train_replicate)(*job) for job in jobs)
+
+
+def parallel_workers(n_rows: int, epochs: int, count: int) -> int:
+    """How many processes train the replicates: 1 (this one) for small trainings."""
+    if n_rows * epochs * count < PARALLEL_MIN_SAMPLE_EPOCHS:
+        return 1
+    return min(count, os.cpu_count() or 1)
+
+
+def memory_mapped(table: Table, folder: Path) -> Table:
+    """The table's arrays written to files in `folder` and mapped from there, read-only.
+
+    joblib hands a mapped array to its workers as the file's name, and every process
+    then maps the same pages. An array in this process's own memory, joblib would
+    copy to a file of its own for the workers: the rows held twice.
+    """
+    arrays = []
+    for values in (table.features, table.labels):
+        handle, name = tempfile.mkstemp(dir=folder, suffix=".npy")
+        os.close(handle)
+        path = Path(name)
+        np.save(path, values)
+        arrays.append(np.load(path, mmap_mode="r"))
+    return Table(arrays[0], arrays[1], table.feature_names)
 
 
 def save_model(classifier: MLPClassifier, path: os.PathLike) -> None:
@@ -271,16 +295,21 @@ def main() -> None:
     check_batch_size(params.model, n_rows)
     check_stage_memory(params, n_rows, len(columns), n_classes, "train_sklearn")
     validation_tables = read_split("validation", replicates, params.seed, n_classes, columns)
-    started = time.perf_counter()
-    results = train_replicates(
-        train_tables,
-        validation_tables,
-        params.model,
-        params.train_sklearn.learning_rate_schedule,
-        seeds,
-    )
-    train_seconds = time.perf_counter() - started
-    del train_tables, validation_tables
+    with tempfile.TemporaryDirectory(prefix="train_sklearn-") as folder:
+        if parallel_workers(n_rows, params.model.epochs, replicates.count) > 1:
+            # The workers and this process share one copy of the rows.
+            train_tables = [memory_mapped(table, Path(folder)) for table in train_tables]
+            validation_tables = [memory_mapped(table, Path(folder)) for table in validation_tables]
+        started = time.perf_counter()
+        results = train_replicates(
+            train_tables,
+            validation_tables,
+            params.model,
+            params.train_sklearn.learning_rate_schedule,
+            seeds,
+        )
+        train_seconds = time.perf_counter() - started
+        del train_tables, validation_tables
     test_tables = read_split("test", replicates, params.seed, n_classes, columns)
     classifiers = [result.model for result in results]
     probabilities = np.stack(

@@ -41,11 +41,11 @@ EPOCH_LINE = re.compile(r"^(keras|sklearn)\s+epoch\s+(\d+)/")
 STAGE_LINE = re.compile(r"^Running stage '(\w+)'")
 # Runs a stage module by itself and prints, as JSON, its RSS right after its imports
 # (the child imports the module, reports VmRSS through a pipe, then runs its `main`), its
-# peak RSS, and the largest sum of its RSS and the PSS of the processes it started
-# (scikit-learn's workers), sampled every 50 ms. Linux carries a process's peak RSS over
-# fork and exec, so a stage started straight from this benchmark (TensorFlow loaded,
-# 1 GB and more) would report the benchmark's peak; started from this small wrapper, it
-# reports its own.
+# peak RSS, and the largest sum of the PSS of it and of the processes it started
+# (scikit-learn's workers), sampled every 50 ms: pages they share count once. Linux
+# carries a process's peak RSS over fork and exec, so a stage started straight from this
+# benchmark (TensorFlow loaded, 1 GB and more) would report the benchmark's peak;
+# started from this small wrapper, it reports its own.
 RUN_STAGE = """
 import importlib, os, sys
 module = importlib.import_module(sys.argv[1])
@@ -53,7 +53,8 @@ def kilobytes(path, name):
     return next(int(line.split()[1]) for line in open(path) if line.startswith(name + ":"))
 with os.fdopen(int(sys.argv[2]), "w") as report:
     report.write(" ".join(str(kilobytes(f"/proc/self/{file}", name) * 1024) for file, name in (
-        ("status", "VmRSS"), ("status", "VmHWM"), ("smaps_rollup", "Anonymous")
+        ("status", "VmRSS"), ("status", "VmHWM"), ("smaps_rollup", "Anonymous"),
+        ("smaps_rollup", "Pss"),
     )))
 from pipeline.errors import run_stage
 run_stage(module.main)
@@ -93,18 +94,13 @@ def sample():
             except OSError:
                 continue
             workers += runs_python and b"tracker" not in command
-        # The stage's RSS, and each child's proportional share (PSS): the pages that
-        # workers share (libraries, arrays joblib maps into each) count once in all.
         total = 0
-        for process, file, name in [
-            (pid, "status", "VmRSS"),
-            *((child, "smaps_rollup", "Pss") for child in children),
-        ]:
+        for process in [pid, *children]:
             try:
                 total += next(
                     int(line.split()[1]) * 1024
-                    for line in open(f"/proc/{{process}}/{{file}}")
-                    if line.startswith(name + ":")
+                    for line in open(f"/proc/{{process}}/smaps_rollup")
+                    if line.startswith("Pss:")
                 )
             except (OSError, StopIteration):
                 pass
@@ -119,8 +115,9 @@ print(json.dumps({{
     "after_imports_rss_bytes": int(imports[0]) if imports else None,
     "after_imports_peak_bytes": int(imports[1]) if imports else None,
     "after_imports_anonymous_bytes": int(imports[2]) if imports else None,
+    "after_imports_pss_bytes": int(imports[3]) if imports else None,
     "peak_rss_bytes": usage.ru_maxrss * 1024,
-    "tree_peak_rss_bytes": tree_peak,
+    "tree_peak_pss_bytes": tree_peak,
     "workers": most_workers,
 }}))
 sys.exit(os.waitstatus_to_exitcode(status))
@@ -350,7 +347,7 @@ def memory_section(rows: int, batch_size: int | None = None) -> dict:
                 f"  {stage:14} after imports {measured['after_imports_rss_bytes'] / 2**20:6,.0f}"
                 f" MiB, peak {measured['peak_rss_bytes'] / 2**20:6,.0f} MiB: "
                 f"{measured['peak_over_imports_over_data']:4.2f} x the float32 data; "
-                f"with {measured['workers']} workers {measured['tree_peak_rss_bytes'] / 2**20:,.0f}"
+                f"with {measured['workers']} workers {measured['tree_peak_pss_bytes'] / 2**20:,.0f}"
                 " MiB; "
                 + (f"estimated {estimate / 2**20:,.0f} MiB" if estimate else "no estimate"),
                 flush=True,
@@ -383,11 +380,14 @@ def measure_stage(
     measured = json.loads(completed.stdout.strip().splitlines()[-1])
     peak, after_imports = measured["peak_rss_bytes"], measured["after_imports_rss_bytes"]
     if measured["workers"]:
-        # The stage and its workers together (sampled), less the imports of each: a
-        # worker imports what the stage imports, and holds of it what the stage holds
-        # as anonymous memory (its libraries' files are shared, counted once).
-        peak = max(peak, measured["tree_peak_rss_bytes"])
-        after_imports += measured["workers"] * measured["after_imports_anonymous_bytes"]
+        # The stage and its workers together (PSS, sampled), less the imports of each:
+        # a worker imports what the stage imports, and holds of it what the stage
+        # holds as anonymous memory (the libraries' files are shared, counted once).
+        peak = measured["tree_peak_pss_bytes"]
+        after_imports = (
+            measured["after_imports_pss_bytes"]
+            + measured["workers"] * measured["after_imports_anonymous_bytes"]
+        )
     return {
         **measured,
         "peak_over_imports_bytes": peak - after_imports,
@@ -734,7 +734,7 @@ def print_memory(memory: dict) -> None:
     for stage, item in memory["stages"].items():
         estimate = item["estimate_bytes"]
         workers = item["workers"]
-        tree = f"{workers}: {item['tree_peak_rss_bytes'] / 2**20:,.0f}" if workers else "-"
+        tree = f"{workers}: {item['tree_peak_pss_bytes'] / 2**20:,.0f}" if workers else "-"
         estimated = (
             f"{estimate / 2**20:,.0f} ({item['estimate_over_peak']:.2f} x)" if estimate else "-"
         )

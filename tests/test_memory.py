@@ -45,14 +45,15 @@ def test_the_default_run_costs_little_more_than_its_imports() -> None:
         assert IMPORT_BYTES[stage] <= cost.bytes < IMPORT_BYTES[stage] + 100 * MIB
 
 
-def test_generated_data_costs_twelve_bytes_a_value_while_generated() -> None:
-    # make_classification's float64 array and the float32 copy of it.
+def test_generated_data_costs_its_float32_features_and_the_informative_float64_ones() -> None:
+    # The float32 features, make_classification's float64 informative features (4 by
+    # default), and per row the int64 label, the float64 flip draw and its mask.
     params = params_with(dataset={"n_samples": 10_000_000})
     shape = DataShape(10_000_000, 8, 0, 8, 2)
 
     dataset = next(cost for cost in estimate_costs(params, shape) if cost.stage == "dataset")
 
-    assert dataset.bytes == IMPORT_BYTES["dataset"] + 10_000_000 * 8 * 12
+    assert dataset.bytes == IMPORT_BYTES["dataset"] + 10_000_000 * (8 * 4 + 4 * 8 + 17)
     assert dataset.key == "dataset.n_samples"
 
 
@@ -137,3 +138,6 @@ def test_the_constants_copied_from_the_stages_match_them() -> None:
         if isinstance(target, ast.Name) and target.id == "XLA_MIN_SAMPLE_EPOCHS"
     }
     assert values == {"XLA_MIN_SAMPLE_EPOCHS": memory.KERAS_XLA_MIN_SAMPLE_EPOCHS}
+    from pipeline import train_sklearn
+
+    assert memory.SKLEARN_PARALLEL_MIN_SAMPLE_EPOCHS == train_sklearn.PARALLEL_MIN_SAMPLE_EPOCHS

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import paths
+from pipeline import memory, paths
 from pipeline.config import parse_params
 from pipeline.errors import PipelineError
 from pipeline.memory import (
@@ -141,3 +141,22 @@ def test_the_constants_copied_from_the_stages_match_them() -> None:
     from pipeline import train_sklearn
 
     assert memory.SKLEARN_PARALLEL_MIN_SAMPLE_EPOCHS == train_sklearn.PARALLEL_MIN_SAMPLE_EPOCHS
+
+
+def test_scikit_learns_workers_are_counted_only_when_it_starts_them(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    params = params_with(dataset={"n_samples": 10_000_000}, model={"epochs": 1})
+
+    def sklearn(n_rows: int) -> int:
+        costs = estimate_costs(params, DataShape(n_rows, 8, 0, 8, 2))
+        return next(cost.bytes for cost in costs if cost.stage == "train_sklearn")
+
+    # 600 train rows x 1 epoch x 6 replicates: trained in the stage itself, no worker.
+    small = sklearn(1000)
+    assert small < IMPORT_BYTES["train_sklearn"] + 2 * MIB
+    # 6M train rows: two workers, each importing scikit-learn and binarizing 6M labels.
+    large = sklearn(10_000_000)
+    n_train = 6_000_000
+    expected_workers = 2 * (memory.SKLEARN_WORKER_IMPORT_BYTES + n_train * 48)
+    rows = 8_000_000 * 8 * 4 * memory.SKLEARN_ROW_COPIES
+    assert large - IMPORT_BYTES["train_sklearn"] == pytest.approx(expected_workers + rows, rel=0.01)

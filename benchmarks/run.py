@@ -39,18 +39,87 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results.json"
 EPOCH_LINE = re.compile(r"^(keras|sklearn)\s+epoch\s+(\d+)/")
 STAGE_LINE = re.compile(r"^Running stage '(\w+)'")
-# Runs a command and prints its peak RSS in bytes. Linux carries a process's peak RSS
-# over fork and exec, so a stage started straight from this benchmark (TensorFlow
-# loaded, 1 GB and more) would report the benchmark's peak; started from this small
-# wrapper, it reports its own.
-PEAK_RSS = """
-import os, sys
+# Runs a stage module by itself and prints, as JSON, its RSS right after its imports
+# (the child imports the module, reports VmRSS through a pipe, then runs its `main`), its
+# peak RSS, and the largest sum of the PSS of it and of the processes it started
+# (scikit-learn's workers), sampled every 50 ms: pages they share count once. Linux
+# carries a process's peak RSS over fork and exec, so a stage started straight from this
+# benchmark (TensorFlow loaded, 1 GB and more) would report the benchmark's peak;
+# started from this small wrapper, it reports its own.
+RUN_STAGE = """
+import importlib, os, sys
+module = importlib.import_module(sys.argv[1])
+def kilobytes(path, name):
+    return next(int(line.split()[1]) for line in open(path) if line.startswith(name + ":"))
+with os.fdopen(int(sys.argv[2]), "w") as report:
+    report.write(" ".join(str(kilobytes(f"/proc/self/{file}", name) * 1024) for file, name in (
+        ("status", "VmRSS"), ("status", "VmHWM"), ("smaps_rollup", "Anonymous"),
+        ("smaps_rollup", "Pss"),
+    )))
+from pipeline.errors import run_stage
+run_stage(module.main)
+"""
+PEAK_RSS = f"""
+import glob, json, os, sys, threading, time
+read_end, write_end = os.pipe()
 pid = os.fork()
 if pid == 0:
+    os.close(read_end)
+    os.set_inheritable(write_end, True)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-c", {RUN_STAGE!r}, sys.argv[1], str(write_end)])
+os.close(write_end)
+tree_peak, most_workers, done = 0, 0, threading.Event()
+python = os.path.realpath(sys.executable)
+def descendants(parent):
+    found = []
+    for path in glob.glob(f"/proc/{{parent}}/task/*/children"):
+        try:
+            children = [int(child) for child in open(path).read().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
+def sample():
+    global tree_peak, most_workers
+    while not done.wait(0.05):
+        children, workers = descendants(pid), 0
+        for child in children:
+            # A worker is a Python process that runs the stage's code (joblib's), not
+            # git or joblib's resource tracker.
+            try:
+                command = open(f"/proc/{{child}}/cmdline", "rb").read()
+                runs_python = os.path.realpath(f"/proc/{{child}}/exe") == python
+            except OSError:
+                continue
+            workers += runs_python and b"tracker" not in command
+        total = 0
+        for process in [pid, *children]:
+            try:
+                total += next(
+                    int(line.split()[1]) * 1024
+                    for line in open(f"/proc/{{process}}/smaps_rollup")
+                    if line.startswith("Pss:")
+                )
+            except (OSError, StopIteration):
+                pass
+        tree_peak, most_workers = max(tree_peak, total), max(most_workers, workers)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
 _, status, usage = os.wait4(pid, 0)
-print(usage.ru_maxrss * 1024)
+done.set()
+sampler.join()
+imports = os.read(read_end, 100).split()
+print(json.dumps({{
+    "after_imports_rss_bytes": int(imports[0]) if imports else None,
+    "after_imports_peak_bytes": int(imports[1]) if imports else None,
+    "after_imports_anonymous_bytes": int(imports[2]) if imports else None,
+    "after_imports_pss_bytes": int(imports[3]) if imports else None,
+    "peak_rss_bytes": usage.ru_maxrss * 1024,
+    "tree_peak_pss_bytes": tree_peak,
+    "workers": most_workers,
+}}))
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -244,8 +313,14 @@ def estimated_peaks(params: dict, shape: DataShape) -> dict[str, int]:
     return {cost.stage: cost.bytes for cost in estimate_costs(parse_params(params), shape)}
 
 
-def memory_section(rows: int) -> dict:
-    """Peak RSS of each stage, run as its own process, on `rows` x 8 features."""
+# Every stage, in the order `dvc repro` runs them.
+MEMORY_STAGES = ("dataset", "split", "train_keras", "train_sklearn", "compare", "track")
+
+
+def memory_section(rows: int, batch_size: int | None = None) -> dict:
+    """Each stage, run as its own process on `rows` x 8 features with the default
+    params otherwise (one epoch; `batch_size` if given): its RSS right after its
+    imports, its peak RSS, and what the data cost between the two."""
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as work:
         project = Path(work)
         copy_repository(project)
@@ -253,49 +328,75 @@ def memory_section(rows: int) -> dict:
         params = yaml.safe_load(params_path.read_text())
         params["dataset"]["n_samples"] = rows
         params["model"]["epochs"] = 1
+        if batch_size is not None:
+            params["model"]["batch_size"] = batch_size
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        # track names the git commit of each run; its store is the copy's own mlflow.db.
+        initialize_repository(project, "benchmark")
         n_features = params["dataset"]["n_features"]
         data_bytes = rows * n_features * 4
         estimates = estimated_peaks(params, DataShape(rows, n_features, 0, n_features, 2))
         stages = {}
-        for stage in ("dataset", "split", "train_keras", "train_sklearn", "compare"):
+        for stage in MEMORY_STAGES:
             stages[stage], _ = measure_stage(
-                project, stage, estimates[stage], data_bytes, f"{rows} rows"
+                project, stage, estimates.get(stage), data_bytes, f"{rows} rows"
             )
-            peak, estimate = stages[stage]["peak_rss_bytes"], estimates[stage]
+            measured = stages[stage]
+            estimate = measured["estimate_bytes"]
             print(
-                f"  {stage:14} peak RSS {peak / 2**20:8,.0f} MiB = "
-                f"{peak / data_bytes:4.2f} x the float32 data; estimated "
-                f"{estimate / 2**20:,.0f} MiB ({estimate / peak:.2f} x)",
+                f"  {stage:14} after imports {measured['after_imports_rss_bytes'] / 2**20:6,.0f}"
+                f" MiB, peak {measured['peak_rss_bytes'] / 2**20:6,.0f} MiB: "
+                f"{measured['peak_over_imports_over_data']:4.2f} x the float32 data; "
+                f"with {measured['workers']} workers {measured['tree_peak_pss_bytes'] / 2**20:,.0f}"
+                " MiB; "
+                + (f"estimated {estimate / 2**20:,.0f} MiB" if estimate else "no estimate"),
                 flush=True,
             )
-    return {"rows": rows, "float32_data_bytes": data_bytes, "stages": stages}
+    return {
+        "rows": rows,
+        "batch_size": params["model"]["batch_size"],
+        "replicates": params["replicates"]["count"],
+        "float32_data_bytes": data_bytes,
+        "stages": stages,
+    }
 
 
 def measure_stage(
-    project: Path, stage: str, estimate: int, data_bytes: int, what: str
+    project: Path, stage: str, estimate: int | None, data_bytes: int, what: str
 ) -> tuple[dict, str]:
-    """Run `stage` in `project` by itself (no worker) under PEAK_RSS: its peak RSS next
-    to the data's size and the memory estimate, and its standard error."""
+    """Run `stage` in `project` by itself (no worker) under PEAK_RSS: its RSS after its
+    imports, its peak RSS, next to the data's size and the memory estimate, and its
+    standard error."""
     started = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, "-m", f"pipeline.{stage}"],
+        [sys.executable, "-c", PEAK_RSS, f"pipeline.{stage}"],
         cwd=project,
-        env=environment(),
+        env=environment({"PIPELINE_WORKER": "0"}),
         capture_output=True,
         text=True,
     )
     if completed.returncode != 0:
         raise RuntimeError(f"{stage} failed on {what}:\n{completed.stderr[-2000:]}")
-    peak = int(completed.stdout.strip().splitlines()[-1])
-    measured = {
-        "peak_rss_bytes": peak,
+    measured = json.loads(completed.stdout.strip().splitlines()[-1])
+    peak, after_imports = measured["peak_rss_bytes"], measured["after_imports_rss_bytes"]
+    if measured["workers"]:
+        # The stage and its workers together (PSS, sampled), less the imports of each:
+        # a worker imports what the stage imports, and holds of it what the stage
+        # holds as anonymous memory (the libraries' files are shared, counted once).
+        peak = measured["tree_peak_pss_bytes"]
+        after_imports = (
+            measured["after_imports_pss_bytes"]
+            + measured["workers"] * measured["after_imports_anonymous_bytes"]
+        )
+    return {
+        **measured,
+        "peak_over_imports_bytes": peak - after_imports,
+        "peak_over_imports_over_data": (peak - after_imports) / data_bytes,
         "peak_rss_over_data": peak / data_bytes,
         "estimate_bytes": estimate,
-        "estimate_over_peak": estimate / peak,
+        "estimate_over_peak": estimate / peak if estimate else None,
         "seconds": time.perf_counter() - started,
-    }
-    return measured, completed.stderr
+    }, completed.stderr
 
 
 def write_csv_file(path: Path, megabytes: int, seed: int = 0) -> tuple[int, int]:
@@ -614,19 +715,37 @@ def print_tables(results: dict) -> None:
                 f"{item['seconds']:.0f} | {item['estimate_over_peak']:.2f} x |"
             )
     if "memory" in results:
-        memory = results["memory"]
-        print(
-            f"\nPeak RSS per stage, {memory['rows']:,} rows x 8 features "
-            f"({memory['float32_data_bytes'] / 2**20:,.0f} MiB as float32)"
+        print_memory(results["memory"])
+
+
+def print_memory(memory: dict) -> None:
+    data = memory["float32_data_bytes"]
+    print(
+        f"\nMemory per stage, {memory['rows']:,} rows x 8 features "
+        f"({data / 2**20:,.0f} MiB as float32), {memory['replicates']} replicates, "
+        f"batch {memory['batch_size']}, 1 epoch (MiB)"
+    )
+    # With workers, "peak - imports" is the sampled peak of the stage and its workers
+    # together, less the imports of each.
+    print(
+        "| stage | after imports | peak RSS | peak - imports | x data | workers: all | estimate |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for stage, item in memory["stages"].items():
+        estimate = item["estimate_bytes"]
+        workers = item["workers"]
+        tree = f"{workers}: {item['tree_peak_pss_bytes'] / 2**20:,.0f}" if workers else "-"
+        estimated = (
+            f"{estimate / 2**20:,.0f} ({item['estimate_over_peak']:.2f} x)" if estimate else "-"
         )
-        print("| stage | peak RSS (MiB) | x data | seconds | estimate |")
-        print("|---|---:|---:|---:|---:|")
-        for stage, item in memory["stages"].items():
-            print(
-                f"| {stage} | {item['peak_rss_bytes'] / 2**20:,.0f} | "
-                f"{item['peak_rss_over_data']:.2f} | {item['seconds']:.0f} | "
-                f"{item['estimate_over_peak']:.2f} x |"
-            )
+        print(
+            f"| {stage} | {item['after_imports_rss_bytes'] / 2**20:,.0f} | "
+            f"{item['peak_rss_bytes'] / 2**20:,.0f} | "
+            f"{item['peak_over_imports_bytes'] / 2**20:,.0f} | "
+            f"{item['peak_over_imports_over_data']:.2f} | "
+            f"{tree} | "
+            f"{estimated} |"
+        )
 
 
 def print_loop(loop: dict) -> None:
@@ -675,6 +794,9 @@ def main() -> None:
         "--fit-max-rows", type=int, default=100_000, help="largest data for model.fit"
     )
     parser.add_argument("--memory-rows", type=int, default=10_000_000)
+    parser.add_argument(
+        "--memory-batch-size", type=int, help="model.batch_size of the memory section"
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     arguments = parser.parse_args()
     sections = {section.strip() for section in arguments.sections.split(",")}
@@ -710,7 +832,7 @@ def main() -> None:
         )
     if "memory" in sections:
         print(f"Peak memory on {arguments.memory_rows:,} rows", flush=True)
-        results["memory"] = memory_section(arguments.memory_rows)
+        results["memory"] = memory_section(arguments.memory_rows, arguments.memory_batch_size)
     if "csv" in sections:
         print(f"Peak memory on a CSV file of {arguments.csv_mb} MB", flush=True)
         results["csv"] = csv_section(arguments.csv_mb)

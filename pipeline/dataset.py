@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 # The geometric kinds carry their signal in two features; the others are noise.
 SIGNAL_FEATURES = 2
 
+# Rows of generated noise features drawn at a time.
+GENERATED_CHUNK_ROWS = 1 << 20
+
 # A text column with more distinct values than this share of its rows looks like an
 # identifier (names, ids, free text) rather than a category.
 IDENTIFIER_SHARE = 0.5
@@ -61,27 +64,63 @@ def xor_features(labels: np.ndarray, noise: float, rng: np.random.Generator) -> 
     return points + rng.normal(0.0, noise, size=points.shape)
 
 
+class _NoiseFeaturesInPlace(np.random.RandomState):
+    """make_classification's random state, seeded as its `random_state=seed` would be,
+    which writes the features that carry no signal straight into `features` (float32).
+
+    make_classification draws those features, all rows at once, just before it draws
+    the labels to flip (its only draw of `n_samples` uniform numbers). Asked for only
+    the informative features, it skips that draw; this state makes it there instead, in
+    chunks of rows, so that every later draw, and so every value, is what
+    make_classification with every feature gives. Its float64 array of all the
+    features and the temporary array of the noise are never held (1 GB at 10M rows).
+    """
+
+    def __init__(self, seed: int, features: np.ndarray, n_informative: int) -> None:
+        super().__init__(seed)
+        self._features, self._n_informative = features, n_informative
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        n_samples, n_features = self._features.shape
+        if size == n_samples and self._n_informative < n_features:
+            for start in range(0, n_samples, GENERATED_CHUNK_ROWS):
+                rows = min(GENERATED_CHUNK_ROWS, n_samples - start)
+                noise = self.standard_normal(size=(rows, n_features - self._n_informative))
+                # make_classification then adds its shift, 0.0 (which turns -0.0 into 0.0).
+                self._features[start : start + rows, self._n_informative :] = noise + 0.0
+            self._n_informative = n_features
+        return super().uniform(low, high, size)
+
+
+def classification_dataset(config: DatasetConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """make_classification's features (as float32) and labels, without shuffling."""
+    features = np.empty((config.n_samples, config.n_features), dtype=np.float32)
+    informative, labels = make_classification(
+        n_samples=config.n_samples,
+        n_features=config.n_informative,
+        n_informative=config.n_informative,
+        n_redundant=0,
+        # make_classification needs 2 ** n_informative >= classes * clusters.
+        n_clusters_per_class=1 if config.n_informative == 1 else 2,
+        weights=[1 - config.positive_fraction],
+        flip_y=config.noise,
+        class_sep=config.class_sep,
+        # No shuffling: it would copy the whole float64 array (320 MB at 10M rows).
+        # The informative features are then x1..x{n_informative}; the rows come
+        # grouped by class, which the stratified, shuffled split undoes.
+        shuffle=False,
+        random_state=_NoiseFeaturesInPlace(seed, features, config.n_informative),
+    )
+    features[:, : config.n_informative] = informative
+    return features, labels
+
+
 def generate_dataset(config: DatasetConfig, seed: int) -> Table:
     """Draw `config.n_samples` rows of `config.kind` data, reproducibly from `seed`."""
     rng = np.random.default_rng(seed)
     n_samples, n_features = config.n_samples, config.n_features
     if config.kind == "classification":
-        features, labels = make_classification(
-            n_samples=n_samples,
-            n_features=n_features,
-            n_informative=config.n_informative,
-            n_redundant=0,
-            # make_classification needs 2 ** n_informative >= classes * clusters.
-            n_clusters_per_class=1 if config.n_informative == 1 else 2,
-            weights=[1 - config.positive_fraction],
-            flip_y=config.noise,
-            class_sep=config.class_sep,
-            # No shuffling: it would copy the whole float64 array (640 MB at 10M rows).
-            # The informative features are then x1..x{n_informative}; the rows come
-            # grouped by class, which the stratified, shuffled split undoes.
-            shuffle=False,
-            random_state=seed,
-        )
+        features, labels = classification_dataset(config, seed)
     elif config.kind == "random_labels":
         # The textbook example's own data: uniform features, labels unrelated to them.
         features = rng.random((n_samples, n_features))
@@ -100,7 +139,8 @@ def generate_dataset(config: DatasetConfig, seed: int) -> Table:
     # Labels first: the int64 copy goes before the float32 features are made.
     labels = np.asarray(labels, dtype=np.int32)
     return Table(
-        features=features.astype(np.float32),
+        # make_classification's features are float32 already: not copied again.
+        features=features.astype(np.float32, copy=False),
         labels=labels,
         feature_names=feature_names(n_features),
     )

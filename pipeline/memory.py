@@ -15,23 +15,24 @@ MIB = 1 << 20
 GIB = 1 << 30
 
 # What each stage holds before it reads a row: Python, NumPy, pandas, scikit-learn,
-# and TensorFlow in train_keras, MLflow in track and compare. Measured as the peak RSS
-# of each stage on 1,000 rows (`benchmarks/run.py --sections memory`), rounded up;
-# compare's was not measured: evaluate's and MLflow's import (about 150 MiB) on top.
+# and TensorFlow in train_keras. Measured as the peak RSS of each stage on 1,000 rows
+# (`benchmarks/run.py --sections memory`), rounded up. compare's is the larger one of
+# the old compare stage, which imported MLflow; it now runs the evaluation too.
 IMPORT_BYTES = {
     "dataset": 220 * MIB,
     "split": 250 * MIB,
     "train_keras": 830 * MIB,
     "train_sklearn": 300 * MIB,
-    "evaluate": 270 * MIB,
     "compare": 450 * MIB,
 }
 FLOAT32, FLOAT64 = 4, 8
 # A text cell as `split` holds it: a Python string object and its pointer.
 TEXT_CELL_BYTES = 64
-# Bytes per float32 cell of the generated data at its peak: make_classification's
-# float64 array and the float32 copy; the geometric kinds also stack a float64 copy.
-GENERATED_CELL_BYTES = {"classification": FLOAT64 + FLOAT32}
+# Generated data at its peak. classification: the float32 features, make_classification's
+# float64 informative features, and per row its int64 label, the float64 draw that
+# flips labels and its mask (`dataset.classification_dataset`). The geometric kinds:
+# per cell a float64 array, the float64 stacked copy and the float32 copy.
+CLASSIFICATION_ROW_BYTES = 2 * FLOAT64 + 1
 OTHER_GENERATED_CELL_BYTES = 2 * FLOAT64 + FLOAT32
 # A cell of a user's file while `dataset` loads and writes it: a number is float32
 # in the table, float32 again in the Arrow table written out, plus the parsing of one
@@ -56,14 +57,28 @@ ACTIVATION_COPIES = 3
 SPLIT_CHUNK_ROWS = 1 << 20
 SPLIT_CHUNK_BYTES = 28
 # train_keras: the rows as NumPy and as tensors, partly at once; XLA's compiled program
-# and its buffers once training is long enough for XLA (`XLA_MIN_SAMPLE_EPOCHS`).
+# and its buffers once training is long enough for XLA (`XLA_MIN_SAMPLE_EPOCHS`); the
+# test predictions of every replicate (float32), while they are written.
 KERAS_ROW_COPIES = 1.25
+KERAS_PREDICTION_COPIES = 1
 KERAS_XLA_MIN_SAMPLE_EPOCHS = 300_000
 KERAS_XLA_BYTES = 300 * MIB
-# train_sklearn: the splits, and what joblib and scikit-learn's checks copy of them.
-SKLEARN_ROW_COPIES = 3.5
-# evaluate: both families' probabilities, and the per-replicate metrics' copies.
-EVALUATE_PREDICTION_COPIES = 2.5
+# train_sklearn: the splits (shared with the workers), and in each process that trains
+# (the workers, or the stage itself for small trainings) what each `partial_fit` makes
+# per train row: the labels binarized, the shuffled row numbers. Each worker imports
+# scikit-learn again (`SKLEARN_WORKER_IMPORT_BYTES`, what is not shared).
+SKLEARN_ROW_COPIES = 1.35
+SKLEARN_TRAIN_ROW_BYTES = 48
+SKLEARN_WORKER_IMPORT_BYTES = 140 * MIB
+# Copied from train_sklearn (which imports scikit-learn): from this much work, the
+# replicates train in worker processes.
+SKLEARN_PARALLEL_MIN_SAMPLE_EPOCHS = 1_000_000
+# compare's evaluation (`pipeline.evaluate`, a stage of its own when measured): both
+# families' probabilities, and the per-replicate metrics' copies.
+EVALUATE_PREDICTION_COPIES = 2.8
+# compare's paired tests: both families' probabilities, and the per-row tests' arrays
+# of replicate 0.
+COMPARE_PREDICTION_COPIES = 1.5
 
 
 @dataclass(frozen=True)
@@ -114,8 +129,14 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
     n_numeric = shape.n_columns - shape.n_text_columns
     rows_key = "dataset.n_samples" if params.dataset.source == "synthetic" else "dataset.path"
     if params.dataset.source == "synthetic":
-        cell_bytes = GENERATED_CELL_BYTES.get(params.dataset.kind, OTHER_GENERATED_CELL_BYTES)
-        loading = shape.n_rows * shape.n_columns * cell_bytes
+        if params.dataset.kind == "classification":
+            loading = shape.n_rows * (
+                shape.n_columns * FLOAT32
+                + params.dataset.n_informative * FLOAT64
+                + CLASSIFICATION_ROW_BYTES
+            )
+        else:
+            loading = shape.n_rows * shape.n_columns * OTHER_GENERATED_CELL_BYTES
     else:
         loading = FILE_READER_BYTES + shape.n_rows * (
             n_numeric * FILE_CELL_BYTES + shape.n_text_columns * FILE_TEXT_CELL_BYTES
@@ -133,7 +154,8 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
     weights_what = f"{count} replicate{'s' if count > 1 else ''} of {weights:,} weights"
     keras_rows = min(PREDICTION_CHUNK, n_train)
     widest = max(shape.n_features, *model.hidden_layers)
-    workers = min(count, os.cpu_count() or 1)
+    parallel = n_train * model.epochs * count >= SKLEARN_PARALLEL_MIN_SAMPLE_EPOCHS
+    workers = min(count, os.cpu_count() or 1) if parallel else 1
     return [
         _cost("dataset", [(rows_key, f"{shape.n_rows:,} rows as loaded", loading)]),
         _cost(
@@ -176,6 +198,11 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
                 ),
                 (weights_key, weights_what, count * weights * KERAS_WEIGHT_COPIES * FLOAT32),
                 (
+                    rows_key,
+                    f"{count} x {n_test:,} test predictions",
+                    KERAS_PREDICTION_COPIES * count * n_test * shape.n_classes * FLOAT32,
+                ),
+                (
                     "model.hidden_layers",
                     f"activations of {count} x {keras_rows:,} rows",
                     count
@@ -202,6 +229,12 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
                     * SKLEARN_ROW_COPIES,
                 ),
                 (
+                    rows_key,
+                    f"partial_fit's labels and order of {workers} x {n_train:,} train rows",
+                    workers * n_train * SKLEARN_TRAIN_ROW_BYTES
+                    + (workers if workers > 1 else 0) * SKLEARN_WORKER_IMPORT_BYTES,
+                ),
+                (
                     weights_key,
                     weights_what,
                     (count + workers * SKLEARN_WEIGHT_COPIES) * weights * FLOAT32,
@@ -214,16 +247,6 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
             ],
         ),
         _cost(
-            "evaluate",
-            [
-                (
-                    rows_key,
-                    f"{count} x {n_test:,} test predictions",
-                    EVALUATE_PREDICTION_COPIES * count * n_test * shape.n_classes * FLOAT64,
-                )
-            ],
-        ),
-        _cost(
             "compare",
             [
                 (
@@ -233,7 +256,18 @@ def estimate_costs(params: Params, shape: DataShape) -> list[Cost]:
                     # metric of each family keeps one value per resample.
                     4 * min(BOOTSTRAP_CELLS, params.compare.n_bootstrap * n_test) * FLOAT64
                     + 2 * 6 * params.compare.n_bootstrap * FLOAT64,
-                )
+                ),
+                (
+                    rows_key,
+                    f"{count} x {n_test:,} test predictions",
+                    # The evaluation first, then the paired tests, in one process: the
+                    # larger of the two counts.
+                    max(EVALUATE_PREDICTION_COPIES, COMPARE_PREDICTION_COPIES)
+                    * count
+                    * n_test
+                    * shape.n_classes
+                    * FLOAT64,
+                ),
             ],
         ),
     ]

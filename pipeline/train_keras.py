@@ -1,6 +1,7 @@
 """Train the Keras MLP's replicates together, record their per-epoch histories and
 predict the test set (`data/train_keras/`)."""
 
+import gc
 import logging
 import os
 import time
@@ -24,7 +25,9 @@ from pipeline.config import (
 )
 from pipeline.errors import run_stage
 from pipeline.files import (
+    TENSOR_ALIGNMENT,
     Table,
+    aligned_empty,
     atomic_directory,
     atomic_path,
     read_classes,
@@ -152,6 +155,20 @@ def set_deterministic(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow, and ask TensorFlow for deterministic ops."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def as_tensor(values: np.ndarray | tf.Tensor) -> tf.Tensor:
+    """A tensor over the array's own memory where TensorFlow can use it as it is (C
+    order, aligned, writable: `files.aligned_empty`), else a copy. `tf.constant` holds
+    a temporary copy besides its own: three times a large array at once."""
+    if (
+        isinstance(values, np.ndarray)
+        and values.flags.c_contiguous
+        and values.flags.writeable
+        and values.ctypes.data % TENSOR_ALIGNMENT == 0
+    ):
+        return tf.experimental.dlpack.from_dlpack(values.__dlpack__())
+    return tf.constant(values)
 
 
 def regularization_loss(model: keras.Model) -> tf.Tensor:
@@ -289,7 +306,7 @@ class StackedLoop:
         self.features = train_data.features
         self.per_replicate = train_data.per_replicate
         self.targets = tf.constant(keras_targets(train_data.labels, self.binary))
-        self.weights = tf.constant(weights.astype(np.float32))
+        self.weights = tf.constant(weights.astype(np.float32, copy=False))
         self.batch_size = spec.batch_size
         self.n_rows = len(train_data.labels.T)
         self.full_batches = self.n_rows // spec.batch_size
@@ -337,24 +354,33 @@ class StackedLoop:
         self.optimizer.apply(gradients, variables)
         return losses * count
 
-    def _run_full_batches(self, orders: tf.Tensor) -> tf.Tensor:
-        batches = tf.transpose(
-            tf.reshape(orders, (self.count, self.full_batches, self.batch_size)), (1, 0, 2)
-        )
+    def _run_full_batches(self, batches: tf.Tensor) -> tf.Tensor:
+        """Every full batch, (batches, K, batch_size) rows: one step each."""
         total = tf.zeros((self.count,))
         for index in tf.range(self.full_batches):
             total += self._step(batches[index])
         return total
 
-    def run_epoch(self, orders: np.ndarray) -> np.ndarray:
-        """Train every replicate on each of its rows once, in its (K, n) order; return
-        each replicate's mean batch loss."""
+    def run_epoch(self, orders: list[Iterator[np.ndarray]]) -> np.ndarray:
+        """Train every replicate on each of its rows once, in the next order of its
+        stream; return each replicate's mean batch loss."""
         split = self.full_batches * self.batch_size
+        # The batches as the compiled epoch reads them, batch b of replicate r at [b, r],
+        # filled one replicate's order at a time and handed to TensorFlow as they are:
+        # no (K, n) array of all the orders, no transposed copy and no tensor copy is
+        # held besides (each 140 MB at 6M rows and K = 6).
+        full = aligned_empty((self.full_batches, self.count, self.batch_size), np.int32)
+        last = np.empty((self.count, self.n_rows - split), dtype=np.int32)
+        for replicate, stream in enumerate(orders):
+            order = next(stream)
+            full[:, replicate] = order[:split].reshape(self.full_batches, self.batch_size)
+            last[replicate] = order[split:]
+        del order
         total = np.zeros(self.count)
         if self.full_batches:
-            total += self._full_epoch(tf.constant(orders[:, :split])).numpy()
+            total += self._full_epoch(as_tensor(full)).numpy()
         if split < self.n_rows:
-            total += self._last_batch(tf.constant(orders[:, split:])).numpy()
+            total += self._last_batch(tf.constant(last)).numpy()
         return total / self.n_rows
 
     def _evaluate_rows(self, features: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -404,7 +430,7 @@ class StackedTable:
 
 def stack_tables(tables: list[Table]) -> StackedTable:
     if len(tables) == 1:
-        return StackedTable(tf.constant(tables[0].features), tables[0].labels)
+        return StackedTable(as_tensor(tables[0].features), tables[0].labels)
     return StackedTable(
         tf.constant(np.stack([table.features for table in tables])),
         np.stack([table.labels for table in tables]),
@@ -505,7 +531,7 @@ def train_stacked(
     for epoch in range(1, spec.epochs + 1):
         if not any(recorder.active):
             break
-        losses = loop.run_epoch(np.stack([next(order) for order in orders]))
+        losses = loop.run_epoch(orders)
         # Train accuracy after the epoch, as scikit-learn's trainer measures it.
         _, accuracies = loop.loss_and_accuracy(train_data)
         val_losses, val_accuracies = loop.loss_and_accuracy(validation_data)
@@ -664,9 +690,9 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 
 def to_device(table: Table) -> Table:
-    """The table with its features as a TensorFlow tensor. The compiled loop uses the
-    tensor as it is, and the NumPy copy is freed once nothing else holds it."""
-    return replace(table, features=tf.constant(table.features))
+    """The table with its features as a TensorFlow tensor, over the same memory where
+    it can be (`as_tensor`): the compiled loop uses the tensor as it is."""
+    return replace(table, features=as_tensor(table.features))
 
 
 def save_replicate_models(models: list[keras.Model], folder: Path) -> None:
@@ -685,7 +711,8 @@ def main() -> None:
     train_tables = read_split("train", replicates, params.seed, n_classes)
     columns = train_tables[0].feature_names
     n_rows = len(train_tables[0].labels)
-    if params.train_keras.trainer != "fit":
+    on_device = params.train_keras.trainer != "fit"
+    if on_device:
         # Held once, on the device, instead of once there and once in NumPy.
         train_tables = [to_device(table) for table in train_tables]
     if n_rows <= PRELOAD_MAX_ROWS:
@@ -693,6 +720,8 @@ def main() -> None:
     check_batch_size(params.model, n_rows)
     check_stage_memory(params, n_rows, len(columns), n_classes, "train_keras")
     validation_tables = read_split("validation", replicates, params.seed, n_classes, columns)
+    if on_device:
+        validation_tables = [to_device(table) for table in validation_tables]
     pruning = from_environment("keras", params.search_trial)
     started = time.perf_counter()
     results = train_replicates(
@@ -707,6 +736,10 @@ def main() -> None:
     )
     train_seconds = time.perf_counter() - started
     del train_tables, validation_tables
+    # The compiled functions and the loop that holds the rows refer to each other: only
+    # the cycle collector frees the train and validation tensors, before the test rows
+    # come in.
+    gc.collect()
     # The test set is predicted here, while TensorFlow is loaded, so that no other
     # stage has to load it (about 6 s per process).
     test_tables = read_split("test", replicates, params.seed, n_classes, columns)

@@ -5,6 +5,7 @@ import copy
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pipeline.history import (
     ADAM_BETA_1,
     ADAM_BETA_2,
     ADAM_EPSILON,
+    PREDICTION_CHUNK,
     EarlyStopping,
     TrainingSummary,
     class_count,
@@ -155,13 +157,13 @@ def train(
             classifier.partial_fit(
                 train_set.features, train_set.labels, sample_weight=weights, classes=classes
             )
-        validation_probabilities = classifier.predict_proba(validation_set.features)
+        # In chunks of rows, as the test rows are predicted: the whole train set at once
+        # would hold every layer's activations of every row (about 500 MB at 6M rows).
+        validation_probabilities = predict_probabilities(classifier, validation_set.features)
         record = {
             "epoch": epoch,
             "loss": float(classifier.loss_curve_[-1]),
-            "accuracy": float(
-                accuracy_score(train_set.labels, classifier.predict(train_set.features))
-            ),
+            "accuracy": accuracy_in_chunks(classifier, train_set),
             "val_loss": float(
                 log_loss(validation_set.labels, validation_probabilities, labels=classes)
                 + l2_penalty(classifier, spec.l2)
@@ -189,6 +191,20 @@ def train(
         spec.epochs, len(records), stopping, train_seconds, len(train_set.labels)
     )
     return SklearnResult(model=classifier, history=history_frame(records), summary=summary)
+
+
+def accuracy_in_chunks(classifier: MLPClassifier, table: Table) -> float:
+    """`accuracy_score(labels, classifier.predict(features))`, the same float (right
+    predictions / rows), a chunk of rows at a time: no array of every row's prediction
+    and none of the sorted copies that `accuracy_score`'s checks make (about 200 MB in
+    each worker at 6M train rows)."""
+    correct = 0
+    for start in range(0, len(table.labels), PREDICTION_CHUNK):
+        rows = slice(start, start + PREDICTION_CHUNK)
+        correct += int(
+            np.count_nonzero(classifier.predict(table.features[rows]) == table.labels[rows])
+        )
+    return correct / len(table.labels)
 
 
 def _train_replicate(
@@ -228,11 +244,34 @@ def train_replicates(
         )
         for replicate, seed in enumerate(seeds)
     ]
-    work = len(train_tables[0].labels) * spec.epochs * count
-    workers = min(count, os.cpu_count() or 1)
-    if workers == 1 or work < PARALLEL_MIN_SAMPLE_EPOCHS or pruning is not None:
+    workers = parallel_workers(len(train_tables[0].labels), spec.epochs, count)
+    if workers == 1 or pruning is not None:
         return [train(*job, pruning=pruning) for job in jobs]
     return joblib.Parallel(n_jobs=workers)(joblib.delayed(_train_replicate)(*job) for job in jobs)
+
+
+def parallel_workers(n_rows: int, epochs: int, count: int) -> int:
+    """How many processes train the replicates: 1 (this one) for small trainings."""
+    if n_rows * epochs * count < PARALLEL_MIN_SAMPLE_EPOCHS:
+        return 1
+    return min(count, os.cpu_count() or 1)
+
+
+def memory_mapped(table: Table, folder: Path) -> Table:
+    """The table's arrays written to files in `folder` and mapped from there, read-only.
+
+    joblib hands a mapped array to its workers as the file's name, and every process
+    then maps the same pages. An array in this process's own memory, joblib would
+    copy to a file of its own for the workers: the rows held twice.
+    """
+    arrays = []
+    for values in (table.features, table.labels):
+        handle, name = tempfile.mkstemp(dir=folder, suffix=".npy")
+        os.close(handle)
+        path = Path(name)
+        np.save(path, values)
+        arrays.append(np.load(path, mmap_mode="r"))
+    return Table(arrays[0], arrays[1], table.feature_names)
 
 
 def save_model(classifier: MLPClassifier, path: os.PathLike) -> None:
@@ -275,17 +314,23 @@ def main() -> None:
     check_stage_memory(params, n_rows, len(columns), n_classes, "train_sklearn")
     validation_tables = read_split("validation", replicates, params.seed, n_classes, columns)
     pruning = from_environment("sklearn", params.search_trial)
-    started = time.perf_counter()
-    results = train_replicates(
-        train_tables,
-        validation_tables,
-        params.model,
-        params.train_sklearn.learning_rate_schedule,
-        seeds,
-        pruning,
-    )
-    train_seconds = time.perf_counter() - started
-    del train_tables, validation_tables
+    with tempfile.TemporaryDirectory(prefix="train_sklearn-") as folder:
+        workers = parallel_workers(n_rows, params.model.epochs, replicates.count)
+        if workers > 1 and pruning is None:
+            # The workers and this process share one copy of the rows.
+            train_tables = [memory_mapped(table, Path(folder)) for table in train_tables]
+            validation_tables = [memory_mapped(table, Path(folder)) for table in validation_tables]
+        started = time.perf_counter()
+        results = train_replicates(
+            train_tables,
+            validation_tables,
+            params.model,
+            params.train_sklearn.learning_rate_schedule,
+            seeds,
+            pruning,
+        )
+        train_seconds = time.perf_counter() - started
+        del train_tables, validation_tables
     test_tables = read_split("test", replicates, params.seed, n_classes, columns)
     classifiers = [result.model for result in results]
     probabilities = np.stack(

@@ -60,3 +60,22 @@ def test_throughput_run_writes_json(tmp_path: Path):
         / trainers["sklearn"]["samples_per_second_steady"]
     )
     assert row["keras_over_fit_steady"] is None
+
+
+def test_a_stage_is_measured_after_its_imports_and_at_its_peak(tmp_path: Path):
+    from benchmarks.run import measure_stage
+    from tests.endtoend import copy_repository
+
+    copy_repository(tmp_path)
+
+    measured, errors = measure_stage(tmp_path, "dataset", None, 2000 * 8 * 4, "2000 rows")
+
+    assert (tmp_path / "data" / "dataset" / "dataset.parquet").exists()
+    assert "dataset: 2000 rows" in errors
+    # Python, NumPy, pandas and scikit-learn are in before a row is generated.
+    assert measured["after_imports_rss_bytes"] > 50 * 2**20
+    assert measured["peak_rss_bytes"] >= measured["after_imports_rss_bytes"]
+    assert measured["peak_over_imports_bytes"] == (
+        measured["peak_rss_bytes"] - measured["after_imports_rss_bytes"]
+    )
+    assert measured["workers"] == 0 and measured["estimate_over_peak"] is None

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
@@ -56,6 +57,55 @@ def test_shape_types_and_names(kind: str, n_samples: int, n_features: int) -> No
     assert set(np.unique(dataset.labels).tolist()) == {0, 1}
     assert dataset.feature_names == tuple(f"x{index}" for index in range(1, n_features + 1))
     assert np.isfinite(dataset.features).all()
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "n_features", "n_informative", "noise", "positive_fraction", "chunk_rows"),
+    [
+        (2000, 8, 4, 0.05, 0.5, 1 << 20),  # the defaults
+        (3001, 5, 1, 0.0, 0.3, 1000),  # noise features in several chunks, a last short one
+        (1000, 6, 6, 0.2, 0.5, 1 << 20),  # no noise features at all
+        (999, 2, 1, 0.1, 0.1, 7),
+    ],
+)
+def test_classification_is_make_classifications_data_value_for_value(
+    monkeypatch: pytest.MonkeyPatch,
+    n_samples: int,
+    n_features: int,
+    n_informative: int,
+    noise: float,
+    positive_fraction: float,
+    chunk_rows: int,
+) -> None:
+    # The noise features are drawn in chunks straight into the float32 array: every
+    # value must still be what make_classification gives with every feature.
+    monkeypatch.setattr(dataset, "GENERATED_CHUNK_ROWS", chunk_rows)
+    config = make_config(
+        n_samples=n_samples,
+        n_features=n_features,
+        n_informative=n_informative,
+        noise=noise,
+        positive_fraction=positive_fraction,
+        class_sep=0.7,
+    )
+
+    generated = generate_dataset(config, seed=11)
+
+    features, labels = make_classification(
+        n_samples=n_samples,
+        n_features=n_features,
+        n_informative=n_informative,
+        n_redundant=0,
+        n_clusters_per_class=1 if n_informative == 1 else 2,
+        weights=[1 - positive_fraction],
+        flip_y=noise,
+        class_sep=0.7,
+        shuffle=False,
+        random_state=11,
+    )
+    assert generated.features.tobytes() == features.astype(np.float32).tobytes()
+    assert generated.labels.tolist() == labels.tolist()
+    assert generated.features.flags.owndata  # one array, not a view of a larger one
 
 
 @pytest.mark.parametrize("kind", EXACT_KINDS)

@@ -430,3 +430,34 @@ def test_one_test_split_serves_every_replicate_of_three_classes(tmp_path: Path):
     np.testing.assert_array_equal(predictions.labels, [[0, 2, 1], [0, 2, 1]])
     assert predictions.count == 2
     np.testing.assert_allclose(predictions.probabilities["keras"], probabilities)
+
+
+def test_a_table_read_without_its_features_has_its_labels_and_names(tmp_path: Path):
+    table = Table(
+        np.array([[np.nan, 1.0], [2.0, 3.0]], np.float32), np.array([1, 0], np.int32), ("a", "b")
+    )
+    write_table(table, tmp_path / "test.parquet")
+
+    # The features are not read, so not checked either (their NaN is the trainers' to refuse).
+    labels_only = read_table(tmp_path / "test.parquet", with_features=False)
+
+    assert labels_only.features.shape == (2, 0)
+    assert labels_only.labels.tolist() == [1, 0]
+    assert labels_only.feature_names == ("a", "b")
+    with pytest.raises(PipelineError, match="column 'a' has 1 NaN or infinite values"):
+        read_table(tmp_path / "test.parquet")
+
+
+def test_tables_are_read_into_memory_tensorflow_can_share(tmp_path: Path):
+    write_table(
+        Table(np.ones((3, 2), np.float32), np.zeros(3, np.int32), ("a", "b")),
+        tmp_path / "t.parquet",
+    )
+
+    features = read_table(tmp_path / "t.parquet").features
+
+    assert features.ctypes.data % files.TENSOR_ALIGNMENT == 0
+    assert features.flags.c_contiguous and features.flags.writeable
+    aligned = files.aligned_empty((5, 3), np.int32)
+    assert aligned.shape == (5, 3) and aligned.dtype == np.int32
+    assert aligned.ctypes.data % files.TENSOR_ALIGNMENT == 0

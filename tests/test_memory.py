@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import paths
+from pipeline import memory, paths
 from pipeline.config import parse_params
 from pipeline.errors import PipelineError
 from pipeline.memory import (
@@ -40,19 +40,20 @@ def test_the_default_run_costs_little_more_than_its_imports() -> None:
     params = params_with()
     costs = {cost.stage: cost for cost in estimate_costs(params, DataShape(2000, 8, 0, 8, 2))}
 
-    assert set(costs) == {"dataset", "split", "train_keras", "train_sklearn", "evaluate", "compare"}
+    assert set(costs) == {"dataset", "split", "train_keras", "train_sklearn", "compare"}
     for stage, cost in costs.items():
         assert IMPORT_BYTES[stage] <= cost.bytes < IMPORT_BYTES[stage] + 100 * MIB
 
 
-def test_generated_data_costs_twelve_bytes_a_value_while_generated() -> None:
-    # make_classification's float64 array and the float32 copy of it.
+def test_generated_data_costs_its_float32_features_and_the_informative_float64_ones() -> None:
+    # The float32 features, make_classification's float64 informative features (4 by
+    # default), and per row the int64 label, the float64 flip draw and its mask.
     params = params_with(dataset={"n_samples": 10_000_000})
     shape = DataShape(10_000_000, 8, 0, 8, 2)
 
     dataset = next(cost for cost in estimate_costs(params, shape) if cost.stage == "dataset")
 
-    assert dataset.bytes == IMPORT_BYTES["dataset"] + 10_000_000 * 8 * 12
+    assert dataset.bytes == IMPORT_BYTES["dataset"] + 10_000_000 * (8 * 4 + 4 * 8 + 17)
     assert dataset.key == "dataset.n_samples"
 
 
@@ -137,3 +138,25 @@ def test_the_constants_copied_from_the_stages_match_them() -> None:
         if isinstance(target, ast.Name) and target.id == "XLA_MIN_SAMPLE_EPOCHS"
     }
     assert values == {"XLA_MIN_SAMPLE_EPOCHS": memory.KERAS_XLA_MIN_SAMPLE_EPOCHS}
+    from pipeline import train_sklearn
+
+    assert memory.SKLEARN_PARALLEL_MIN_SAMPLE_EPOCHS == train_sklearn.PARALLEL_MIN_SAMPLE_EPOCHS
+
+
+def test_scikit_learns_workers_are_counted_only_when_it_starts_them(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    params = params_with(dataset={"n_samples": 10_000_000}, model={"epochs": 1})
+
+    def sklearn(n_rows: int) -> int:
+        costs = estimate_costs(params, DataShape(n_rows, 8, 0, 8, 2))
+        return next(cost.bytes for cost in costs if cost.stage == "train_sklearn")
+
+    # 600 train rows x 1 epoch x 6 replicates: trained in the stage itself, no worker.
+    small = sklearn(1000)
+    assert small < IMPORT_BYTES["train_sklearn"] + 2 * MIB
+    # 6M train rows: two workers, each importing scikit-learn and binarizing 6M labels.
+    large = sklearn(10_000_000)
+    n_train = 6_000_000
+    expected_workers = 2 * (memory.SKLEARN_WORKER_IMPORT_BYTES + n_train * 48)
+    rows = 8_000_000 * 8 * 4 * memory.SKLEARN_ROW_COPIES
+    assert large - IMPORT_BYTES["train_sklearn"] == pytest.approx(expected_workers + rows, rel=0.01)

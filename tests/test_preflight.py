@@ -185,7 +185,7 @@ def test_a_file_larger_than_memory_allows_is_refused_before_loading(tmp_path: Pa
     line = assert_refused(completed, tmp_path)
     assert re.fullmatch(
         r"error: dataset\.path = 'huge\.csv': \w+ would need about [\d.]+ GiB of memory "
-        r"\(.*[\d,]+ (rows as loaded|test predictions): [\d.]+ GiB\), more than the "
+        r"\(.*[\d,]+ (rows as loaded|test predictions|train rows): [\d.]+ GiB\), more than the "
         r"[\d.]+ [GM]iB available .*",
         line,
     ), line

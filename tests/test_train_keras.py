@@ -260,3 +260,22 @@ def test_a_model_holding_python_code_is_refused(tmp_path, tiny_spec: ModelSpec):
 
     with pytest.raises(ValueError, match=r"`Lambda` layer .* arbitrary code execution"):
         load_model(path)
+
+
+def test_as_tensor_shares_aligned_arrays_and_copies_the_others():
+    from pipeline.files import aligned_empty
+
+    aligned = aligned_empty((4, 3), np.float32)
+    aligned[...] = np.arange(12, dtype=np.float32).reshape(4, 3)
+    shared = train_keras.as_tensor(aligned)
+    # One buffer: TensorFlow sees a later write to the array (no copy was made).
+    aligned[0, 0] = 42.0
+    assert float(shared[0, 0]) == 42.0
+    np.testing.assert_array_equal(shared.numpy(), aligned)
+
+    unaligned = np.arange(13, dtype=np.float32)[1:].reshape(4, 3)  # 4 bytes off
+    copied = train_keras.as_tensor(unaligned)
+    unaligned[0, 0] = -1.0
+    assert float(copied[0, 0]) == 1.0
+    # A tensor passes through as it is.
+    assert train_keras.as_tensor(copied) is copied

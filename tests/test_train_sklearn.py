@@ -210,3 +210,32 @@ def test_a_model_holding_an_extra_type_is_refused(tmp_path, tiny_spec: ModelSpec
         UntrustedTypesFoundException, match=r"\['functools\.partial', 'posix\.system'\]"
     ):
         load_model(path)
+
+
+def test_workers_on_memory_mapped_rows_train_what_this_process_trains(
+    tmp_path, monkeypatch, tiny_spec: ModelSpec, tiny_splits: Splits
+):
+    """Large trainings run in joblib's workers on rows mapped from files that this
+    process shares with them: the same classifiers and histories as in-process."""
+    spec = tiny_spec.model_copy(update={"epochs": 2})
+    seeds = [3, 4]
+    in_process = train_sklearn.train_replicates(
+        [tiny_splits.train], [tiny_splits.validation], spec, "constant", seeds
+    )
+    train_rows = train_sklearn.memory_mapped(tiny_splits.train, tmp_path)
+    validation_rows = train_sklearn.memory_mapped(tiny_splits.validation, tmp_path)
+    assert isinstance(train_rows.features, np.memmap) and not train_rows.features.flags.writeable
+    np.testing.assert_array_equal(train_rows.features, tiny_splits.train.features)
+    np.testing.assert_array_equal(validation_rows.labels, tiny_splits.validation.labels)
+    monkeypatch.setattr(train_sklearn, "PARALLEL_MIN_SAMPLE_EPOCHS", 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert train_sklearn.parallel_workers(len(train_rows.labels), 2, 2) == 2
+
+    in_workers = train_sklearn.train_replicates(
+        [train_rows], [validation_rows], spec, "constant", seeds
+    )
+
+    for ours, theirs in zip(in_process, in_workers, strict=True):
+        assert ours.history.equals(theirs.history)
+        for mine, other in zip(ours.model.coefs_, theirs.model.coefs_, strict=True):
+            assert mine.tobytes() == other.tobytes()

@@ -1,24 +1,44 @@
-"""Tests for `pipeline.track`: per-epoch metrics as MLflow logs them, and file hashes
-as DVC records them. Publishing itself runs end to end in tests/test_pipeline.py,
-tests/test_trust.py and tests/test_compare.py; here, in-process on the outputs of the
-real stages before it: the statuses its runs end with."""
+"""Tests for `pipeline.track`: what one publication holds in a real MLflow store, the
+statuses its runs end with, and a result published once. Publishing runs in-process
+on hand-made outputs of the stages before it (tests/factories.py), so that these tests
+are quick enough for mutation testing; end to end it runs in tests/test_pipeline.py,
+tests/test_trust.py and tests/test_compare.py."""
 
 import hashlib
+import json
 import os
 import shutil
 import signal
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from pipeline import paths, track
-from pipeline.files import file_md5, read_json
+from pipeline.files import file_md5, read_json, read_table
+from pipeline.mlflow_models import load_logged_model
 from pipeline.store import TAG_FAMILY, resolve_store
 from pipeline.track import epoch_metrics
+from tests.factories import (
+    STAGE_EPOCHS,
+    STAGE_SEEDS,
+    STAGE_TEST_METRICS,
+    built_stage_outputs,
+    stage_loss,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "mlp-comparison"  # params.yaml's track.experiment_name
+REGISTERED_MODEL = "mlp-compare"  # params.yaml's compare.promote.registered_model_name
+DVC_EXPERIMENT = {"DVC_EXP_NAME": "tuned-palp", "DVC_EXP_BASELINE_REV": "0123456789abcdef"}
 
 
 def test_epoch_metrics_use_the_epoch_as_step():
@@ -44,48 +64,379 @@ def test_file_md5_is_the_hash_dvc_records(tmp_path: Path):
     assert file_md5(path) == hashlib.md5(b"x" * 3_000_000).hexdigest()
 
 
-@pytest.fixture
-def trained(trained_outputs: Path, tmp_path: Path, monkeypatch) -> Path:
-    """This test's own copy of the outputs of every stage before `track`, as the working
-    directory, with the embedded store (no dvc.lock: the archives are not checked
-    against one)."""
-    folder = tmp_path / "project"
-    shutil.copytree(trained_outputs, folder)
+def stage_outputs_in(folder: Path, monkeypatch: pytest.MonkeyPatch, replicates: int) -> Path:
+    """A copy of the hand-made stage outputs with the committed params, as the working
+    directory, publishing to the embedded store (no dvc.lock: the archives are not
+    checked against one)."""
+    shutil.copytree(built_stage_outputs(replicates), folder)
+    shutil.copyfile(ROOT / paths.PARAMS, folder / paths.PARAMS)
     monkeypatch.chdir(folder)
-    for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
+    for variable in ("MLFLOW_TRACKING_URI", "DVC_ROOT", *DVC_EXPERIMENT):
         monkeypatch.delenv(variable, raising=False)
     return folder
 
 
+@contextmanager
+def signal_handlers_kept() -> Iterator[None]:
+    """Undo the SIGINT and SIGTERM handlers that `track.main()` installs."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_kept() -> Iterator[None]:
+    with signal_handlers_kept():
+        yield
+
+
+@pytest.fixture
+def outputs(tmp_path: Path, monkeypatch) -> Path:
+    """This test's own copy of the outputs of two replicates per family."""
+    return stage_outputs_in(tmp_path / "project", monkeypatch, replicates=2)
+
+
+def store_client(folder: Path) -> MlflowClient:
+    return MlflowClient(resolve_store({}, folder).tracking_uri)
+
+
+def all_runs(folder: Path) -> list[Run]:
+    client = store_client(folder)
+    experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
+    return client.search_runs(experiment_ids)
+
+
 def run_statuses(folder: Path) -> dict[str, str]:
-    """The status of every run in the embedded store: `parent` or the family."""
-    client = MlflowClient(resolve_store({}, folder).tracking_uri)
-    runs = client.search_runs(
-        [experiment.experiment_id for experiment in client.search_experiments()]
+    """The status of every run in the embedded store, by its name."""
+    return {run.info.run_name: run.info.status for run in all_runs(folder)}
+
+
+@dataclass(frozen=True)
+class Published:
+    """One publication of two replicates per family, made under `dvc exp run`."""
+
+    folder: Path
+    client: MlflowClient
+    run_ids: dict[str, str]
+    runs: dict[str, Run]  # by run name: the parent's is the DVC experiment's
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
+    """Published once for the tests that only read the store; never change it."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        folder = stage_outputs_in(
+            tmp_path_factory.mktemp("published") / "project", monkeypatch, replicates=2
+        )
+        for variable, value in DVC_EXPERIMENT.items():
+            monkeypatch.setenv(variable, value)
+        with signal_handlers_kept():
+            track.main()
+        client = store_client(folder)
+        runs = {run.info.run_name: run for run in all_runs(folder)}
+        yield Published(folder, client, read_json(folder / paths.MLFLOW_RUNS), runs)
+
+
+def test_a_publication_is_a_parent_with_a_run_per_family_and_replicate(published: Published):
+    runs, run_ids = published.runs, published.run_ids
+    assert sorted(runs) == [
+        "keras",
+        "keras#0",
+        "keras#1",
+        "sklearn",
+        "sklearn#0",
+        "sklearn#1",
+        "tuned-palp",
+    ]
+    assert {run.info.status for run in runs.values()} == {"FINISHED"}
+    parent = runs["tuned-palp"]
+    assert parent.info.run_id == run_ids["parent_run_id"]
+    assert parent.info.experiment_id == run_ids["experiment_id"]
+    assert published.client.get_experiment(run_ids["experiment_id"]).name == EXPERIMENT
+    for family in ("keras", "sklearn"):
+        child = runs[family]
+        assert child.info.run_id == run_ids[f"{family}_run_id"]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags[TAG_FAMILY] == family
+        assert child.data.tags["model_id"] == run_ids[f"{family}_model_id"]
+        for replicate in (0, 1):
+            nested = runs[f"{family}#{replicate}"]
+            assert nested.data.tags["mlflow.parentRunId"] == child.info.run_id
+            assert nested.data.tags[TAG_FAMILY] == family
+            assert nested.data.tags["replicate"] == str(replicate)
+            assert nested.data.tags["seed"] == str(STAGE_SEEDS[family][replicate])
+
+
+def test_every_run_leads_back_to_its_dvc_experiment_and_params(published: Published):
+    from pipeline.config import flatten, load_params
+    from pipeline.publication import params_hash, publish_key
+
+    params = load_params(published.folder / paths.PARAMS)
+    expected_params = {key: str(value) for key, value in flatten(params).items()}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(published.folder)
+        key = publish_key(params)
+    for name, run in published.runs.items():
+        tags = run.data.tags
+        assert tags["dvc.experiment"] == "tuned-palp", name
+        assert tags["dvc.baseline_rev"] == "0123456789abcdef"
+        assert tags["mlflow.source.git.commit"] == "0123456789abcdef"
+        assert tags["git.dirty"] == "false"
+        assert tags["params_hash"] == params_hash(params)
+        assert tags["publish_key"] == key
+        assert tags["pipeline.pid"] == str(os.getpid())
+        assert tags["pipeline.host"] == os.uname().nodename
+        if "#" not in name:  # the replicates' runs hold no params of their own
+            assert run.data.params == expected_params, name
+
+
+def test_the_parent_holds_the_verdict_report_and_views(published: Published):
+    parent = published.runs["tuned-palp"]
+    tags, metrics = parent.data.tags, parent.data.metrics
+    assert tags["winner"] == "sklearn"
+    assert tags["significant"] == "true"
+    assert tags["primary_metric"] == "roc_auc"
+    assert tags["verdict_level"] == "libraries, 2 replicates"
+    assert tags["verdict"] == "sklearn wins"
+    note = tags["mlflow.note.content"]
+    assert note.startswith("**sklearn** wins on ROC AUC.\n\n#### In the MLflow UI\n")
+    links = read_json(published.folder / paths.MLFLOW_RUNS)["links"]
+    assert all(link in note for link in links.values())
+    # Rounded to 4 significant digits for the run list.
+    assert metrics == {
+        "test_roc_auc_difference": -0.06251,
+        "p_value": 0.01235,
+        "p_keras_better": 0.03123,
+        "keras_test_roc_auc": 0.8125,
+        "sklearn_test_roc_auc": 0.875,
+        "keras_test_accuracy": 0.75,
+        "sklearn_test_accuracy": 0.8125,
+        "keras_test_log_loss": 0.5,
+        "sklearn_test_log_loss": 0.4375,
+    }
+    artifacts = artifact_files(published.client, parent.info.run_id)
+    assert artifacts == {
+        "classes.json": (published.folder / paths.CLASSES).read_bytes(),
+        "figures/loss.png": b"fake png\n",
+        "figures/roc.png": b"fake png\n",
+        "metrics.json": (published.folder / paths.METRICS).read_bytes(),
+        "preprocessing.json": (published.folder / paths.PREPROCESSING).read_bytes(),
+        "preprocessor.skops": (published.folder / paths.PREPROCESSOR).read_bytes(),
+        "report/comparison.html": (published.folder / paths.REPORT_HTML).read_bytes(),
+        "report/comparison.md": (published.folder / paths.REPORT_MARKDOWN).read_bytes(),
+        "report/verdict.json": (published.folder / paths.VERDICT).read_bytes(),
+    }
+    experiment = published.client.get_experiment(published.run_ids["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.mlp-compare"])
+    assert view["selectedColumns"][0] == "tags.`verdict`"
+
+
+def artifact_files(client: MlflowClient, run_id: str, folder: str = "") -> dict[str, bytes]:
+    """Every artifact file of a run (logged models are not artifacts), by its path."""
+    files = {}
+    for entry in client.list_artifacts(run_id, folder or None):
+        if entry.is_dir:
+            files |= artifact_files(client, run_id, entry.path)
+        else:
+            local = client.download_artifacts(run_id, entry.path)
+            files[entry.path] = Path(local).read_bytes()
+    return files
+
+
+def mean_loss(family: str, epoch: int) -> float:
+    """The training loss of the family's curve: the mean of its two replicates."""
+    return (stage_loss(family, 0, epoch) + stage_loss(family, 1, epoch)) / 2
+
+
+@pytest.mark.parametrize("family", ["keras", "sklearn"])
+def test_each_family_run_holds_its_curves_test_metrics_and_summary(
+    published: Published, family: str
+):
+    run = published.runs[family]
+    assert run.data.metrics == {
+        **{f"test_{name}": value for name, value in STAGE_TEST_METRICS[family].items()},
+        "replicate_count": 2.0,
+        "epochs_trained": float(STAGE_EPOCHS),
+        "best_epoch": float(STAGE_EPOCHS),
+        "train_seconds": 2.5,
+        "samples_per_second": 9.6,
+        # The last epoch's values, of the replicates' mean curve.
+        "loss": pytest.approx(mean_loss(family, 3)),
+        "val_loss": pytest.approx(mean_loss(family, 3) + 0.0625),
+        "accuracy": 0.6875,
+        "val_accuracy": 0.59375,
+    }
+    history = read_history_of(published, run.info.run_id)
+    assert history["loss"] == pytest.approx(
+        {epoch: mean_loss(family, epoch) for epoch in (1, 2, 3)}
     )
-    return {run.data.tags.get(TAG_FAMILY, "parent"): run.info.status for run in runs}
+    assert history["accuracy"] == {1: 0.5625, 2: 0.625, 3: 0.6875}
+    assert history["val_accuracy"] == {1: 0.53125, 2: 0.5625, 3: 0.59375}
+    assert artifact_files(published.client, run.info.run_id) == {
+        "history.csv": (published.folder / paths.HISTORIES[family]).read_bytes()
+    }
 
 
-@pytest.mark.stages
-def test_an_error_while_publishing_ends_its_runs_failed(trained: Path):
-    # Logging the keras model fails once the parent and keras runs exist.
-    paths.KERAS_MLFLOW_MODEL.write_bytes(b"not a zip archive")
+def read_history_of(published: Published, run_id: str) -> dict[str, dict[int, float]]:
+    """Every per-epoch metric of a run: its value by step."""
+    return {
+        key: {
+            metric.step: metric.value for metric in published.client.get_metric_history(run_id, key)
+        }
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+    }
+
+
+@pytest.mark.parametrize("family", ["keras", "sklearn"])
+@pytest.mark.parametrize("replicate", [0, 1])
+def test_each_replicate_run_holds_its_own_curves_and_test_metrics(
+    published: Published, family: str, replicate: int
+):
+    run = published.runs[f"{family}#{replicate}"]
+    assert run.data.metrics == {
+        **{
+            f"test_{name}": value - 0.03125 * replicate
+            for name, value in STAGE_TEST_METRICS[family].items()
+        },
+        "epochs_trained": float(STAGE_EPOCHS),
+        "best_epoch": float(STAGE_EPOCHS - replicate),
+        "loss": stage_loss(family, replicate, 3),
+        "val_loss": stage_loss(family, replicate, 3) + 0.0625,
+        "accuracy": 0.6875,
+        "val_accuracy": 0.59375,
+    }
+    history = read_history_of(published, run.info.run_id)
+    assert history["loss"] == {epoch: stage_loss(family, replicate, epoch) for epoch in (1, 2, 3)}
+    assert history["val_loss"] == {
+        epoch: stage_loss(family, replicate, epoch) + 0.0625 for epoch in (1, 2, 3)
+    }
+    assert run.data.params == {}
+
+
+@pytest.mark.parametrize("family", ["keras", "sklearn"])
+def test_each_family_run_records_the_split_files_it_was_trained_and_tested_on(
+    published: Published, family: str
+):
+    inputs = published.runs[family].inputs.dataset_inputs
+    by_context = {entry.tags[0].value: entry.dataset for entry in inputs if entry.tags}
+    assert sorted(by_context) == ["testing", "training", "validation"]
+    for context, name, path in (
+        ("training", "train", paths.TRAIN),
+        ("validation", "validation", paths.VALIDATION),
+        ("testing", "test", paths.TEST),
+    ):
+        dataset = by_context[context]
+        assert dataset.name == name
+        assert dataset.digest == file_md5(published.folder / path)
+        assert json.loads(dataset.source) == {"uri": str(path)}
+        schema = json.loads(dataset.schema)["mlflow_colspec"]
+        assert [(column["name"], column["type"]) for column in schema] == [
+            ("a", "float"),
+            ("b", "float"),
+            ("c", "float"),
+            ("label", "integer"),
+        ]
+
+
+@pytest.mark.parametrize("family", ["keras", "sklearn"])
+def test_each_family_run_logs_its_model_loadable_from_the_store(published: Published, family: str):
+    model_id = published.run_ids[f"{family}_model_id"]
+    logged = published.client.get_logged_model(model_id)
+    assert logged.source_run_id == published.run_ids[f"{family}_run_id"]
+    mlflow.set_tracking_uri(resolve_store({}, published.folder).tracking_uri)
+    model = load_logged_model(f"models:/{model_id}")
+    sample = read_table(published.folder / paths.TRAIN).features
+    predictions = np.asarray(model.predict(sample))
+    assert predictions.shape == ((8, 2) if family == "sklearn" else (8, 1))
+    assert np.all((predictions >= 0) & (predictions <= 1))
+
+
+def test_the_approved_winner_becomes_the_champion(published: Published):
+    champion = published.client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
+    assert int(champion.version) == 1
+    assert champion.source == f"models:/{published.run_ids['sklearn_model_id']}"
+    assert champion.tags == {
+        "parent_run_id": published.run_ids["parent_run_id"],
+        "model_family": "sklearn",
+        "test_roc_auc": "0.875123",
+    }
+    assert read_json(published.folder / paths.PUBLISHED) == {
+        "mlflow_run": published.run_ids["parent_run_id"],
+        "champion_version": 1,
+    }
+
+
+def test_the_run_ids_and_links_are_written_for_dvc(published: Published):
+    written = read_json(published.folder / paths.MLFLOW_RUNS)
+    experiment_id = written["experiment_id"]
+    assert written["links"] == {
+        "the run list, with the verdict's columns": "http://127.0.0.1:5000/#/experiments/"
+        f"{experiment_id}/runs?viewStateShareKey=mlp-compare&workflowType=machine_learning",
+        "both models' loss and val_loss per epoch": track.curves_link(
+            "http://127.0.0.1:5000", experiment_id, written
+        ),
+    }
+    assert set(written) == {
+        "experiment_id",
+        "parent_run_id",
+        "keras_run_id",
+        "sklearn_run_id",
+        "keras_model_id",
+        "sklearn_model_id",
+        "links",
+    }
+
+
+def test_one_replicate_publishes_no_nested_runs(tmp_path: Path, monkeypatch):
+    folder = stage_outputs_in(tmp_path / "project", monkeypatch, replicates=1)
+    verdict = read_json(paths.VERDICT) | {"promotion": "refused"}
+    paths.VERDICT.write_text(json.dumps(verdict), encoding="utf-8")
+
+    track.main()
+
+    runs = {run.info.run_name: run for run in all_runs(folder)}
+    # Outside `dvc exp run` and outside git: the parent is named after the commit.
+    assert sorted(runs) == ["keras", "sklearn", "unknown"]
+    parent = runs["unknown"]
+    assert parent.data.tags["verdict_level"] == "two trained models"
+    assert "p_keras_better" not in parent.data.metrics
+    assert "dvc.experiment" not in parent.data.tags
+    assert "dvc.baseline_rev" not in parent.data.tags
+    assert runs["keras"].data.metrics["replicate_count"] == 1.0
+    # Not approved: nothing registered, no champion version in DVC's metrics.
+    assert store_client(folder).search_registered_models() == []
+    assert read_json(paths.PUBLISHED) == {"mlflow_run": parent.info.run_id}
+
+
+def test_an_error_while_publishing_ends_every_run_of_it_failed(outputs: Path):
+    # Logging the sklearn model fails once keras' runs and its replicates' are finished.
+    paths.SKLEARN_MLFLOW_MODEL.write_bytes(b"not a zip archive")
 
     with pytest.raises(zipfile.BadZipFile):
         track.main()
 
-    assert run_statuses(trained) == {"parent": "FAILED", "keras": "FAILED"}
+    assert run_statuses(outputs) == {
+        "unknown": "FAILED",
+        "keras": "FAILED",
+        "keras#0": "FAILED",
+        "keras#1": "FAILED",
+        "sklearn": "FAILED",
+    }
     assert not paths.MLFLOW_RUNS.exists()
+    assert not paths.PUBLISHED.exists()
 
 
-@pytest.mark.stages
 @pytest.mark.parametrize(
     ("signal_number", "code"),
     # `dvc queue kill` sends SIGINT; the death of `dvc` sends the stage SIGTERM.
     [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
 )
 def test_a_signal_while_publishing_ends_its_runs_killed(
-    trained: Path, monkeypatch, signal_number: int, code: int
+    outputs: Path, monkeypatch, signal_number: int, code: int
 ):
     log_artifacts = mlflow.log_artifacts
 
@@ -94,29 +445,65 @@ def test_a_signal_while_publishing_ends_its_runs_killed(
         os.kill(os.getpid(), signal_number)
 
     monkeypatch.setattr(mlflow, "log_artifacts", log_then_signal)
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with pytest.raises(SystemExit) as exited:
-            track.main()
-    finally:
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
+    with pytest.raises(SystemExit) as exited:
+        track.main()
 
     assert exited.value.code == code
-    assert run_statuses(trained) == {"parent": "KILLED"}
+    assert run_statuses(outputs) == {"unknown": "KILLED"}
     assert not paths.MLFLOW_RUNS.exists()
 
 
-@pytest.mark.stages
-def test_a_finished_publication_is_reused(trained: Path):
+def test_a_signal_after_the_last_write_still_ends_the_runs_killed(outputs: Path, monkeypatch):
+    end_run = mlflow.end_run
+
+    def end_then_signal(*arguments, **options):
+        end_run(*arguments, **options)
+        if mlflow.active_run() is None:  # the parent has just ended
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(mlflow, "end_run", end_then_signal)
+    with pytest.raises(SystemExit) as exited:
+        track.main()
+
+    assert exited.value.code == 143
+    assert set(run_statuses(outputs).values()) == {"KILLED"}
+    assert len(run_statuses(outputs)) == 7
+
+
+def test_a_finished_publication_is_reused(outputs: Path):
     track.main()
     first = read_json(paths.MLFLOW_RUNS)
-    assert run_statuses(trained) == {
-        "parent": "FINISHED",
-        "keras": "FINISHED",
-        "sklearn": "FINISHED",
-    }
+    published = read_json(paths.PUBLISHED)
+    assert len(all_runs(outputs)) == 7
 
     track.main()
 
     assert read_json(paths.MLFLOW_RUNS) == first
+    assert read_json(paths.PUBLISHED) == published
+    assert len(all_runs(outputs)) == 7
+    client = store_client(outputs)
+    assert len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'")) == 1
+
+
+def test_changed_results_or_a_failed_publication_publish_anew(outputs: Path):
+    track.main()
+    first = read_json(paths.MLFLOW_RUNS)
+    paths.DESCRIPTION.write_text("**sklearn** wins, again.\n", encoding="utf-8")
+
+    track.main()
+
+    second = read_json(paths.MLFLOW_RUNS)
+    assert second["parent_run_id"] != first["parent_run_id"]
+    assert second["experiment_id"] == first["experiment_id"]
+    assert len(all_runs(outputs)) == 14
+    client = store_client(outputs)
+    # The newer publication's winner is the champion now.
+    assert int(client.get_model_version_by_alias(REGISTERED_MODEL, "champion").version) == 2
+
+    # A publication that did not finish is never reused.
+    client.set_terminated(second["parent_run_id"], "FAILED")
+    track.main()
+    assert read_json(paths.MLFLOW_RUNS)["parent_run_id"] not in (
+        first["parent_run_id"],
+        second["parent_run_id"],
+    )

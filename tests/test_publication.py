@@ -1,13 +1,26 @@
 """Tests for `pipeline.publication`: the parent run's name, the params hash, and the
 publish key, which follows every file that track publishes."""
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from pipeline import paths
 from pipeline.config import Params
-from pipeline.publication import Revision, params_hash, parent_run_name
+from pipeline.errors import PipelineError
+from pipeline.publication import (
+    VERDICT_KEYS,
+    Revision,
+    current_revision,
+    family_results,
+    params_hash,
+    parent_run_name,
+    read_verdict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,3 +152,87 @@ def test_publish_key_covers_every_file_that_track_reads():
     assert outputs == set(PUBLISHED_FILES) | set(PUBLISHED_FOLDERS)
     assert set(PUBLISHED_FILES) == {getattr(paths, name) for name in PUBLISHED_PATHS}
     assert set(REPORT_FILES) <= set(PUBLISHED_FILES)
+
+
+def git(folder: Path, *arguments: str) -> str:
+    completed = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *arguments],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return completed.stdout.strip()
+
+
+def test_the_revision_is_the_commit_and_whether_tracked_files_changed(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert current_revision({}) == Revision("unknown", False, None, None)  # not a repository
+    git(tmp_path, "init", "-q")
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.lock").write_text("stages: {}\n")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "first")
+    commit = git(tmp_path, "rev-parse", "HEAD")
+    assert current_revision({}) == Revision(commit, False, None, None)
+
+    # DVC rewrites dvc.lock during every run, and untracked files are not the code's.
+    (tmp_path / "dvc.lock").write_text("stages: {changed: 1}\n")
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert current_revision({}) == Revision(commit, False, None, None)
+
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert current_revision({}) == Revision(commit, True, None, None)
+    # Under `dvc exp run`, the changes are the experiment's params: recorded, not dirty.
+    experiment = {"DVC_EXP_NAME": "tuned-palp", "DVC_EXP_BASELINE_REV": "0123456789abcdef"}
+    assert current_revision(experiment) == Revision(
+        "0123456789abcdef", False, "tuned-palp", "0123456789abcdef"
+    )
+    assert current_revision({"DVC_EXP_NAME": "", "DVC_EXP_BASELINE_REV": ""}) == Revision(
+        commit, True, None, None
+    )
+
+
+def test_a_missing_or_incomplete_verdict_is_one_line(tmp_path: Path):
+    path = tmp_path / "verdict.json"
+    with pytest.raises(PipelineError) as caught:
+        read_verdict(path)
+    assert str(caught.value) == f"{path}: missing; run the compare stage first"
+    path.write_text(json.dumps({"winner": "keras", "significant": True, "p_value": 0.5}))
+    with pytest.raises(PipelineError) as caught:
+        read_verdict(path)
+    assert str(caught.value) == (
+        f"{path}: missing keys ['primary_metric', 'replicates', 'difference']"
+    )
+    complete = {key: 1 for key in VERDICT_KEYS} | {"extra": "kept"}
+    path.write_text(json.dumps(complete))
+    assert read_verdict(path) == complete
+
+
+def test_each_replicate_gets_its_own_test_metrics_whatever_the_row_order(
+    tmp_path: Path, monkeypatch
+):
+    from tests.factories import built_stage_outputs
+
+    shutil.copytree(built_stage_outputs(2), tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "project")
+    rows = pd.DataFrame(
+        {
+            "family": ["sklearn", "keras", "keras", "sklearn"],
+            "replicate": [1, 1, 0, 0],
+            "roc_auc": [0.4, 0.3, 0.2, 0.1],
+        }
+    )
+    results = family_results("keras", rows)
+    assert results.replicate_metrics == [{"roc_auc": 0.2}, {"roc_auc": 0.3}]
+    assert family_results("sklearn", rows).replicate_metrics == [
+        {"roc_auc": 0.1},
+        {"roc_auc": 0.4},
+    ]
+    assert results.flavor == "keras"
+    assert results.mlflow_model == paths.KERAS_MLFLOW_MODEL
+    assert results.history_path == paths.KERAS_HISTORY
+    assert [list(history["epoch"]) for history in results.replicate_histories] == [
+        [1, 2, 3],
+        [1, 2, 3],
+    ]

@@ -2,6 +2,7 @@
 KILLED by the next one, on this host only. Signals during publishing are tested end
 to end in tests/test_trust.py."""
 
+import logging
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ from pipeline.interruptions import (
 from pipeline.store import ensure_experiment, open_store, resolve_store
 
 
-def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path):
+def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path, caplog):
     store = resolve_store({}, tmp_path)
     client = open_store(store)
     experiment_id = ensure_experiment(client, "orphans", store)
@@ -34,6 +35,8 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path):
     alive = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(120)", "pipeline.track"]
     )
+    # A dead publisher's pid, reused since by a process that is not a publisher.
+    reused = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         host = socket.gethostname()
         runs = {
@@ -44,20 +47,33 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path):
                 ("dead", experiment_id, dead_pid.pid),
                 ("alive", experiment_id, alive.pid),
                 ("dead elsewhere", other_experiment_id, dead_pid.pid),
+                ("reused", experiment_id, reused.pid),
             )
         }
         other_host = client.create_run(
             experiment_id, tags={TAG_HOST: "elsewhere", TAG_PID: str(dead_pid.pid)}
         ).info.run_id
-        assert sorted(mark_orphans_killed(client)) == sorted([runs["dead"], runs["dead elsewhere"]])
+        # A run that ended already is left as it is.
+        finished = client.create_run(experiment_id, tags={TAG_HOST: host, TAG_PID: "1"})
+        client.set_terminated(finished.info.run_id, "FINISHED")
+        with caplog.at_level(logging.WARNING, logger="pipeline.interruptions"):
+            orphans = mark_orphans_killed(client)
+        assert sorted(orphans) == sorted([runs["dead"], runs["dead elsewhere"], runs["reused"]])
+        assert sorted(record.getMessage() for record in caplog.records) == sorted(
+            f"track: marked run {run_id} KILLED: its process died without ending it"
+            for run_id in orphans
+        )
+        assert client.get_run(runs["reused"]).info.status == "KILLED"
+        assert client.get_run(finished.info.run_id).info.status == "FINISHED"
         assert client.get_run(runs["dead"]).info.status == "KILLED"
         assert client.get_run(runs["dead elsewhere"]).info.status == "KILLED"
         assert client.get_run(runs["alive"]).info.status == "RUNNING"
         # Another machine's run: this host cannot know whether it is still going.
         assert client.get_run(other_host).info.status == "RUNNING"
     finally:
-        alive.kill()
-        alive.wait()
+        for process in (alive, reused):
+            process.kill()
+            process.wait()
 
 
 def test_a_signal_during_a_write_waits_for_the_next_checkpoint():

@@ -6,9 +6,11 @@ tests/test_trust.py and tests/test_compare.py."""
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +40,11 @@ from tests.factories import (
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "mlp-comparison"  # params.yaml's track.experiment_name
 REGISTERED_MODEL = "mlp-compare"  # params.yaml's compare.promote.registered_model_name
+# The links to MLflow's UI, in the order the run's description and the log show them.
+LINK_NAMES = (
+    "the run list, with the verdict's columns",
+    "both models' loss and val_loss per epoch",
+)
 DVC_EXPERIMENT = {"DVC_EXP_NAME": "tuned-palp", "DVC_EXP_BASELINE_REV": "0123456789abcdef"}
 
 
@@ -122,6 +129,7 @@ class Published:
     client: MlflowClient
     run_ids: dict[str, str]
     runs: dict[str, Run]  # by run name: the parent's is the DVC experiment's
+    published_between: tuple[float, float]  # seconds since the epoch
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +141,14 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
         )
         for variable, value in DVC_EXPERIMENT.items():
             monkeypatch.setenv(variable, value)
+        started = time.time()
         with signal_handlers_kept():
             track.main()
         client = store_client(folder)
         runs = {run.info.run_name: run for run in all_runs(folder)}
-        yield Published(folder, client, read_json(folder / paths.MLFLOW_RUNS), runs)
+        yield Published(
+            folder, client, read_json(folder / paths.MLFLOW_RUNS), runs, (started, time.time())
+        )
 
 
 def test_a_publication_is_a_parent_with_a_run_per_family_and_replicate(published: Published):
@@ -201,10 +212,14 @@ def test_the_parent_holds_the_verdict_report_and_views(published: Published):
     assert tags["primary_metric"] == "roc_auc"
     assert tags["verdict_level"] == "libraries, 2 replicates"
     assert tags["verdict"] == "sklearn wins"
-    note = tags["mlflow.note.content"]
-    assert note.startswith("**sklearn** wins on ROC AUC.\n\n#### In the MLflow UI\n")
     links = read_json(published.folder / paths.MLFLOW_RUNS)["links"]
-    assert all(link in note for link in links.values())
+    # compare's description, then where to look in MLflow's UI.
+    assert tags["mlflow.note.content"] == (
+        "**sklearn** wins on ROC AUC.\n\n#### In the MLflow UI\n\n"
+        "With `mlflow ui` running (see the README), open:\n\n```\n"
+        + "".join(f"# {name}\n{links[name]}\n" for name in LINK_NAMES)
+        + "```\n"
+    )
     # Rounded to 4 significant digits for the run list.
     assert metrics == {
         "test_roc_auc_difference": -0.06251,
@@ -355,6 +370,15 @@ def test_each_family_run_logs_its_model_loadable_from_the_store(published: Publi
     assert np.all((predictions >= 0) & (predictions <= 1))
 
 
+def test_every_metric_is_stamped_with_the_time_it_was_published(published: Published):
+    # MLflow's UI plots and sorts by these: milliseconds since the epoch.
+    start, end = (int(seconds * 1000) for seconds in published.published_between)
+    for run in published.runs.values():
+        for key in run.data.metrics:
+            for metric in published.client.get_metric_history(run.info.run_id, key):
+                assert start <= metric.timestamp <= end, (run.info.run_name, key)
+
+
 def test_the_approved_winner_becomes_the_champion(published: Published):
     champion = published.client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
     assert int(champion.version) == 1
@@ -395,6 +419,8 @@ def test_one_replicate_publishes_no_nested_runs(tmp_path: Path, monkeypatch):
     folder = stage_outputs_in(tmp_path / "project", monkeypatch, replicates=1)
     verdict = read_json(paths.VERDICT) | {"promotion": "refused"}
     paths.VERDICT.write_text(json.dumps(verdict), encoding="utf-8")
+    for path in paths.TIMINGS.values():
+        path.unlink()  # as after `dvc pull`, which restores DVC outputs only
 
     track.main()
 
@@ -407,6 +433,8 @@ def test_one_replicate_publishes_no_nested_runs(tmp_path: Path, monkeypatch):
     assert "dvc.experiment" not in parent.data.tags
     assert "dvc.baseline_rev" not in parent.data.tags
     assert runs["keras"].data.metrics["replicate_count"] == 1.0
+    assert "train_seconds" not in runs["keras"].data.metrics
+    assert "samples_per_second" not in runs["sklearn"].data.metrics
     # Not approved: nothing registered, no champion version in DVC's metrics.
     assert store_client(folder).search_registered_models() == []
     assert read_json(paths.PUBLISHED) == {"mlflow_run": parent.info.run_id}
@@ -470,40 +498,45 @@ def test_a_signal_after_the_last_write_still_ends_the_runs_killed(outputs: Path,
     assert len(run_statuses(outputs)) == 7
 
 
-def test_a_finished_publication_is_reused(outputs: Path):
+def test_a_finished_publication_is_reused_and_an_unfinished_one_is_not(outputs: Path, caplog):
     track.main()
     first = read_json(paths.MLFLOW_RUNS)
     published = read_json(paths.PUBLISHED)
     assert len(all_runs(outputs)) == 7
+    # Another experiment's publication pointed the run list's view at its own metric.
+    client = store_client(outputs)
+    view_key = "mlflow.sharedViewState.mlp-compare"
+    view = client.get_experiment(first["experiment_id"]).tags[view_key]
+    client.set_experiment_tag(first["experiment_id"], view_key, "{}")
+    client.set_tag(first["parent_run_id"], "verdict", "keras wins")
 
-    track.main()
+    with caplog.at_level(logging.INFO, logger="pipeline.track"):
+        track.main()
 
     assert read_json(paths.MLFLOW_RUNS) == first
     assert read_json(paths.PUBLISHED) == published
     assert len(all_runs(outputs)) == 7
-    client = store_client(outputs)
     assert len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'")) == 1
+    assert client.get_experiment(first["experiment_id"]).tags[view_key] == view
+    assert client.get_run(first["parent_run_id"]).data.tags["verdict"] == "sklearn wins"
+    uri = resolve_store({}, outputs).tracking_uri
+    assert [record.getMessage() for record in caplog.records] == [
+        "track: already published (same params and results) as parent run "
+        f"{first['parent_run_id']} in experiment 'mlp-comparison' at {uri}",
+        "track: Promoted sklearn to the Model Registry as mlp-compare version 1, alias champion.",
+        *(f"track: MLflow UI, {name}: {first['links'][name]}" for name in LINK_NAMES),
+    ]
 
-
-def test_changed_results_or_a_failed_publication_publish_anew(outputs: Path):
+    # A publication that did not finish is never reused, nor one with a family's run
+    # that did not: the same results are published anew.
+    client.set_terminated(first["parent_run_id"], "FAILED")
     track.main()
-    first = read_json(paths.MLFLOW_RUNS)
-    paths.DESCRIPTION.write_text("**sklearn** wins, again.\n", encoding="utf-8")
-
-    track.main()
-
     second = read_json(paths.MLFLOW_RUNS)
     assert second["parent_run_id"] != first["parent_run_id"]
     assert second["experiment_id"] == first["experiment_id"]
-    assert len(all_runs(outputs)) == 14
-    client = store_client(outputs)
     # The newer publication's winner is the champion now.
     assert int(client.get_model_version_by_alias(REGISTERED_MODEL, "champion").version) == 2
-
-    # A publication that did not finish is never reused.
-    client.set_terminated(second["parent_run_id"], "FAILED")
+    client.set_terminated(second["sklearn_run_id"], "FAILED")
     track.main()
-    assert read_json(paths.MLFLOW_RUNS)["parent_run_id"] not in (
-        first["parent_run_id"],
-        second["parent_run_id"],
-    )
+    assert read_json(paths.MLFLOW_RUNS)["parent_run_id"] != second["parent_run_id"]
+    assert len(all_runs(outputs)) == 21

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import interruptions
 from pipeline.interruptions import (
     TAG_HOST,
     TAG_PID,
@@ -24,7 +25,9 @@ from pipeline.interruptions import (
 from pipeline.store import ensure_experiment, open_store, resolve_store
 
 
-def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path, caplog):
+def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path, caplog, monkeypatch):
+    # One experiment or run per page: every page of a large store is read.
+    monkeypatch.setattr(interruptions, "PAGE_SIZE", 1)
     store = resolve_store({}, tmp_path)
     client = open_store(store)
     experiment_id = ensure_experiment(client, "orphans", store)
@@ -68,6 +71,7 @@ def test_runs_of_dead_processes_are_marked_killed(tmp_path: Path, caplog):
         assert client.get_run(runs["dead"]).info.status == "KILLED"
         assert client.get_run(runs["dead elsewhere"]).info.status == "KILLED"
         assert client.get_run(runs["alive"]).info.status == "RUNNING"
+        assert alive.poll() is None and reused.poll() is None  # asked, not signalled
         # Another machine's run: this host cannot know whether it is still going.
         assert client.get_run(other_host).info.status == "RUNNING"
     finally:

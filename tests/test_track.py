@@ -464,7 +464,7 @@ def test_an_error_while_publishing_ends_every_run_of_it_failed(outputs: Path):
     [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
 )
 def test_a_signal_while_publishing_ends_its_runs_killed(
-    outputs: Path, monkeypatch, signal_number: int, code: int
+    outputs: Path, monkeypatch, caplog, signal_number: int, code: int
 ):
     log_artifacts = mlflow.log_artifacts
 
@@ -473,10 +473,13 @@ def test_a_signal_while_publishing_ends_its_runs_killed(
         os.kill(os.getpid(), signal_number)
 
     monkeypatch.setattr(mlflow, "log_artifacts", log_then_signal)
-    with pytest.raises(SystemExit) as exited:
+    with pytest.raises(SystemExit) as exited, caplog.at_level(logging.ERROR):
         track.main()
 
     assert exited.value.code == code
+    assert [record.getMessage() for record in caplog.records] == [
+        f"track: stopped by {signal.Signals(signal_number).name}; unfinished runs are marked KILLED"
+    ]
     assert run_statuses(outputs) == {"unknown": "KILLED"}
     assert not paths.MLFLOW_RUNS.exists()
 
@@ -499,8 +502,15 @@ def test_a_signal_after_the_last_write_still_ends_the_runs_killed(outputs: Path,
 
 
 def test_a_finished_publication_is_reused_and_an_unfinished_one_is_not(outputs: Path, caplog):
-    track.main()
+    with caplog.at_level(logging.INFO, logger="pipeline.track"):
+        track.main()
     first = read_json(paths.MLFLOW_RUNS)
+    uri = resolve_store({}, outputs).tracking_uri
+    assert caplog.records[0].getMessage() == (
+        f"track: published parent run {first['parent_run_id']} in experiment "
+        f"'mlp-comparison' at {uri}"
+    )
+    caplog.clear()
     published = read_json(paths.PUBLISHED)
     assert len(all_runs(outputs)) == 7
     # Another experiment's publication pointed the run list's view at its own metric.
@@ -519,7 +529,6 @@ def test_a_finished_publication_is_reused_and_an_unfinished_one_is_not(outputs: 
     assert len(client.search_model_versions(f"name = '{REGISTERED_MODEL}'")) == 1
     assert client.get_experiment(first["experiment_id"]).tags[view_key] == view
     assert client.get_run(first["parent_run_id"]).data.tags["verdict"] == "sklearn wins"
-    uri = resolve_store({}, outputs).tracking_uri
     assert [record.getMessage() for record in caplog.records] == [
         "track: already published (same params and results) as parent run "
         f"{first['parent_run_id']} in experiment 'mlp-comparison' at {uri}",

@@ -370,13 +370,18 @@ def test_each_family_run_logs_its_model_loadable_from_the_store(published: Publi
     assert np.all((predictions >= 0) & (predictions <= 1))
 
 
-def test_every_metric_is_stamped_with_the_time_it_was_published(published: Published):
-    # MLflow's UI plots and sorts by these: milliseconds since the epoch.
+def test_every_metric_is_stamped_with_the_time_and_step_it_belongs_to(published: Published):
+    # MLflow's UI plots and sorts by these: milliseconds since the epoch, and the
+    # epoch as the step of a curve; a value logged once is at step 0.
     start, end = (int(seconds * 1000) for seconds in published.published_between)
     for run in published.runs.values():
         for key in run.data.metrics:
-            for metric in published.client.get_metric_history(run.info.run_id, key):
-                assert start <= metric.timestamp <= end, (run.info.run_name, key)
+            history = published.client.get_metric_history(run.info.run_id, key)
+            assert all(start <= metric.timestamp <= end for metric in history), key
+            if key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                assert [metric.step for metric in history] == [1, 2, 3]
+            else:
+                assert [metric.step for metric in history] == [0], (run.info.run_name, key)
 
 
 def test_the_approved_winner_becomes_the_champion(published: Published):

@@ -241,3 +241,28 @@ def test_a_new_embedded_store_is_readable_while_written_and_keeps_artifacts_here
     with caplog.at_level(logging.INFO, logger="pipeline.store"):
         open_store(store)
     assert caplog.records == []  # not new: nothing created
+
+
+def test_the_first_new_store_is_kept_as_the_template_of_the_next(tmp_path: Path, monkeypatch):
+    from pipeline import store as store_module
+
+    template = tmp_path / "environment" / "share" / "empty.db"
+    monkeypatch.setattr(store_module, "store_template", lambda: template)
+    open_store(resolve_store({}, tmp_path / "first"))  # created by MLflow's migrations
+    assert [path.name for path in template.parent.iterdir()] == ["empty.db"]
+    kept = MlflowClient(f"sqlite:///{template}")
+    assert [experiment.name for experiment in kept.search_experiments()] == ["Default"]
+
+    second = resolve_store({}, tmp_path / "second")
+    client = open_store(second)  # a copy of the template
+    assert client.get_experiment("0").artifact_location == f"{second.artifact_location}/0"
+    assert ensure_experiment(client, "second", second) == "1"
+
+
+def test_an_unwritable_template_folder_only_costs_time(tmp_path: Path, monkeypatch):
+    from pipeline import store as store_module
+
+    monkeypatch.setattr(store_module, "store_template", lambda: Path("/proc/none/empty.db"))
+    store = resolve_store({}, tmp_path)
+    client = open_store(store)
+    assert client.get_experiment("0").artifact_location == f"{store.artifact_location}/0"

@@ -132,26 +132,43 @@ class Published:
     published_between: tuple[float, float]  # seconds since the epoch
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
-    """Published once for the tests that only read the store; never change it."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        folder = stage_outputs_in(
-            tmp_path_factory.mktemp("published") / "project", monkeypatch, replicates=2
-        )
-        for variable, value in DVC_EXPERIMENT.items():
-            monkeypatch.setenv(variable, value)
-        started = time.time()
-        with signal_handlers_kept():
-            track.main()
-        client = store_client(folder)
-        runs = {run.info.run_name: run for run in all_runs(folder)}
-        yield Published(
-            folder, client, read_json(folder / paths.MLFLOW_RUNS), runs, (started, time.time())
-        )
+def publish_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Published:
+    """Publish two replicates per family under `dvc exp run`, in `folder`."""
+    stage_outputs_in(folder, monkeypatch, replicates=2)
+    for variable, value in DVC_EXPERIMENT.items():
+        monkeypatch.setenv(variable, value)
+    started = time.time()
+    track.main()
+    runs = {run.info.run_name: run for run in all_runs(folder)}
+    return Published(
+        folder,
+        store_client(folder),
+        read_json(folder / paths.MLFLOW_RUNS),
+        runs,
+        (started, time.time()),
+    )
 
 
-def test_a_publication_is_a_parent_with_a_run_per_family_and_replicate(published: Published):
+def test_a_publication_holds_everything_it_promises(tmp_path: Path, monkeypatch):
+    """One publication, checked in one test: mutation testing runs only the tests that
+    called the changed function, and a publication shared by several tests would be
+    made by the first of them only."""
+    published = publish_in(tmp_path / "project", monkeypatch)
+    check_runs(published)
+    check_lineage(published)
+    check_parent(published)
+    check_timestamps_and_steps(published)
+    check_champion(published)
+    check_run_ids_and_links(published)
+    for family in ("keras", "sklearn"):
+        check_family_run(published, family)
+        check_inputs(published, family)
+        check_model(published, family)
+        for replicate in (0, 1):
+            check_replicate_run(published, family, replicate)
+
+
+def check_runs(published: Published):
     runs, run_ids = published.runs, published.run_ids
     assert sorted(runs) == [
         "keras",
@@ -181,7 +198,7 @@ def test_a_publication_is_a_parent_with_a_run_per_family_and_replicate(published
             assert nested.data.tags["seed"] == str(STAGE_SEEDS[family][replicate])
 
 
-def test_every_run_leads_back_to_its_dvc_experiment_and_params(published: Published):
+def check_lineage(published: Published):
     from pipeline.config import flatten, load_params
     from pipeline.publication import params_hash, publish_key
 
@@ -204,7 +221,7 @@ def test_every_run_leads_back_to_its_dvc_experiment_and_params(published: Publis
             assert run.data.params == expected_params, name
 
 
-def test_the_parent_holds_the_verdict_report_and_views(published: Published):
+def check_parent(published: Published):
     parent = published.runs["tuned-palp"]
     tags, metrics = parent.data.tags, parent.data.metrics
     assert tags["winner"] == "sklearn"
@@ -267,10 +284,7 @@ def mean_loss(family: str, epoch: int) -> float:
     return (stage_loss(family, 0, epoch) + stage_loss(family, 1, epoch)) / 2
 
 
-@pytest.mark.parametrize("family", ["keras", "sklearn"])
-def test_each_family_run_holds_its_curves_test_metrics_and_summary(
-    published: Published, family: str
-):
+def check_family_run(published: Published, family: str):
     run = published.runs[family]
     assert run.data.metrics == {
         **{f"test_{name}": value for name, value in STAGE_TEST_METRICS[family].items()},
@@ -306,11 +320,7 @@ def read_history_of(published: Published, run_id: str) -> dict[str, dict[int, fl
     }
 
 
-@pytest.mark.parametrize("family", ["keras", "sklearn"])
-@pytest.mark.parametrize("replicate", [0, 1])
-def test_each_replicate_run_holds_its_own_curves_and_test_metrics(
-    published: Published, family: str, replicate: int
-):
+def check_replicate_run(published: Published, family: str, replicate: int):
     run = published.runs[f"{family}#{replicate}"]
     assert run.data.metrics == {
         **{
@@ -332,10 +342,7 @@ def test_each_replicate_run_holds_its_own_curves_and_test_metrics(
     assert run.data.params == {}
 
 
-@pytest.mark.parametrize("family", ["keras", "sklearn"])
-def test_each_family_run_records_the_split_files_it_was_trained_and_tested_on(
-    published: Published, family: str
-):
+def check_inputs(published: Published, family: str):
     inputs = published.runs[family].inputs.dataset_inputs
     by_context = {entry.tags[0].value: entry.dataset for entry in inputs if entry.tags}
     assert sorted(by_context) == ["testing", "training", "validation"]
@@ -357,8 +364,7 @@ def test_each_family_run_records_the_split_files_it_was_trained_and_tested_on(
         ]
 
 
-@pytest.mark.parametrize("family", ["keras", "sklearn"])
-def test_each_family_run_logs_its_model_loadable_from_the_store(published: Published, family: str):
+def check_model(published: Published, family: str):
     model_id = published.run_ids[f"{family}_model_id"]
     logged = published.client.get_logged_model(model_id)
     assert logged.source_run_id == published.run_ids[f"{family}_run_id"]
@@ -370,7 +376,7 @@ def test_each_family_run_logs_its_model_loadable_from_the_store(published: Publi
     assert np.all((predictions >= 0) & (predictions <= 1))
 
 
-def test_every_metric_is_stamped_with_the_time_and_step_it_belongs_to(published: Published):
+def check_timestamps_and_steps(published: Published):
     # MLflow's UI plots and sorts by these: milliseconds since the epoch, and the
     # epoch as the step of a curve; a value logged once is at step 0.
     start, end = (int(seconds * 1000) for seconds in published.published_between)
@@ -384,7 +390,7 @@ def test_every_metric_is_stamped_with_the_time_and_step_it_belongs_to(published:
                 assert [metric.step for metric in history] == [0], (run.info.run_name, key)
 
 
-def test_the_approved_winner_becomes_the_champion(published: Published):
+def check_champion(published: Published):
     champion = published.client.get_model_version_by_alias(REGISTERED_MODEL, "champion")
     assert int(champion.version) == 1
     assert champion.source == f"models:/{published.run_ids['sklearn_model_id']}"
@@ -399,7 +405,7 @@ def test_the_approved_winner_becomes_the_champion(published: Published):
     }
 
 
-def test_the_run_ids_and_links_are_written_for_dvc(published: Published):
+def check_run_ids_and_links(published: Published):
     written = read_json(published.folder / paths.MLFLOW_RUNS)
     experiment_id = written["experiment_id"]
     assert written["links"] == {

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import paths, track
 from pipeline.files import file_md5, read_json, read_table
-from pipeline.mlflow_models import load_logged_model
+from pipeline.mlflow_models import check_logged_model, load_logged_model
+from pipeline.publication import MLFLOW_MODELS
 from pipeline.store import TAG_FAMILY, resolve_store
 from pipeline.track import epoch_metrics
 from tests.factories import (
@@ -365,15 +367,28 @@ def check_inputs(published: Published, family: str):
 
 
 def check_model(published: Published, family: str):
+    """The logged model is the family's archive, under this run. The scikit-learn model
+    is loaded and predicts; the Keras one is checked as `load_logged_model` checks it
+    before loading, without TensorFlow, which can hang in a forked process (mutmut
+    runs each mutant's tests in a fork)."""
     model_id = published.run_ids[f"{family}_model_id"]
     logged = published.client.get_logged_model(model_id)
     assert logged.source_run_id == published.run_ids[f"{family}_run_id"]
     mlflow.set_tracking_uri(resolve_store({}, published.folder).tracking_uri)
-    model = load_logged_model(f"models:/{model_id}")
-    sample = read_table(published.folder / paths.TRAIN).features
-    predictions = np.asarray(model.predict(sample))
-    assert predictions.shape == ((8, 2) if family == "sklearn" else (8, 1))
-    assert np.all((predictions >= 0) & (predictions <= 1))
+    with tempfile.TemporaryDirectory() as work:
+        directory = Path(mlflow.artifacts.download_artifacts(f"models:/{model_id}", dst_path=work))
+        assert check_logged_model(directory, f"models:/{model_id}") == family
+        logged_files = {
+            str(path.relative_to(directory)) for path in directory.rglob("*") if path.is_file()
+        }
+        with zipfile.ZipFile(published.folder / MLFLOW_MODELS[family]) as saved:
+            assert set(saved.namelist()) <= logged_files  # every file the stage saved
+    if family == "sklearn":
+        model = load_logged_model(f"models:/{model_id}")
+        sample = read_table(published.folder / paths.TRAIN).features
+        probabilities = np.asarray(model.predict(sample))
+        assert probabilities.shape == (8, 2)
+        assert np.allclose(probabilities.sum(axis=1), 1.0)
 
 
 def check_timestamps_and_steps(published: Published):

@@ -175,11 +175,12 @@ def save_model_archives(folder: Path, sample: np.ndarray) -> None:
 
 
 def stage_verdict(replicates: int) -> dict[str, Any]:
-    """data/compare/verdict.json with the keys compare writes: sklearn wins, approved."""
+    """data/compare/verdict.json with the keys compare writes: sklearn wins on F1 (a
+    primary metric other than the default), approved."""
     verdict: dict[str, Any] = {
         "winner": "sklearn",
         "significant": True,
-        "primary_metric": "roc_auc",
+        "primary_metric": "f1",
         "replicates": replicates,
         "difference": -0.0625123456,
         "difference_low": -0.1,
@@ -255,7 +256,7 @@ def write_stage_outputs(folder: Path, replicates: int = 2) -> None:
     write_text("fake png\n", folder / paths.FIGURES / "roc.png")
     write_text("fake png\n", folder / paths.FIGURES / "loss.png")
     write_json(stage_verdict(replicates), folder / paths.VERDICT)
-    write_text("**sklearn** wins on ROC AUC.\n", folder / paths.DESCRIPTION)
+    write_text("**sklearn** wins on F1.\n", folder / paths.DESCRIPTION)
     write_text("# Comparison\n\nsklearn wins.\n", folder / paths.REPORT_MARKDOWN)
     write_text("<h1>Comparison</h1>\n", folder / paths.REPORT_HTML)
     save_model_archives(folder, tables[paths.TRAIN].features)

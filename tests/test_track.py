@@ -184,7 +184,7 @@ def check_runs(published: Published):
     assert {run.info.status for run in runs.values()} == {"FINISHED"}
     parent = runs["tuned-palp"]
     assert parent.info.run_id == run_ids["parent_run_id"]
-    assert parent.info.experiment_id == run_ids["experiment_id"]
+    assert {run.info.experiment_id for run in runs.values()} == {run_ids["experiment_id"]}
     assert published.client.get_experiment(run_ids["experiment_id"]).name == EXPERIMENT
     for family in ("keras", "sklearn"):
         child = runs[family]
@@ -228,22 +228,24 @@ def check_parent(published: Published):
     tags, metrics = parent.data.tags, parent.data.metrics
     assert tags["winner"] == "sklearn"
     assert tags["significant"] == "true"
-    assert tags["primary_metric"] == "roc_auc"
+    assert tags["primary_metric"] == "f1"
     assert tags["verdict_level"] == "libraries, 2 replicates"
     assert tags["verdict"] == "sklearn wins"
     links = read_json(published.folder / paths.MLFLOW_RUNS)["links"]
     # compare's description, then where to look in MLflow's UI.
     assert tags["mlflow.note.content"] == (
-        "**sklearn** wins on ROC AUC.\n\n#### In the MLflow UI\n\n"
+        "**sklearn** wins on F1.\n\n#### In the MLflow UI\n\n"
         "With `mlflow ui` running (see the README), open:\n\n```\n"
         + "".join(f"# {name}\n{links[name]}\n" for name in LINK_NAMES)
         + "```\n"
     )
     # Rounded to 4 significant digits for the run list.
     assert metrics == {
-        "test_roc_auc_difference": -0.06251,
+        "test_f1_difference": -0.06251,
         "p_value": 0.01235,
         "p_keras_better": 0.03123,
+        "keras_test_f1": 0.625,
+        "sklearn_test_f1": 0.75,
         "keras_test_roc_auc": 0.8125,
         "sklearn_test_roc_auc": 0.875,
         "keras_test_accuracy": 0.75,
@@ -266,7 +268,12 @@ def check_parent(published: Published):
     experiment = published.client.get_experiment(published.run_ids["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     view = json.loads(experiment.tags["mlflow.sharedViewState.mlp-compare"])
-    assert view["selectedColumns"][0] == "tags.`verdict`"
+    assert view["selectedColumns"] == [
+        "tags.`verdict`",
+        "metrics.`keras_test_f1`",
+        "metrics.`sklearn_test_f1`",
+        "metrics.`p_value`",
+    ]
 
 
 def artifact_files(client: MlflowClient, run_id: str, folder: str = "") -> dict[str, bytes]:
@@ -412,7 +419,7 @@ def check_champion(published: Published):
     assert champion.tags == {
         "parent_run_id": published.run_ids["parent_run_id"],
         "model_family": "sklearn",
-        "test_roc_auc": "0.875123",
+        "test_f1": "0.875123",
     }
     assert read_json(published.folder / paths.PUBLISHED) == {
         "mlflow_run": published.run_ids["parent_run_id"],

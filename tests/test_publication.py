@@ -236,3 +236,54 @@ def test_each_replicate_gets_its_own_test_metrics_whatever_the_row_order(
         [1, 2, 3],
         [1, 2, 3],
     ]
+
+
+@pytest.mark.parametrize(
+    ("split", "labels", "features"),
+    [
+        pytest.param(paths.TRAIN, [0, 1, 2, 1], ("a", "b", "c"), id="train-third-class"),
+        pytest.param(
+            paths.VALIDATION, [0, 1, 2, 1], ("a", "b", "c"), id="validation-third-class"
+        ),  # fmt: skip
+        pytest.param(paths.TEST, [0, 1, 2, 1], ("a", "b", "c"), id="test-third-class"),
+        pytest.param(paths.VALIDATION, [0, 1, 0, 1], ("a", "b", "x"), id="validation-features"),
+        pytest.param(paths.TEST, [0, 1, 0, 1], ("a", "b", "x"), id="test-features"),
+    ],
+)
+def test_splits_that_do_not_match_are_refused_before_anything_is_published(
+    split: Path, labels: list[int], features: tuple[str, ...], default_params: Params,
+    tmp_path: Path, monkeypatch,
+):  # fmt: skip
+    import numpy as np
+
+    from pipeline.files import Table, write_table
+    from pipeline.publication import prepare
+    from tests.factories import built_stage_outputs
+
+    shutil.copytree(built_stage_outputs(2), tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "project")
+    # classes.json names two classes; the train split's features are a, b and c.
+    table = Table(np.zeros((4, 3), dtype=np.float32), np.array(labels, dtype=np.int32), features)
+    write_table(table, split)
+    with pytest.raises(PipelineError, match=f"^{split}: "):
+        prepare(default_params, Revision("0123456", False, None, None), "key")
+
+
+def test_every_class_that_the_dataset_recorded_is_accepted(
+    default_params: Params, tmp_path: Path, monkeypatch
+):
+    import numpy as np
+
+    from pipeline.files import Table, write_json, write_table
+    from pipeline.publication import prepare
+    from tests.factories import built_stage_outputs
+
+    shutil.copytree(built_stage_outputs(2), tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "project")
+    write_json({"target": "grade", "classes": ["a", "b", "c"]}, paths.CLASSES)
+    for split in (paths.TRAIN, paths.VALIDATION, paths.TEST):
+        labels = np.array([0, 1, 2, 1], dtype=np.int32)
+        write_table(Table(np.zeros((4, 3), dtype=np.float32), labels, ("a", "b", "c")), split)
+    publication = prepare(default_params, Revision("0123456", False, None, None), "key")
+    assert [list(table.labels) for _, table in publication.splits.values()] == [[0, 1, 2, 1]] * 3
+    assert list(publication.splits) == ["train", "validation", "test"]

@@ -169,6 +169,8 @@ def test_the_revision_is_the_commit_and_whether_tracked_files_changed(tmp_path: 
     monkeypatch.chdir(tmp_path)
     assert current_revision({}) == Revision("unknown", False, None, None)  # not a repository
     git(tmp_path, "init", "-q")
+    # No commit yet: git answers `rev-parse HEAD` with an error (and "HEAD" on stdout).
+    assert current_revision({}).commit == "unknown"
     (tmp_path / "params.yaml").write_text("a: 1\n")
     (tmp_path / "dvc.lock").write_text("stages: {}\n")
     git(tmp_path, "add", ".")

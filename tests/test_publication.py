@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline import paths
 from pipeline.config import Params
@@ -289,3 +290,31 @@ def test_every_class_that_the_dataset_recorded_is_accepted(
     publication = prepare(default_params, Revision("0123456", False, None, None), "key")
     assert [list(table.labels) for _, table in publication.splits.values()] == [[0, 1, 2, 1]] * 3
     assert list(publication.splits) == ["train", "validation", "test"]
+
+
+def test_a_family_whose_files_were_changed_since_its_stage_is_refused(tmp_path: Path, monkeypatch):
+    from pipeline.files import file_md5, write_csv
+    from tests.factories import built_stage_outputs
+
+    shutil.copytree(built_stage_outputs(2), tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "project")
+    rows = pd.read_csv(paths.REPLICATE_METRICS)
+    # dvc.lock records another archive than the one there now.
+    recorded = {"path": str(paths.KERAS_MLFLOW_MODEL), "md5": "0" * 32}
+    Path("dvc.lock").write_text(
+        yaml.safe_dump({"schema": "2.0", "stages": {"train_keras": {"outs": [recorded]}}})
+    )
+    with pytest.raises(PipelineError, match=f"^{paths.KERAS_MLFLOW_MODEL}: MD5 "):
+        family_results("keras", rows)
+    recorded["md5"] = file_md5(paths.KERAS_MLFLOW_MODEL)
+    Path("dvc.lock").write_text(
+        yaml.safe_dump({"schema": "2.0", "stages": {"train_keras": {"outs": [recorded]}}})
+    )
+    assert family_results("keras", rows).flavor == "keras"
+
+    # A replicate_histories.csv without its replicate column is named, not guessed at.
+    histories = pd.read_csv(paths.KERAS_REPLICATE_HISTORIES).drop(columns="replicate")
+    write_csv(histories, paths.KERAS_REPLICATE_HISTORIES)
+    with pytest.raises(PipelineError) as caught:
+        family_results("keras", rows)
+    assert str(caught.value) == f"{paths.KERAS_REPLICATE_HISTORIES}: missing columns ['replicate']"

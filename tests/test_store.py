@@ -243,16 +243,32 @@ def test_a_new_embedded_store_is_readable_while_written_and_keeps_artifacts_here
     assert caplog.records == []  # not new: nothing created
 
 
-def test_the_first_new_store_is_kept_as_the_template_of_the_next(tmp_path: Path, monkeypatch):
+def test_the_first_new_store_is_kept_as_the_template_of_the_next(
+    tmp_path: Path, monkeypatch, caplog
+):
     from pipeline import store as store_module
 
     template = tmp_path / "environment" / "share" / "empty.db"
+    template.parent.mkdir(parents=True)  # the environment's folder may exist already
     monkeypatch.setattr(store_module, "store_template", lambda: template)
-    open_store(resolve_store({}, tmp_path / "first"))  # created by MLflow's migrations
+    first = resolve_store({}, tmp_path / "first")
+    with caplog.at_level(logging.INFO):
+        client = open_store(first)  # created by MLflow's migrations
+        # MLflow's lines for each step of creating its tables are not shown; the
+        # rest are.
+        assert logging.getLogger().level == logging.INFO
+    assert not [record for record in caplog.records if record.name.startswith("mlflow.store")]
     assert [path.name for path in template.parent.iterdir()] == ["empty.db"]
     kept = MlflowClient(f"sqlite:///{template}")
     assert [experiment.name for experiment in kept.search_experiments()] == ["Default"]
 
+    # A store that is not new never becomes the template, even where none is kept.
+    ensure_experiment(client, "first", first)
+    template.unlink()
+    open_store(first)
+    assert not template.exists()
+
+    open_store(resolve_store({}, tmp_path / "again"))  # saves the template again
     second = resolve_store({}, tmp_path / "second")
     client = open_store(second)  # a copy of the template
     assert client.get_experiment("0").artifact_location == f"{second.artifact_location}/0"

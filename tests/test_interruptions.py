@@ -17,6 +17,7 @@ from pipeline.interruptions import (
     TAG_HOST,
     TAG_PID,
     Terminated,
+    _process_alive,
     checkpoint,
     install_signal_handlers,
     mark_orphans_killed,
@@ -96,3 +97,22 @@ def test_a_signal_during_a_write_waits_for_the_next_checkpoint():
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def test_a_process_of_another_user_counts_as_alive():
+    """Signal 0 to another user's process is refused: it exists, and its runs are
+    left alone. This process is alive but no publisher (as a reused pid would be)."""
+    assert not _process_alive(os.getpid())
+    if os.geteuid() != 0:
+        assert _process_alive(1)
+        return
+    # As root every signal is allowed: ask from a child that runs as nobody.
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setuid(65534)
+            os._exit(0 if _process_alive(1) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

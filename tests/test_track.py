@@ -26,6 +26,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from pipeline import paths, track
+from pipeline.errors import PipelineError
 from pipeline.files import file_md5, read_json, read_table
 from pipeline.mlflow_models import check_logged_model, load_logged_model
 from pipeline.publication import MLFLOW_MODELS
@@ -582,3 +583,15 @@ def test_a_finished_publication_is_reused_and_an_unfinished_one_is_not(outputs: 
     track.main()
     assert read_json(paths.MLFLOW_RUNS)["parent_run_id"] != second["parent_run_id"]
     assert len(all_runs(outputs)) == 21
+
+
+def test_an_archive_changed_since_its_stage_is_refused_before_the_store_exists(outputs: Path):
+    recorded = {"path": str(paths.SKLEARN_MLFLOW_MODEL), "md5": "0" * 32}
+    Path("dvc.lock").write_text(
+        json.dumps({"schema": "2.0", "stages": {"train_sklearn": {"outs": [recorded]}}})
+    )
+    with pytest.raises(PipelineError, match=f"^{paths.SKLEARN_MLFLOW_MODEL}: MD5 "):
+        track.main()
+    # A refusal leaves no trace: no store was created.
+    assert not (outputs / "mlflow.db").exists()
+    assert not paths.MLFLOW_RUNS.exists()

@@ -102,7 +102,9 @@ def test_a_signal_during_a_write_waits_for_the_next_checkpoint():
 def test_a_process_of_another_user_counts_as_alive():
     """Signal 0 to another user's process is refused: it exists, and its runs are
     left alone."""
-    publisher = subprocess.Popen([sys.executable, "-c", "input()", "pipeline.track"], stdin=subprocess.PIPE)  # fmt: skip
+    publisher = subprocess.Popen(
+        [sys.executable, "-c", "input()", "pipeline.track"], stdin=subprocess.PIPE
+    )
     try:
         assert _process_alive(publisher.pid)
     finally:

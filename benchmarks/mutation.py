@@ -4,12 +4,14 @@ and writes JSON.
 
     ./run python -m benchmarks.mutation                # mutmut run, then the table
     ./run python -m benchmarks.mutation --report-only  # the table of the last run
+    ./run mutmut run "pipeline.store*"                 # one module, then --report-only:
+                                                       # the other modules keep their rows
 
 mutmut (`[tool.mutmut]` in pyproject.toml says which modules and tests) copies the
 project to `mutants/`, changes one operator, constant or call at a time, and runs
 the fast tests that reach the changed function. A mutant the tests fail on is
 killed; one they pass on survived, and names a bug the tests would let through.
-Not part of the default test run; docs/testing.md holds the latest table.
+Not part of the default test run; docs/development.md holds the latest table.
 """
 
 import argparse
@@ -84,6 +86,28 @@ def module_scores(counts: dict[str, Counter]) -> list[ModuleScore]:
     return scores
 
 
+def measured(item: ModuleScore) -> bool:
+    """Whether any mutant of the module ran: mutmut lists those of modules left out of
+    a run (`mutmut run "pipeline.store*"`) as not checked."""
+    return item.other < item.mutants
+
+
+def merge_scores(previous: list[ModuleScore], scores: list[ModuleScore]) -> list[ModuleScore]:
+    """This run's scores of the modules it measured, the previous ones of the others: a
+    run of one module keeps the table's other rows."""
+    by_module = {item.module: item for item in previous}
+    by_module |= {item.module: item for item in scores if measured(item)}
+    return [by_module[module] for module in sorted(by_module)]
+
+
+def read_scores(path: Path) -> list[ModuleScore]:
+    """The scores a previous run wrote, none if there is no such file."""
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    return [ModuleScore(**{key: row[key] for key in row if key != "score"}) for row in rows]
+
+
 def table(scores: list[ModuleScore]) -> str:
     lines = [
         "| module | mutants | killed | survived | no test reaches it | timeout | not run | score |",
@@ -120,8 +144,9 @@ def main() -> None:
             sys.exit(f"mutmut run failed:\n{completed.stdout[-2000:]}{completed.stderr[-2000:]}")
     results = mutmut("results", "--all", "true")
     scores = module_scores(parse_results(results.stdout))
-    if not scores:
+    if not any(measured(item) for item in scores):
         sys.exit("no mutmut results: run without --report-only first")
+    scores = merge_scores(read_scores(arguments.output), scores)
     arguments.output.write_text(
         json.dumps([asdict(item) | {"score": item.score} for item in scores], indent=2) + "\n"
     )

@@ -21,6 +21,9 @@ TAG_HOST = "pipeline.host"
 TAG_PID = "pipeline.pid"
 # The publishing stage's module, as its command line names it.
 PUBLISHER = b"pipeline.track"
+# The most experiments or runs one search returns (MLflow's own limit): a store with
+# more is read page by page.
+PAGE_SIZE = 1000
 
 
 class Terminated(BaseException):
@@ -90,7 +93,7 @@ def mark_orphans_killed(client: MlflowClient) -> list[str]:
     experiment_ids: list[str] = []
     token = None
     while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
+        page = client.search_experiments(max_results=PAGE_SIZE, page_token=token)
         experiment_ids += [experiment.experiment_id for experiment in page]
         token = page.token
         if not token:
@@ -101,7 +104,7 @@ def mark_orphans_killed(client: MlflowClient) -> list[str]:
         page = client.search_runs(
             experiment_ids,
             filter_string="attributes.status = 'RUNNING'",
-            max_results=1000,
+            max_results=PAGE_SIZE,
             page_token=token,
         )
         running += page

@@ -109,10 +109,10 @@ def published_files(
     return [*files, *inside]
 
 
-def publish_key(params: Params, files: list[Path] | None = None) -> str:
+def publish_key(params: Params) -> str:
     """Identifies a result: the same params and published files give the same key."""
     digest = hashlib.sha256(params_hash(params).encode())
-    for path in published_files() if files is None else files:
+    for path in published_files():
         digest.update(f"{path}:{file_md5(path)}".encode())
     return digest.hexdigest()
 

@@ -68,3 +68,17 @@ def test_nothing_is_registered_unless_approved(store, status: str):
     verdict = approved("keras") | {"promotion": status}
     assert promote(client, NAME, verdict, run_ids) is None
     assert client.search_registered_models() == []
+
+
+def test_another_registered_model_name_gets_its_own_version(store):
+    client, run_ids = store
+    promote(client, NAME, approved("sklearn"), run_ids)
+    # The same runs, after compare.promote.registered_model_name changed.
+    promotion = promote(client, "renamed", approved("sklearn"), run_ids)
+    assert promotion is not None and promotion.version == "1"
+    champion = client.get_model_version_by_alias("renamed", "champion")
+    assert champion.source == f"models:/{run_ids['sklearn_model_id']}"
+    assert [version.name for version in client.search_model_versions()] in (
+        [NAME, "renamed"],
+        ["renamed", NAME],
+    )

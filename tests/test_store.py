@@ -1,11 +1,16 @@
 """Tests for `pipeline.store`: where runs go, a connection that fails in one line, and
 a new SQLite store created safely by parallel processes."""
 
+import fcntl
+import logging
 import socket
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -14,9 +19,14 @@ from pipeline.store import (
     HTTP_RETRY_POLICY,
     Store,
     connect,
+    ensure_experiment,
+    failure_reason,
+    open_store,
     redact,
     repository_root,
     resolve_store,
+    store_lock,
+    store_template,
 )
 from tests.factories import StoreStandIn
 
@@ -134,3 +144,141 @@ def test_a_slow_store_is_waited_for_unless_the_environment_sets_a_shorter_timeou
     with StoreStandIn(answer=True, delay=2) as stand_in, pytest.raises(PipelineError):
         connect(Store(tracking_uri=stand_in.uri, artifact_location=None))
     assert len(stand_in.requests) == 3
+
+
+def test_a_blank_tracking_uri_variable_means_the_embedded_store(tmp_path: Path):
+    assert resolve_store({"MLFLOW_TRACKING_URI": "  "}, tmp_path) == resolve_store({}, tmp_path)
+    assert resolve_store({}, tmp_path).lock_path == tmp_path / "mlflow.db.lock"
+    spaced = resolve_store({"MLFLOW_TRACKING_URI": " http://127.0.0.1:5000 \n"}, tmp_path)
+    assert spaced == Store(tracking_uri="http://127.0.0.1:5000", artifact_location=None)
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("https://alice:secret@mlflow.example.org/path", "https://mlflow.example.org/path"),
+        ("http://alice@127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("http://:secret@127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("postgresql://bob:hunter2@db:5432/mlflow", "postgresql://db:5432/mlflow"),
+    ],
+)
+def test_redact_drops_the_user_and_keeps_the_host_and_port(uri: str, shown: str):
+    assert redact(uri) == shown
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            ConnectionError(
+                "HTTPConnectionPool(host='h', port=1): Max retries exceeded (Caused by "
+                "NewConnectionError('<urllib3.connection.HTTPConnection>: Failed to "
+                "establish a new connection: [Errno 111] Connection refused'))"
+            ),
+            "[Errno 111] Connection refused",
+        ),
+        (OSError("[Errno -2] Name or service not known"), "[Errno -2] Name or service not known"),
+        (
+            ValueError("\n  bad answer from https://bob:hunter2@host/api\nsecond line"),
+            "bad answer from https://host/api",
+        ),
+        (ValueError(""), "ValueError"),
+        (ValueError("x" * 300), "x" * 200),
+    ],
+)
+def test_failure_reason_is_the_gist_without_credentials(error: Exception, reason: str):
+    assert failure_reason(error) == reason
+
+
+def test_an_unreachable_store_says_how_to_publish_later():
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(PipelineError) as caught:
+        connect(Store(tracking_uri=uri, artifact_location=None))
+    assert str(caught.value) == (
+        f"MLflow tracking store {uri} is unreachable ([Errno 111] Connection refused); the "
+        "training outputs are complete, run `dvc repro` again to publish them once it is back"
+    )
+
+
+def test_the_store_lock_is_exclusive_while_held(tmp_path: Path):
+    store = resolve_store({}, tmp_path / "new folder")
+    with store_lock(store):
+        with open(store.lock_path, "a") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    with open(store.lock_path, "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+    # A tracking server needs no lock: none is made.
+    with store_lock(Store(tracking_uri="http://127.0.0.1:5000", artifact_location=None)):
+        pass
+
+
+def test_the_empty_store_template_is_kept_in_the_environment():
+    template = store_template()
+    assert template.is_relative_to(sys.prefix)
+    assert mlflow.__version__ in template.name
+
+
+def test_a_new_embedded_store_is_readable_while_written_and_keeps_artifacts_here(
+    tmp_path: Path, caplog
+):
+    store = resolve_store({}, tmp_path)
+    with caplog.at_level(logging.INFO, logger="pipeline.store"):
+        client = open_store(store)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"track: first run here: creating the MLflow store {tmp_path / 'mlflow.db'} (runs) "
+        "and mlartifacts (files)"
+    ]
+    database = tmp_path / "mlflow.db"
+    with closing(sqlite3.connect(database)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert client.get_experiment("0").artifact_location == f"{store.artifact_location}/0"
+    experiment_id = ensure_experiment(client, "here", store)
+    assert client.get_experiment(experiment_id).artifact_location == store.artifact_location
+    assert ensure_experiment(client, "here", store) == experiment_id
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pipeline.store"):
+        open_store(store)
+    assert caplog.records == []  # not new: nothing created
+
+
+def test_the_first_new_store_is_kept_as_the_template_of_the_next(
+    tmp_path: Path, monkeypatch, caplog
+):
+    from pipeline import store as store_module
+
+    template = tmp_path / "environment" / "share" / "empty.db"
+    template.parent.mkdir(parents=True)  # the environment's folder may exist already
+    monkeypatch.setattr(store_module, "store_template", lambda: template)
+    first = resolve_store({}, tmp_path / "first")
+    with caplog.at_level(logging.INFO):
+        client = open_store(first)  # created by MLflow's migrations
+        # MLflow's lines for each step of creating its tables are not shown; the
+        # rest are.
+        assert logging.getLogger().level == logging.INFO
+    assert not [record for record in caplog.records if record.name.startswith("mlflow.store")]
+    assert [path.name for path in template.parent.iterdir()] == ["empty.db"]
+    kept = MlflowClient(f"sqlite:///{template}")
+    assert [experiment.name for experiment in kept.search_experiments()] == ["Default"]
+
+    # A store that is not new never becomes the template, even where none is kept.
+    ensure_experiment(client, "first", first)
+    template.unlink()
+    open_store(first)
+    assert not template.exists()
+
+    open_store(resolve_store({}, tmp_path / "again"))  # saves the template again
+    second = resolve_store({}, tmp_path / "second")
+    client = open_store(second)  # a copy of the template
+    assert client.get_experiment("0").artifact_location == f"{second.artifact_location}/0"
+    assert ensure_experiment(client, "second", second) == "1"
+
+
+def test_an_unwritable_template_folder_only_costs_time(tmp_path: Path, monkeypatch):
+    from pipeline import store as store_module
+
+    monkeypatch.setattr(store_module, "store_template", lambda: Path("/proc/none/empty.db"))
+    store = resolve_store({}, tmp_path)
+    client = open_store(store)
+    assert client.get_experiment("0").artifact_location == f"{store.artifact_location}/0"

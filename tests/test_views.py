@@ -100,11 +100,24 @@ def test_links_point_at_the_ui_of_the_store():
     link = curves_link("http://h:1", "3", {"keras_run_id": "k1", "sklearn_run_id": "s1"})
     address, query = link.split("?", 1)
     assert address == "http://h:1/#/metric"
-    fields = dict(parse_qsl(query))
-    assert json.loads(fields["runs"]) == ["k1", "s1"]
-    assert json.loads(fields["experiments"]) == ["3"]
-    assert json.loads(fields["plot_metric_keys"]) == ["loss", "val_loss"]
-    assert fields["x_axis"] == "step"
+    # What MLflow's metric page reads from its address: both runs' loss and val_loss
+    # against the epoch, every point shown, nothing smoothed.
+    assert dict(parse_qsl(query)) == {
+        "runs": '["k1","s1"]',
+        "metric": '"loss"',
+        "experiments": '["3"]',
+        "plot_metric_keys": '["loss","val_loss"]',
+        "plot_layout": "{}",
+        "x_axis": "step",
+        "y_axis_scale": "linear",
+        "line_smoothness": "1",
+        "show_point": "true",
+        "deselected_curves": "[]",
+        "last_linear_y_axis_range": "[]",
+    }
+    # Readable: only the quotes are escaped.
+    assert '=["k1","s1"]' not in query and "runs=[%22k1%22,%22s1%22]" in query
+    assert ui_address("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
 
 
 def test_publish_views_sets_the_experiment_kind_views_and_parent_row(tmp_path):
@@ -133,12 +146,22 @@ def test_publish_views_sets_the_experiment_kind_views_and_parent_row(tmp_path):
         ]
     )
     assert runs_view["columnOrder"] == runs_view["selectedColumns"]
-    assert runs_view["columnWidths"]["metrics.`p_value`"] == 7 * len("p_value") + 40
+    assert runs_view["columnWidths"] == {
+        "tags.`verdict`": 7 * len("verdict") + 40,
+        "metrics.`keras_test_roc_auc`": 7 * len("keras_test_roc_auc") + 40,
+        "metrics.`sklearn_test_roc_auc`": 7 * len("sklearn_test_roc_auc") + 40,
+        "metrics.`p_value`": 7 * len("p_value") + 40,
+    }
+    # Compact JSON: MLflow caps an experiment tag's length.
+    assert ", " not in tags[SHARED_VIEW_PREFIX + "mlp-compare"]
     # MLflow caps an experiment tag at 5000 characters.
     assert all(len(value) < 5000 for value in tags.values())
     run = client.get_run(parent)
     assert run.data.tags["verdict"] == "sklearn, n.s."
+    assert run.data.metrics == metrics
     assert run.data.metrics["keras_test_roc_auc"] == 0.8263
+    # The children's rows are left as they are.
+    assert client.get_run(run_ids["keras_run_id"]).data.metrics == {}
 
 
 # The README's `dvc exp show` recipe: the headline columns and the params that differ.

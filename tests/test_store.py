@@ -282,3 +282,25 @@ def test_an_unwritable_template_folder_only_costs_time(tmp_path: Path, monkeypat
     store = resolve_store({}, tmp_path)
     client = open_store(store)
     assert client.get_experiment("0").artifact_location == f"{store.artifact_location}/0"
+
+
+def test_a_deleted_store_leaves_no_stale_write_ahead_log_behind(tmp_path: Path):
+    # mlflow.db deleted by hand while a reader (the MLflow UI) kept its write-ahead
+    # log. A new store starts in rollback-journal mode (the template, or MLflow's own
+    # creation), so SQLite ignores the old log instead of applying its pages.
+    store = resolve_store({}, tmp_path)
+    client = open_store(store)
+    database = tmp_path / "mlflow.db"
+    with closing(sqlite3.connect(database)) as reader:
+        reader.execute("PRAGMA wal_autocheckpoint=0")
+        reader.execute("SELECT count(*) FROM experiments").fetchone()
+        ensure_experiment(client, "old", store)
+        stale = {suffix: Path(f"{database}{suffix}").read_bytes() for suffix in ("-wal", "-shm")}
+    database.unlink()
+    for suffix, content in stale.items():
+        Path(f"{database}{suffix}").write_bytes(content)
+
+    client = open_store(store)
+
+    assert [experiment.name for experiment in client.search_experiments()] == ["Default"]
+    assert ensure_experiment(client, "new", store) == "1"

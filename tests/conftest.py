@@ -1,5 +1,6 @@
 """Tiny, seeded fixtures shared by the tests."""
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,12 @@ def pytest_configure(config: pytest.Config) -> None:
             reporter.write_line(line)
 
     endtoend.progress = report
+    # A suite started as a background job of a non-interactive shell (`cmd &` in a CI
+    # script) inherits SIGINT ignored, and so would every process it starts: the tests
+    # of Ctrl-C would then wait out their timeouts. A terminal, where users press
+    # Ctrl-C, never ignores it; the children start from the default again.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

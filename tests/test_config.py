@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import check_batch_size, flatten, load_params, parse_params
+from pipeline.config import (
+    check_batch_size,
+    flatten,
+    load_params,
+    parse_params,
+    shown,
+    shown_key,
+)
 from pipeline.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
@@ -394,6 +401,11 @@ def test_a_control_character_is_malformed_yaml(tmp_path: Path) -> None:
         f"{path}: malformed YAML at line 3, column 17: "
         "character U+0007 is not allowed (a control or special character)"
     )
+    # A first line that is empty counts as line 1, as an editor counts it.
+    path.write_text("\nseed: 4\x1b\n", encoding="utf-8")
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+    assert str(caught.value).startswith(f"{path}: malformed YAML at line 2, column 8: ")
 
 
 def test_errors_name_the_params_file_that_was_read(
@@ -704,3 +716,13 @@ def test_a_huge_value_or_key_is_cut_in_the_error_line(default_raw: dict[str, Any
     error = parse_error(raw, "unknown key")
     assert str(error).startswith(f"params.yaml: unknown key model.'{'k' * 79}... (500 long) ")
     assert len(str(error)) < 400
+
+
+def test_shown_cuts_only_what_is_longer_than_80_characters() -> None:
+    fits = "x" * 78  # its repr, quotes included, is exactly 80 characters
+    assert shown(fits) == repr(fits)
+    assert shown(fits + "y") == f"{repr(fits + 'y')[:80]}... (79 long)"
+    assert shown_key("k" * 80) == "k" * 80
+    assert shown_key("k" * 81) == f"'{'k' * 79}... (81 long)"
+    # A number has no length: the length of how it is written.
+    assert shown(10**100) == f"1{'0' * 79}... (101 long)"

@@ -291,7 +291,7 @@ def running(pid: int) -> bool:
     """Whether process `pid` exists and is not a zombie waiting to be reaped."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or reaped while read
         return False
     return state != "Z"
 

@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 # Set by the search worker on the `dvc exp run` of a trial; DVC and the warm worker's
 # client pass it on to the stages. JSON: the run's name, the storage URL (never with a
 # password), the pruner, and per library its study's name and the trial's id. A
-# trainer follows it only when params.yaml's `search_trial` names the same run: the
-# param keeps a pruned stage out of DVC's run cache for any other run.
+# trainer follows it only when params.yaml's `search_trial` names the same run, so
+# that what a trainer writes depends on its params, as dvc.lock records it.
 TRIAL_VARIABLE = "PIPELINE_SEARCH_TRIAL"
 
 

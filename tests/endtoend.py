@@ -190,3 +190,12 @@ def wait_for_queue(project: Path, env: dict[str, str], timeout: float = 600) -> 
             return status
         assert time.monotonic() < deadline, f"the queue did not finish in {timeout} s:\n{status}"
         time.sleep(10)
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        # Gone before the open, or reaped between the open and the read (ESRCH).
+        return False

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from pipeline.errors import PipelineError, run_stage
+from tests.endtoend import process_running
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,13 +203,6 @@ time.sleep(60)
 """
 
 
-def stage_is_running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # gone, or reaped while read
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 @pytest.mark.parametrize("started_by", ["dvc", "dvc through sh", "hand"])
 def test_stage_started_by_dvc_stops_when_dvc_dies(tmp_path: Path, started_by: str):
@@ -234,12 +228,12 @@ def test_stage_started_by_dvc_stops_when_dvc_dies(tmp_path: Path, started_by: st
             output, errors = parent.communicate(timeout=30)
             assert errors == f"error: stopped by SIGTERM; {STOPPED}\n"
             deadline = time.monotonic() + 10
-            while stage_is_running(stage) and time.monotonic() < deadline:
+            while process_running(stage) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert not stage_is_running(stage)
+            assert not process_running(stage)
         else:
             time.sleep(2)
-            assert stage_is_running(stage)
+            assert process_running(stage)
     finally:
-        if stage_is_running(stage):
+        if process_running(stage):
             os.kill(stage, signal.SIGKILL)

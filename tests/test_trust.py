@@ -24,6 +24,7 @@ from tests.endtoend import (
     copy_project,
     environment,
     execute,
+    process_running,
     set_nested_params,
     set_params,
 )
@@ -287,15 +288,6 @@ def kill_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def running(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):  # gone, or reaped while read
-        return False
-    return state != "Z"
-
-
 def leftovers(project: Path) -> list[Path]:
     """Temporary files of atomic writes left behind."""
     return [path for path in (project / "data").rglob(".*") if path.is_file()]
@@ -358,7 +350,7 @@ def test_stage_stops_when_dvc_is_killed(project: Path):
     output = "".join(seen) + output
     assert f"error: stopped by SIGTERM; {STOPPED}" in output.splitlines()
     assert "Traceback" not in output
-    assert not any(running(pid) for pid in stage)
+    assert not any(process_running(pid) for pid in stage)
     assert output_hashes(project) == before
     assert not leftovers(project)
 

@@ -26,7 +26,13 @@ from pipeline.worker_protocol import (
     send_message,
     socket_path,
 )
-from tests.endtoend import END_TO_END_EPOCHS, environment, execute, tiny_project
+from tests.endtoend import (
+    END_TO_END_EPOCHS,
+    environment,
+    execute,
+    process_running,
+    tiny_project,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STOPPED = (
@@ -199,14 +205,6 @@ def wait_for_file(path: Path, timeout: float = 60) -> str:
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.05)
     return path.read_text()
-
-
-def process_running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        # Gone before the open, or reaped between the open and the read (ESRCH).
-        return False
 
 
 def wait_until_ended(pid: int, timeout: float = 30) -> bool:
